@@ -1,0 +1,327 @@
+//! Endpoint resolution as kube-proxy and the endpoints controller do it:
+//! EndpointSlices by `kubernetes.io/service-name`; else the Endpoints object of
+//! the same name; else the ready Pods a selector picks.
+
+use crate::service::{Backend, Endpoint, Protocol, TargetPort};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What a Service port needs to find its endpoint port.
+pub struct PortSpec<'a> {
+    pub name: &'a str,
+    pub protocol: Protocol,
+    pub target: &'a TargetPort,
+}
+
+/// The endpoint sources of one namespace, indexed once per compile.
+#[derive(Default)]
+pub struct Sources<'a> {
+    /// Slices by service name.
+    pub slices: HashMap<&'a str, Vec<&'a discovery::EndpointSlice>>,
+    pub endpoints: HashMap<&'a str, &'a core::Endpoints>,
+    pub pods: Vec<&'a core::Pod>,
+}
+
+/// The result: one backend list per Service port, plus all addresses.
+pub struct Resolved {
+    pub per_port: Vec<Vec<Backend>>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+pub struct ServiceRef<'a> {
+    pub name: &'a str,
+    pub selector: Option<&'a BTreeMap<String, String>>,
+    pub ports: Vec<PortSpec<'a>>,
+    /// IP families the Service serves (from its ClusterIPs; both when headless).
+    pub v4: bool,
+    pub v6: bool,
+    pub headless: bool,
+}
+
+pub fn resolve(svc: &ServiceRef<'_>, src: &Sources<'_>) -> Resolved {
+    let mut acc = Accumulator::new(svc.ports.len());
+    if let Some(slices) = src.slices.get(svc.name) {
+        from_slices(svc, slices, &mut acc);
+    } else if let Some(ep) = src.endpoints.get(svc.name) {
+        from_endpoints(svc, ep, &mut acc);
+    } else if let Some(sel) = svc.selector.filter(|s| !s.is_empty()) {
+        from_pods(svc, sel, &src.pods, &mut acc);
+    }
+    acc.finish()
+}
+
+struct Accumulator {
+    per_port: Vec<BTreeMap<SocketAddr, Backend>>,
+    endpoints: BTreeMap<IpAddr, Endpoint>,
+}
+
+impl Accumulator {
+    fn new(ports: usize) -> Self {
+        Accumulator {
+            per_port: (0..ports).map(|_| BTreeMap::new()).collect(),
+            endpoints: BTreeMap::new(),
+        }
+    }
+
+    fn add_endpoint(&mut self, ep: Endpoint) {
+        // De-duplicate across slices; a ready sighting wins over a not-ready one.
+        match self.endpoints.get_mut(&ep.ip) {
+            Some(old) if old.ready || !ep.ready => {}
+            _ => {
+                self.endpoints.insert(ep.ip, ep);
+            }
+        }
+    }
+
+    fn add_backend(&mut self, port: usize, b: Backend) {
+        match self.per_port[port].get(&b.addr) {
+            Some(old) if old.ready || !b.ready => {}
+            _ => {
+                self.per_port[port].insert(b.addr, b);
+            }
+        }
+    }
+
+    fn finish(self) -> Resolved {
+        Resolved {
+            per_port: self
+                .per_port
+                .into_iter()
+                .map(|m| m.into_values().collect())
+                .collect(),
+            endpoints: self.endpoints.into_values().collect(),
+        }
+    }
+}
+
+fn family_ok(svc: &ServiceRef<'_>, ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(_) => svc.v4,
+        IpAddr::V6(_) => svc.v6,
+    }
+}
+
+fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: &mut Accumulator) {
+    for slice in slices {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
+        // Service port i -> this slice's port number, matched by name and protocol.
+        let port_map: Vec<Option<u16>> = svc
+            .ports
+            .iter()
+            .map(|sp| {
+                slice.ports.iter().flatten().find_map(|p| {
+                    let same_name = p.name.as_deref().unwrap_or("") == sp.name;
+                    let same_proto = Protocol::parse(p.protocol.as_deref()) == Some(sp.protocol);
+                    (same_name && same_proto)
+                        .then_some(p.port)
+                        .flatten()
+                        .and_then(|n| u16::try_from(n).ok())
+                })
+            })
+            .collect();
+        for ep in &slice.endpoints {
+            // kube-proxy uses only the first address of an endpoint.
+            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            if !family_ok(svc, &ip) {
+                continue;
+            }
+            let c = ep.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            let node: Option<Arc<str>> = ep.node_name.as_deref().map(Arc::from);
+            let pod: Option<Arc<str>> = ep
+                .target_ref
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .map(Arc::from);
+            acc.add_endpoint(Endpoint {
+                ip,
+                hostname: ep.hostname.clone(),
+                ready,
+                serving,
+                terminating,
+                node_name: node.clone(),
+            });
+            for (i, port) in port_map.iter().enumerate() {
+                if let Some(port) = port {
+                    acc.add_backend(
+                        i,
+                        Backend {
+                            addr: SocketAddr::new(ip, *port),
+                            ready,
+                            serving,
+                            terminating,
+                            node_name: node.clone(),
+                            pod: pod.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumulator) {
+    for subset in ep.subsets.iter().flatten() {
+        let port_map: Vec<Option<u16>> = svc
+            .ports
+            .iter()
+            .map(|sp| {
+                let ports = subset.ports.as_deref().unwrap_or_default();
+                ports
+                    .iter()
+                    .find(|p| {
+                        (p.name.as_deref().unwrap_or("") == sp.name || ports.len() == 1 && svc.ports.len() == 1)
+                            && Protocol::parse(p.protocol.as_deref()) == Some(sp.protocol)
+                    })
+                    .and_then(|p| u16::try_from(p.port).ok())
+            })
+            .collect();
+        for (list, ready) in [(&subset.addresses, true), (&subset.not_ready_addresses, false)] {
+            for a in list.iter().flatten() {
+                let Ok(ip) = a.ip.parse::<IpAddr>() else {
+                    continue;
+                };
+                if !family_ok(svc, &ip) {
+                    continue;
+                }
+                let node: Option<Arc<str>> = a.node_name.as_deref().map(Arc::from);
+                let pod: Option<Arc<str>> = a
+                    .target_ref
+                    .as_ref()
+                    .and_then(|r| r.name.as_deref())
+                    .map(Arc::from);
+                acc.add_endpoint(Endpoint {
+                    ip,
+                    hostname: a.hostname.clone(),
+                    ready,
+                    serving: ready,
+                    terminating: false,
+                    node_name: node.clone(),
+                });
+                for (i, port) in port_map.iter().enumerate() {
+                    if let Some(port) = port {
+                        acc.add_backend(
+                            i,
+                            Backend {
+                                addr: SocketAddr::new(ip, *port),
+                                ready,
+                                serving: ready,
+                                terminating: false,
+                                node_name: node.clone(),
+                                pod: pod.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn labels_match(sel: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    sel.iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn pod_ready(pod: &core::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn from_pods(
+    svc: &ServiceRef<'_>,
+    sel: &BTreeMap<String, String>,
+    pods: &[&core::Pod],
+    acc: &mut Accumulator,
+) {
+    for pod in pods {
+        if !labels_match(sel, pod.metadata.labels.as_ref()) {
+            continue;
+        }
+        let status = pod.status.as_ref();
+        if matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) {
+            continue;
+        }
+        let mut ips: Vec<IpAddr> = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.ip.parse().ok())
+            .collect();
+        if ips.is_empty()
+            && let Some(ip) = status
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|s| s.parse().ok())
+        {
+            ips.push(ip);
+        }
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let ready = pod_ready(pod) && !terminating;
+        let serving = pod_ready(pod);
+        let spec = pod.spec.as_ref();
+        let node: Option<Arc<str>> = spec.and_then(|s| s.node_name.as_deref()).map(Arc::from);
+        let pod_name: Option<Arc<str>> = pod.metadata.name.as_deref().map(Arc::from);
+        // The endpoints controller publishes a hostname only for a Pod whose
+        // subdomain is this (headless) Service.
+        let hostname = spec
+            .filter(|s| svc.headless && s.subdomain.as_deref() == Some(svc.name))
+            .and_then(|s| s.hostname.clone());
+        for ip in ips.into_iter().filter(|ip| family_ok(svc, ip)) {
+            acc.add_endpoint(Endpoint {
+                ip,
+                hostname: hostname.clone(),
+                ready,
+                serving,
+                terminating,
+                node_name: node.clone(),
+            });
+            for (i, sp) in svc.ports.iter().enumerate() {
+                let port = match sp.target {
+                    TargetPort::Number(n) => Some(*n),
+                    TargetPort::Name(name) => container_port(pod, name, sp.protocol),
+                };
+                if let Some(port) = port {
+                    acc.add_backend(
+                        i,
+                        Backend {
+                            addr: SocketAddr::new(ip, port),
+                            ready,
+                            serving,
+                            terminating,
+                            node_name: node.clone(),
+                            pod: pod_name.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn container_port(pod: &core::Pod, name: &str, proto: Protocol) -> Option<u16> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| {
+            p.name.as_deref() == Some(name) && Protocol::parse(p.protocol.as_deref()) == Some(proto)
+        })
+        .and_then(|p| u16::try_from(p.container_port).ok())
+}

@@ -1,0 +1,21 @@
+//! What the cluster looks like: Kubernetes manifests in, an immutable compiled
+#![allow(clippy::result_large_err)]
+//! [`Snapshot`] out. Pure: no sockets, no runtime, no file watching.
+
+pub mod builder;
+pub mod endpoints;
+pub mod error;
+pub mod ingress;
+pub mod object;
+pub mod parse;
+pub mod service;
+pub mod snapshot;
+pub mod tls;
+pub mod validate;
+
+pub use builder::Builder;
+pub use error::{ConfigError, FieldError, ObjectKey, Warning};
+pub use object::Object;
+pub use service::{Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, usable_backends};
+pub use snapshot::{CompileOptions, Frontend, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot};
+pub use tls::TlsSecret;

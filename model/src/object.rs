@@ -1,0 +1,69 @@
+//! The manifest kinds nodeway understands, as the real Kubernetes API types.
+
+use crate::error::ObjectKey;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::networking::v1 as networking;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// One parsed manifest object of a kind we serve.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Service(Box<core::Service>),
+    Endpoints(Box<core::Endpoints>),
+    EndpointSlice(Box<discovery::EndpointSlice>),
+    Ingress(Box<networking::Ingress>),
+    IngressClass(Box<networking::IngressClass>),
+    Secret(Box<core::Secret>),
+    Pod(Box<core::Pod>),
+    Namespace(Box<core::Namespace>),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Service(_) => "Service",
+            Object::Endpoints(_) => "Endpoints",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Ingress(_) => "Ingress",
+            Object::IngressClass(_) => "IngressClass",
+            Object::Secret(_) => "Secret",
+            Object::Pod(_) => "Pod",
+            Object::Namespace(_) => "Namespace",
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Service(o) => &o.metadata,
+            Object::Endpoints(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+        }
+    }
+
+    /// Cluster-scoped kinds have no namespace; namespaced ones default to `default`
+    /// as kubectl does.
+    pub fn is_namespaced(&self) -> bool {
+        !matches!(self, Object::IngressClass(_) | Object::Namespace(_))
+    }
+
+    pub fn namespace(&self) -> &str {
+        if !self.is_namespaced() {
+            return "";
+        }
+        self.metadata().namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or("")
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::new(self.kind(), self.namespace(), self.name())
+    }
+}

@@ -1,0 +1,278 @@
+//! Manifest files in, objects out: YAML (multi-document, `kind: List`, anchors)
+//! or JSON, with limits so that no file can exhaust the process.
+
+use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
+use crate::object::Object;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::path::Path;
+
+/// Largest manifest file we read. kubectl's own limit on a request body is 3 MiB
+/// per object; a folder file can bundle many objects.
+pub const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
+/// Deepest nesting accepted; Kubernetes objects are far shallower.
+pub const MAX_DEPTH: usize = 64;
+/// Most documents in one stream.
+pub const MAX_DOCUMENTS: usize = 100_000;
+/// Most YAML nodes in one file, after alias expansion ("billion laughs" stops here).
+pub const MAX_NODES: usize = 5_000_000;
+
+/// What one file holds: objects of our kinds (or per-object decode errors),
+/// and warnings for what was skipped.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    pub objects: Vec<Result<Object, (ObjectKey, FieldError)>>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Parses one manifest file. An `Err` means the file as a whole is unreadable
+/// (syntax, limits); a single object that does not decode is reported per object.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<ParsedFile, ConfigError> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "file is {} bytes, more than the limit of {MAX_FILE_BYTES}",
+                bytes.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ConfigError::file(path, format!("not UTF-8: {e}")))?;
+    let docs = if looks_like_json(path, text) {
+        parse_json(text).map_err(|e| ConfigError::file(path, format!("invalid JSON: {e}")))?
+    } else {
+        parse_yaml(text).map_err(|e| ConfigError::file(path, format!("invalid YAML: {e}")))?
+    };
+    let mut out = ParsedFile::default();
+    for doc in docs {
+        collect(path, doc, &mut out, 0);
+    }
+    Ok(out)
+}
+
+fn looks_like_json(path: &Path, text: &str) -> bool {
+    path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{')
+}
+
+fn parse_json(text: &str) -> Result<Vec<Value>, String> {
+    // serde_json stops at 128 levels of nesting on its own; we check ours after.
+    let mut docs = Vec::new();
+    for v in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        let v = v.map_err(|e| e.to_string())?;
+        if depth(&v) > MAX_DEPTH {
+            return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+        }
+        docs.push(v);
+    }
+    Ok(docs)
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = MAX_DOCUMENTS;
+    budget.max_nodes = MAX_NODES;
+    budget.max_events = 2 * MAX_NODES;
+    budget.max_depth = MAX_DEPTH;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| e.to_string())?;
+    // Comment-only documents and bare `---` decode as null: not objects.
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if kind == "List" || kind.ends_with("List") && doc.get("items").is_some() {
+        if level > 0 {
+            out.warnings.push(Warning {
+                file: path.into(),
+                object: None,
+                message: "nested List skipped".into(),
+            });
+            return;
+        }
+        if let Some(Value::Array(items)) = doc.get("items") {
+            for item in items.clone() {
+                collect(path, item, out, level + 1);
+            }
+        }
+        return;
+    }
+    let decoded = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Service") => decode(doc, |o| Object::Service(Box::new(o))),
+        ("v1", "Endpoints") => decode(doc, |o| Object::Endpoints(Box::new(o))),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            decode(doc, |o| Object::EndpointSlice(Box::new(o)))
+        }
+        ("networking.k8s.io/v1", "Ingress") => decode(doc, |o| Object::Ingress(Box::new(o))),
+        ("networking.k8s.io/v1", "IngressClass") => {
+            decode(doc, |o| Object::IngressClass(Box::new(o)))
+        }
+        ("v1", "Secret") => decode(doc, |o| Object::Secret(Box::new(o))),
+        ("v1", "Pod") => decode(doc, |o| Object::Pod(Box::new(o))),
+        ("v1", "Namespace") => decode(doc, |o| Object::Namespace(Box::new(o))),
+        (_, "") => {
+            out.warnings.push(Warning {
+                file: path.into(),
+                object: None,
+                message: "document without `kind` skipped".into(),
+            });
+            return;
+        }
+        _ => {
+            let name = doc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            tracing::debug!(file = %path.display(), %api_version, %kind, name, "kind not served, skipped");
+            if matches!(kind.as_str(), "Ingress" | "EndpointSlice") {
+                // An old API version of a kind we serve deserves a visible note.
+                out.warnings.push(Warning {
+                    file: path.into(),
+                    object: None,
+                    message: format!(
+                        "{kind} {name}: apiVersion {api_version} is not served (use the v1 API)"
+                    ),
+                });
+            }
+            return;
+        }
+    };
+    out.objects.push(decoded);
+}
+
+fn decode<T: DeserializeOwned>(
+    doc: Value,
+    wrap: impl FnOnce(T) -> Object,
+) -> Result<Object, (ObjectKey, FieldError)> {
+    let kind: &'static str = match doc.get("kind").and_then(Value::as_str) {
+        Some("Service") => "Service",
+        Some("Endpoints") => "Endpoints",
+        Some("EndpointSlice") => "EndpointSlice",
+        Some("Ingress") => "Ingress",
+        Some("IngressClass") => "IngressClass",
+        Some("Secret") => "Secret",
+        Some("Pod") => "Pod",
+        _ => "Namespace",
+    };
+    let namespaced = !matches!(kind, "Namespace" | "IngressClass");
+    let key = ObjectKey::new(
+        kind,
+        if namespaced {
+            doc.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+        } else {
+            ""
+        },
+        doc.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
+    match serde_path_to_error(doc) {
+        Ok(v) => Ok(wrap(v)),
+        Err(e) => Err((key, e)),
+    }
+}
+
+/// Decodes and, on failure, names the field as well as serde_json lets us:
+/// its message carries the offending value and expected type.
+fn serde_path_to_error<T: DeserializeOwned>(doc: Value) -> Result<T, FieldError> {
+    serde_json::from_value(doc.clone()).map_err(|e| {
+        let field = locate_bad_field::<T>(&doc).unwrap_or_else(|| "(object)".to_string());
+        FieldError::new(field, e.to_string())
+    })
+}
+
+/// Finds the first field whose removal makes the object decode: a cheap way to
+/// point the user at the field, without another dependency.
+fn locate_bad_field<T: DeserializeOwned>(doc: &Value) -> Option<String> {
+    fn walk<T: DeserializeOwned>(root: &Value, path: &mut Vec<String>, here: &Value) -> bool {
+        let children: Vec<(String, &Value)> = match here {
+            Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("[{i}]"), v))
+                .collect(),
+            _ => return false,
+        };
+        for (k, child) in children {
+            path.push(k);
+            let mut trial = root.clone();
+            if remove_at(&mut trial, path) && serde_json::from_value::<T>(trial).is_ok() {
+                // This subtree holds the problem; look deeper for the exact leaf.
+                walk::<T>(root, path, child);
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = Vec::new();
+    if walk::<T>(doc, &mut path, doc) {
+        let mut s = String::new();
+        for p in path {
+            if !p.starts_with('[') && !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(&p);
+        }
+        Some(s)
+    } else {
+        None
+    }
+}
+
+fn remove_at(v: &mut Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = v;
+    for p in parents {
+        cur = match (cur, p.strip_prefix('[')) {
+            (Value::Array(a), Some(i)) => match i.trim_end_matches(']').parse::<usize>() {
+                Ok(i) if i < a.len() => &mut a[i],
+                _ => return false,
+            },
+            (Value::Object(m), None) => match m.get_mut(p) {
+                Some(c) => c,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (cur, last.strip_prefix('[')) {
+        (Value::Array(a), Some(i)) => match i.trim_end_matches(']').parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        (Value::Object(m), None) => m.remove(last).is_some(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

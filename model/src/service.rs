@@ -1,0 +1,199 @@
+//! The compiled, immutable view of a Service with its resolved endpoints:
+//! what every plane reads.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn parse(s: Option<&str>) -> Option<Protocol> {
+        match s.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+    ExternalName,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::ExternalName => "ExternalName",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+/// One endpoint of one Service port: where to connect, and its conditions
+/// (nil ready/serving mean true, nil terminating means false, as in the API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node_name: Option<Arc<str>>,
+    /// The Pod (targetRef) name when known, for logs.
+    pub pod: Option<Arc<str>>,
+}
+
+/// One endpoint address of a Service, port-independent (DNS uses these).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    /// `hostname` of the endpoint (StatefulSet pods), for `<hostname>.<svc>...` records.
+    pub hostname: Option<String>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node_name: Option<Arc<str>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Empty when the port is unnamed.
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: Option<u16>,
+    pub target_port: TargetPort,
+    pub app_protocol: Option<String>,
+    /// Endpoints for this port, in a stable order (by address).
+    pub backends: Arc<[Backend]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// `namespace/name`: the stable identity that per-Service state (cursors,
+    /// affinity, metrics) is keyed by across Snapshots.
+    pub id: Arc<str>,
+    pub service_type: ServiceType,
+    /// Empty for headless and ExternalName Services.
+    pub cluster_ips: Vec<IpAddr>,
+    pub headless: bool,
+    pub external_name: Option<String>,
+    pub external_ips: Vec<IpAddr>,
+    pub load_balancer_ips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    /// All endpoint addresses, de-duplicated, sorted by address.
+    pub endpoints: Vec<Endpoint>,
+    /// `Some(timeout)` when `sessionAffinity: ClientIP`.
+    pub session_affinity: Option<Duration>,
+    pub internal_traffic_local: bool,
+    pub external_traffic_local: bool,
+    pub publish_not_ready_addresses: bool,
+    pub annotations: BTreeMap<String, String>,
+    /// creationTimestamp as seconds since the epoch, when given.
+    pub created: Option<i64>,
+}
+
+impl Service {
+    pub fn port_by_name(&self, name: &str) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    pub fn port_by_number(&self, port: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == port)
+    }
+
+    /// Endpoint addresses DNS publishes: ready ones (or all, with
+    /// `publishNotReadyAddresses`).
+    pub fn dns_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints
+            .iter()
+            .filter(|e| e.ready || self.publish_not_ready_addresses)
+    }
+}
+
+/// kube-proxy's endpoint choice for a port: ready endpoints; if none, those
+/// serving and terminating. `local_node` restricts to endpoints on that node
+/// (traffic policy Local), with no fallback to other nodes.
+pub fn usable_backends<'a>(
+    backends: &'a [Backend],
+    local_node: Option<&'a str>,
+) -> impl Iterator<Item = &'a Backend> + Clone + 'a {
+    let on_node = move |b: &&Backend| match local_node {
+        Some(n) => b.node_name.as_deref() == Some(n),
+        None => true,
+    };
+    let any_ready = backends.iter().filter(on_node).any(|b| b.ready);
+    backends
+        .iter()
+        .filter(on_node)
+        .filter(move |b| if any_ready { b.ready } else { b.serving && b.terminating })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn be(port: u16, ready: bool, serving: bool, terminating: bool, node: &str) -> Backend {
+        Backend {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ready,
+            serving,
+            terminating,
+            node_name: Some(node.into()),
+            pod: None,
+        }
+    }
+
+    #[test]
+    fn ready_endpoints_win_over_terminating() {
+        let b = [be(1, true, true, false, "a"), be(2, false, true, true, "a")];
+        let got: Vec<u16> = usable_backends(&b, None).map(|b| b.addr.port()).collect();
+        assert_eq!(got, vec![1]);
+    }
+
+    #[test]
+    fn falls_back_to_serving_terminating() {
+        let b = [be(1, false, false, false, "a"), be(2, false, true, true, "a")];
+        let got: Vec<u16> = usable_backends(&b, None).map(|b| b.addr.port()).collect();
+        assert_eq!(got, vec![2]);
+    }
+
+    #[test]
+    fn local_policy_never_falls_back_to_other_nodes() {
+        let b = [be(1, true, true, false, "a"), be(2, true, true, false, "b")];
+        let got: Vec<u16> = usable_backends(&b, Some("b"))
+            .map(|b| b.addr.port())
+            .collect();
+        assert_eq!(got, vec![2]);
+        assert_eq!(usable_backends(&b, Some("c")).count(), 0);
+    }
+}
