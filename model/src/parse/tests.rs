@@ -1,1 +1,81 @@
+use super::*;
+use std::path::Path;
 
+fn parse(text: &str) -> ParsedFile {
+    parse_file(Path::new("m.yaml"), text.as_bytes()).unwrap()
+}
+
+#[test]
+fn multi_document_with_comments_and_empty_docs() {
+    let p = parse(
+        "---\n# only a comment\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n",
+    );
+    let kinds: Vec<&str> = p.objects.iter().map(|o| o.as_ref().unwrap().kind()).collect();
+    assert_eq!(kinds, vec!["Service", "Namespace"]);
+    let svc = p.objects[0].as_ref().unwrap();
+    assert_eq!(svc.namespace(), "default", "namespace defaults like kubectl");
+}
+
+#[test]
+fn kind_list_and_anchors() {
+    let p = parse(
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: &m {name: a, namespace: x}\n  spec: {ports: [{port: 80}]}\n- apiVersion: v1\n  kind: Endpoints\n  metadata: *m\n",
+    );
+    assert_eq!(p.objects.len(), 2);
+    assert_eq!(p.objects[1].as_ref().unwrap().key().to_string(), "Endpoints x/a");
+}
+
+#[test]
+fn json_is_accepted() {
+    let p = parse_file(
+        Path::new("s.json"),
+        br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},"spec":{"ports":[{"port":80}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(p.objects.len(), 1);
+}
+
+#[test]
+fn other_kinds_are_skipped() {
+    let p = parse("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n");
+    assert!(p.objects.is_empty());
+}
+
+#[test]
+fn billion_laughs_is_an_error_not_an_oom() {
+    let mut y = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut prev = 'a';
+    for c in 'b'..='j' {
+        y.push_str(&format!(
+            "{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+        prev = c;
+    }
+    let e = parse_file(Path::new("laughs.yaml"), y.as_bytes()).unwrap_err();
+    assert!(e.to_string().starts_with("laughs.yaml: invalid YAML"), "{e}");
+}
+
+#[test]
+fn deep_nesting_is_an_error() {
+    let y = "[".repeat(200) + &"]".repeat(200);
+    assert!(parse_file(Path::new("deep.yaml"), y.as_bytes()).is_err());
+    let j = "{\"a\":".repeat(100) + "1" + &"}".repeat(100);
+    assert!(parse_file(Path::new("deep.json"), j.as_bytes()).is_err());
+}
+
+#[test]
+fn oversized_file_is_rejected() {
+    let big = vec![b' '; MAX_FILE_BYTES + 1];
+    let e = parse_file(Path::new("big.yaml"), &big).unwrap_err();
+    assert!(e.reason.contains("limit"), "{e}");
+}
+
+#[test]
+fn undecodable_object_names_its_field() {
+    let p = parse(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec:\n  ports:\n  - port: eighty\n",
+    );
+    let (key, fe) = p.objects[0].as_ref().unwrap_err();
+    assert_eq!(key.to_string(), "Service x/a");
+    assert_eq!(fe.field, "spec.ports[0].port");
+}

@@ -1,0 +1,252 @@
+//! The folder source: reads every manifest under the `--config` paths, watches
+//! them, and publishes a new Snapshot when something really changed.
+//!
+//! Each change triggers a rescan of the paths rather than trusting individual
+//! events: editors write-then-rename, and Kubernetes ConfigMap volumes swap a
+//! `..data` symlink, so the event names rarely match the file names that changed.
+//! Only files whose bytes differ are parsed again.
+
+use crate::store::Store;
+use model::{Builder, CompileOptions, Snapshot};
+use notify::{RecursiveMode, Watcher};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events closer together than this are handled as one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(75);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+}
+
+/// What one reload did, for logs and metrics.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub generation: u64,
+    pub errors: usize,
+    pub took: Duration,
+}
+
+pub struct FolderSource {
+    roots: Vec<PathBuf>,
+    builder: Builder,
+    /// Content hash of every file last read, to skip unchanged files.
+    seen: BTreeMap<PathBuf, u64>,
+}
+
+/// Reads the paths once and compiles them: what `nodeway check` uses.
+pub fn load_paths(roots: &[PathBuf], opts: CompileOptions) -> Result<Arc<Snapshot>, SourceError> {
+    let mut src = FolderSource::new(roots.to_vec(), opts)?;
+    src.scan();
+    Ok(src.builder.build())
+}
+
+impl FolderSource {
+    pub fn new(roots: Vec<PathBuf>, opts: CompileOptions) -> Result<Self, SourceError> {
+        for r in &roots {
+            std::fs::metadata(r).map_err(|source| SourceError::Io {
+                path: r.clone(),
+                source,
+            })?;
+        }
+        Ok(FolderSource {
+            roots,
+            builder: Builder::new(opts),
+            seen: BTreeMap::new(),
+        })
+    }
+
+    /// Rereads the paths; returns true when any file appeared, changed or went.
+    pub fn scan(&mut self) -> bool {
+        let mut files = BTreeSet::new();
+        for root in &self.roots {
+            collect_files(root, true, 0, &mut files);
+        }
+        let mut changed = false;
+        let gone: Vec<PathBuf> = self
+            .seen
+            .keys()
+            .filter(|p| !files.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            tracing::info!(file = %path.display(), "manifest file removed");
+            self.seen.remove(&path);
+            self.builder.update_file(&path, None);
+            changed = true;
+        }
+        for path in files {
+            let bytes = match read_limited(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Vanished between listing and reading: the next event rescans.
+                    tracing::debug!(file = %path.display(), error = %e, "unreadable, skipped");
+                    continue;
+                }
+            };
+            let mut h = DefaultHasher::new();
+            bytes.hash(&mut h);
+            let hash = h.finish();
+            if self.seen.get(&path) == Some(&hash) {
+                continue;
+            }
+            self.seen.insert(path.clone(), hash);
+            self.builder.update_file(&path, Some(&bytes));
+            changed = true;
+        }
+        changed
+    }
+
+    pub fn build(&mut self) -> Arc<Snapshot> {
+        self.builder.build()
+    }
+
+    /// Loads the paths, publishes the first Snapshot, then watches and
+    /// republishes on change until the store's receivers are all gone.
+    pub async fn run(
+        mut self,
+        store: Store,
+        mut on_reload: impl FnMut(&Snapshot, &Reload) + Send + 'static,
+    ) -> Result<(), SourceError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|source| SourceError::Watch {
+            path: PathBuf::new(),
+            source,
+        })?;
+        for root in &self.roots {
+            // A file is watched through its folder: editors replace files by rename.
+            let (target, mode) = if root.is_dir() {
+                (root.clone(), RecursiveMode::Recursive)
+            } else {
+                let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+                (
+                    parent.unwrap_or(Path::new(".")).to_path_buf(),
+                    RecursiveMode::NonRecursive,
+                )
+            };
+            watcher
+                .watch(&target, mode)
+                .map_err(|source| SourceError::Watch {
+                    path: target.clone(),
+                    source,
+                })?;
+        }
+        self.reload(&store, &mut on_reload, true);
+        loop {
+            if rx.recv().await.is_none() {
+                return Ok(());
+            }
+            // Debounce: wait until the burst is over.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return Ok(()),
+                    Err(_) => break,
+                }
+            }
+            self.reload(&store, &mut on_reload, false);
+        }
+    }
+
+    fn reload(
+        &mut self,
+        store: &Store,
+        on_reload: &mut impl FnMut(&Snapshot, &Reload),
+        first: bool,
+    ) {
+        let started = Instant::now();
+        // Scanning reads files: keep it off the async workers' hot path.
+        let changed = tokio::task::block_in_place(|| self.scan());
+        if !changed && !first {
+            return;
+        }
+        let snap = tokio::task::block_in_place(|| self.build());
+        let r = Reload {
+            generation: snap.generation,
+            errors: snap.errors.len(),
+            took: started.elapsed(),
+        };
+        for e in snap.errors.iter() {
+            tracing::warn!(generation = r.generation, error = %e, "config error");
+        }
+        tracing::info!(
+            generation = r.generation,
+            services = snap.services.len(),
+            errors = r.errors,
+            took_ms = r.took.as_secs_f64() * 1e3,
+            "snapshot published"
+        );
+        on_reload(&snap, &r);
+        store.publish(snap);
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Files under `path`, following symlinks, skipping dot-entries (`..data`,
+/// `..2024_01_01...` of ConfigMap volumes are reached through their symlinks).
+fn collect_files(path: &Path, explicit: bool, depth: usize, out: &mut BTreeSet<PathBuf>) {
+    // Symlinked folders can loop; real manifest trees are shallow.
+    if depth > 16 {
+        return;
+    }
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    if hidden && !explicit {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_file() {
+        if explicit || is_manifest(path) {
+            out.insert(path.to_path_buf());
+        }
+    } else if meta.is_dir() {
+        let Ok(rd) = std::fs::read_dir(path) else {
+            return;
+        };
+        for entry in rd.flatten() {
+            collect_files(&entry.path(), false, depth + 1, out);
+        }
+    }
+}
+
+fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    // One byte over the limit is enough for the parser to reject the file.
+    f.take(model::parse::MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests;

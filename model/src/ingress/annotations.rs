@@ -1,0 +1,349 @@
+//! ingress-nginx annotations (prefix `nginx.ingress.kubernetes.io/`) parsed
+//! into typed settings. Values are data: none is ever turned into config text.
+
+use crate::error::FieldError;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// How the upstream is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    Https,
+    Grpc,
+    Grpcs,
+    H2c,
+}
+
+impl BackendProtocol {
+    /// HTTP/2 upstream (gRPC, h2c, gRPC over TLS).
+    pub fn is_h2(self) -> bool {
+        matches!(self, BackendProtocol::Grpc | BackendProtocol::Grpcs | BackendProtocol::H2c)
+    }
+    pub fn is_tls(self) -> bool {
+        matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
+    }
+}
+
+/// Canary settings of a canary Ingress.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Canary {
+    pub by_header: Option<String>,
+    pub by_header_value: Option<String>,
+    /// Percent (0..=100) of the remaining requests.
+    pub weight: u32,
+}
+
+/// `affinity: cookie`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieAffinity {
+    pub name: String,
+    pub path: Option<String>,
+    pub max_age: Option<u64>,
+}
+
+/// An IPv4/IPv6 network (whitelist-source-range).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The annotations of one Ingress, typed, with ingress-nginx's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Annotations {
+    pub rewrite_target: Option<String>,
+    pub use_regex: bool,
+    pub app_root: Option<String>,
+    /// `None`: default (on for hosts with TLS).
+    pub ssl_redirect: Option<bool>,
+    pub force_ssl_redirect: bool,
+    pub backend_protocol: BackendProtocol,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    /// `None`: unlimited (`proxy-body-size: 0`).
+    pub body_size: Option<u64>,
+    pub canary: Option<Canary>,
+    pub affinity: Option<CookieAffinity>,
+    pub whitelist: Vec<IpNet>,
+    pub upstream_vhost: Option<String>,
+    pub x_forwarded_prefix: Option<String>,
+    /// (target, status)
+    pub redirect: Option<(String, u16)>,
+}
+
+impl Default for Annotations {
+    fn default() -> Self {
+        Annotations {
+            rewrite_target: None,
+            use_regex: false,
+            app_root: None,
+            ssl_redirect: None,
+            force_ssl_redirect: false,
+            backend_protocol: BackendProtocol::Http,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            // ingress-nginx's default client_max_body_size.
+            body_size: Some(1024 * 1024),
+            canary: None,
+            affinity: None,
+            whitelist: Vec::new(),
+            upstream_vhost: None,
+            x_forwarded_prefix: None,
+            redirect: None,
+        }
+    }
+}
+
+impl Annotations {
+    /// Paths of this Ingress are regexes (use-regex, or rewrite-target as in ingress-nginx).
+    pub fn regex_paths(&self) -> bool {
+        self.use_regex || self.rewrite_target.is_some()
+    }
+}
+
+fn field(name: &str) -> String {
+    format!("metadata.annotations[{PREFIX}{name}]")
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim() {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// nginx size syntax: `100`, `8k`, `1m`, `1g` (case-insensitive); 0 = unlimited.
+pub fn parse_size(v: &str) -> Option<Option<u64>> {
+    let v = v.trim();
+    let (num, mult) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1024),
+        b'm' | b'M' => (&v[..v.len() - 1], 1024 * 1024),
+        b'g' | b'G' => (&v[..v.len() - 1], 1024 * 1024 * 1024),
+        _ => (v, 1),
+    };
+    let n: u64 = num.parse().ok()?;
+    Some(n.checked_mul(mult).filter(|n| *n > 0))
+}
+
+/// Seconds as ingress-nginx takes them (`60`), or with an `s`/`m` unit.
+pub fn parse_timeout(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (num, mult) = if let Some(n) = v.strip_suffix('s') {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60)
+    } else {
+        (v, 1)
+    };
+    let n: u64 = num.parse().ok()?;
+    (n > 0 && n <= 86400 * 7).then(|| Duration::from_secs(n * mult))
+}
+
+fn redirect_target(v: &str) -> bool {
+    v.starts_with('/') || v.starts_with("http://") || v.starts_with("https://")
+}
+
+/// Parses the annotations; every bad value is an error naming its annotation.
+/// Unknown `nginx.ingress.kubernetes.io/` annotations are ignored (debug log);
+/// snippet annotations are refused.
+pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldError>) {
+    let mut a = Annotations::default();
+    let mut errs = Vec::new();
+    let Some(all) = all else { return (a, errs) };
+    let mut canary = Canary::default();
+    let mut canary_on = false;
+    let mut affinity_on = false;
+    let mut cookie_name = "INGRESSCOOKIE".to_string();
+    let mut cookie_path = None;
+    let mut cookie_max_age = None;
+    let mut perm = None;
+    let mut perm_code = 301u16;
+    let mut temp = None;
+    for (k, v) in all {
+        let Some(name) = k.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let mut bad = |why: String| errs.push(FieldError::new(field(name), why));
+        let bool_of = |v: &str| parse_bool(v);
+        match name {
+            n if n.ends_with("-snippet") || n == "configuration-snippet" => {
+                bad("snippet annotations are refused: manifest text is never configuration code".into())
+            }
+            "rewrite-target" => {
+                if v.is_empty() {
+                    bad("must not be empty".into())
+                } else {
+                    a.rewrite_target = Some(v.clone())
+                }
+            }
+            "use-regex" => match bool_of(v) {
+                Some(b) => a.use_regex = b,
+                None => bad(format!("{v:?} is not true or false")),
+            },
+            "app-root" => {
+                if v.starts_with('/') && !v.contains("://") {
+                    a.app_root = Some(v.clone())
+                } else {
+                    bad(format!("{v:?} must be a path starting with '/'"))
+                }
+            }
+            "ssl-redirect" => match bool_of(v) {
+                Some(b) => a.ssl_redirect = Some(b),
+                None => bad(format!("{v:?} is not true or false")),
+            },
+            "force-ssl-redirect" => match bool_of(v) {
+                Some(b) => a.force_ssl_redirect = b,
+                None => bad(format!("{v:?} is not true or false")),
+            },
+            "backend-protocol" => {
+                a.backend_protocol = match v.trim().to_ascii_uppercase().as_str() {
+                    "HTTP" => BackendProtocol::Http,
+                    "HTTPS" => BackendProtocol::Https,
+                    "GRPC" => BackendProtocol::Grpc,
+                    "GRPCS" => BackendProtocol::Grpcs,
+                    "H2C" => BackendProtocol::H2c,
+                    _ => {
+                        bad(format!("{v:?} is not one of HTTP, HTTPS, GRPC, GRPCS, H2C"));
+                        continue;
+                    }
+                }
+            }
+            "proxy-connect-timeout" | "proxy-read-timeout" | "proxy-send-timeout" => {
+                match parse_timeout(v) {
+                    Some(d) if name == "proxy-connect-timeout" => a.connect_timeout = d,
+                    Some(d) if name == "proxy-read-timeout" => a.read_timeout = d,
+                    Some(d) => a.send_timeout = d,
+                    None => bad(format!("{v:?} is not a number of seconds")),
+                }
+            }
+            "proxy-body-size" => match parse_size(v) {
+                Some(s) => a.body_size = s,
+                None => bad(format!("{v:?} is not a size such as 8k, 1m or 0")),
+            },
+            "canary" => match bool_of(v) {
+                Some(b) => canary_on = b,
+                None => bad(format!("{v:?} is not true or false")),
+            },
+            "canary-by-header" => canary.by_header = Some(v.clone()),
+            "canary-by-header-value" => canary.by_header_value = Some(v.clone()),
+            "canary-weight" => match v.trim().parse::<u32>() {
+                Ok(w) if w <= 100 => canary.weight = w,
+                _ => bad(format!("{v:?} is not a whole percentage 0..100")),
+            },
+            "affinity" => match v.trim() {
+                "cookie" => affinity_on = true,
+                "" => {}
+                _ => bad(format!("{v:?} is not supported (only \"cookie\")")),
+            },
+            "session-cookie-name" => {
+                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    cookie_name = v.clone()
+                } else {
+                    bad(format!("{v:?} is not a valid cookie name"))
+                }
+            }
+            "session-cookie-path" => {
+                if v.starts_with('/') && !v.contains(';') {
+                    cookie_path = Some(v.clone())
+                } else {
+                    bad(format!("{v:?} is not a path"))
+                }
+            }
+            "session-cookie-max-age" => match v.trim().parse::<u64>() {
+                Ok(n) => cookie_max_age = Some(n),
+                Err(_) => bad(format!("{v:?} is not a number of seconds")),
+            },
+            "whitelist-source-range" | "allowlist-source-range" => {
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    match IpNet::parse(part) {
+                        Some(n) => a.whitelist.push(n),
+                        None => bad(format!("{part:?} is not an IP address or CIDR")),
+                    }
+                }
+            }
+            "upstream-vhost" => {
+                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()) {
+                    a.upstream_vhost = Some(v.clone())
+                } else {
+                    bad(format!("{v:?} is not a host name"))
+                }
+            }
+            "x-forwarded-prefix" => {
+                if v.bytes().all(|b| b.is_ascii_graphic()) {
+                    a.x_forwarded_prefix = Some(v.clone())
+                } else {
+                    bad(format!("{v:?} must be printable ASCII"))
+                }
+            }
+            "permanent-redirect" | "temporal-redirect" => {
+                if !redirect_target(v) || v.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                    bad(format!("{v:?} is not an absolute URL or path"));
+                } else if name == "permanent-redirect" {
+                    perm = Some(v.clone())
+                } else {
+                    temp = Some(v.clone())
+                }
+            }
+            "permanent-redirect-code" => match v.trim().parse::<u16>() {
+                Ok(c) if (300..=308).contains(&c) => perm_code = c,
+                _ => bad(format!("{v:?} is not a redirect status 300..308")),
+            },
+            other => tracing::debug!(annotation = other, "unknown ingress-nginx annotation ignored"),
+        }
+    }
+    if canary_on {
+        a.canary = Some(canary);
+    }
+    if affinity_on {
+        a.affinity = Some(CookieAffinity {
+            name: cookie_name,
+            path: cookie_path,
+            max_age: cookie_max_age,
+        });
+    }
+    // ingress-nginx: permanent-redirect takes precedence over temporal-redirect.
+    a.redirect = perm.map(|p| (p, perm_code)).or(temp.map(|t| (t, 302)));
+    (a, errs)
+}

@@ -1,0 +1,162 @@
+//! Request paths and hosts as routing sees them: the normalization nginx does
+//! before choosing a location, and the Ingress path-type semantics.
+
+/// Why a request path cannot be routed (the server answers 400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// Does not start with `/`.
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    BadEscape,
+    /// Decodes to a NUL byte or invalid UTF-8.
+    BadByte,
+    /// `..` segments climb above the root.
+    AboveRoot,
+}
+
+/// The normalized path of a request target's path (no query): percent-decoded
+/// (`%2e` and `%2f` included, as nginx does), `.`/`..` resolved and repeated
+/// slashes merged. A path that climbs above `/` is an error (400).
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Fast path: nothing to decode or resolve, so the raw path is the answer.
+    if !needs_work(raw.as_bytes()) {
+        return Ok(raw.to_string());
+    }
+    let decoded = percent_decode(raw)?;
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in decoded.split('/').skip(1) {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if segs.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    // A trailing slash (or a final `.`/`..` segment) names a directory: keep it.
+    let last = decoded.rsplit('/').next().unwrap_or("");
+    if out.is_empty() || matches!(last, "" | "." | "..") {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn needs_work(b: &[u8]) -> bool {
+    if b.contains(&b'%') {
+        return true;
+    }
+    b.windows(2).any(|w| w == b"//" || w == b"/.")
+}
+
+fn percent_decode(raw: &str) -> Result<String, PathError> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(PathError::BadEscape);
+            };
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return Err(PathError::BadByte);
+    }
+    String::from_utf8(out).map_err(|_| PathError::BadByte)
+}
+
+/// Percent-encodes a normalized path for forwarding, so that the backend sees
+/// exactly the path we routed on (`%` and `?` stay data, never syntax).
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &c in path.as_bytes() {
+        let keep = c.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&c);
+        if keep {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+    out
+}
+
+/// The map key of a Prefix rule: its path without trailing slashes (root: "").
+pub fn prefix_key(path: &str) -> &str {
+    path.trim_end_matches('/')
+}
+
+/// Visits the keys a Prefix rule would need to match `path` element-wise,
+/// longest first: `/a/b` gives `/a/b`, `/a`, "" (root).
+pub fn prefix_candidates(path: &str) -> impl Iterator<Item = &str> {
+    let mut cur = Some(path.trim_end_matches('/'));
+    std::iter::from_fn(move || {
+        let c = cur?;
+        cur = if c.is_empty() {
+            None
+        } else {
+            Some(&c[..c.rfind('/').unwrap_or(0)])
+        };
+        Some(c)
+    })
+}
+
+/// Host as routing compares it: lower-cased, port and trailing dot stripped.
+/// Borrowed when already in that form (the common case).
+pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: keep the brackets' content.
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        match host.rfind(':') {
+            Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+            _ => host,
+        }
+    };
+    let h = h.strip_suffix('.').unwrap_or(h);
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(h)
+    }
+}
+
+/// Checks an Exact/Prefix path: absolute, and no segment that normalization
+/// would change (such a rule could never match a normalized request).
+pub fn check_spec_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} must be an absolute path (start with '/')"));
+    }
+    if p.contains("//") {
+        return Err(format!("{p:?} must not contain '//'"));
+    }
+    for seg in p.split('/') {
+        if seg == "." || seg == ".." {
+            return Err(format!("{p:?} must not contain '.' or '..' segments"));
+        }
+    }
+    if p.contains('%') {
+        return Err(format!(
+            "{p:?} must not contain percent-escapes (requests are matched decoded)"
+        ));
+    }
+    Ok(())
+}
