@@ -1,1 +1,247 @@
-fn main() {}
+//! nodeway: kube-proxy, cluster DNS and an Ingress controller in one process.
+//! This binary only parses flags and wires the control plane to the planes.
+
+mod admin;
+mod check;
+mod demo;
+mod echo;
+mod run;
+mod wire;
+mod wire_dns;
+mod wire_ingress;
+mod wire_l4;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "nodeway",
+    version,
+    about = "Service load balancing (L4), cluster DNS and Ingress routing (L7) from one picture of the cluster",
+    long_about = "nodeway reads the Kubernetes manifests you would `kubectl apply` (Services, Endpoints, \
+EndpointSlices, Pods, Ingresses, IngressClasses, TLS Secrets, Namespaces) and serves them: \
+ClusterIP/NodePort/externalIP traffic round-robin to ready endpoints, cluster DNS per the \
+Kubernetes DNS spec, and HTTP(S) routing per networking.k8s.io/v1 Ingress. Changes to the \
+manifests are picked up and swapped in atomically."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the manifests in --config (watched; changes apply live).
+    Run(RunArgs),
+    /// Validate manifests, print what would be served; exit 1 on any error.
+    Check(CheckArgs),
+    /// The embedded demo: configs/demo with built-in echo backends.
+    Demo(DemoArgs),
+    /// An echo backend: HTTP/1.1 + h2c and UDP on one port.
+    Echo(EchoArgs),
+}
+
+/// Flags shared by `run` and `demo`.
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Node address(es) NodePorts bind on.
+    #[arg(long = "node-ip", default_value = "127.0.0.1")]
+    pub node_ips: Vec<IpAddr>,
+    /// This node's name, for traffic policy Local.
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Admin listener: /metrics /healthz /readyz.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// How long in-flight work may finish after SIGTERM (e.g. 30s, 500ms).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub l4: wire_l4::L4Args,
+    #[command(flatten)]
+    pub dns: wire_dns::DnsArgs,
+    #[command(flatten)]
+    pub ingress: wire_ingress::IngressArgs,
+}
+
+/// Flags that change how manifests are validated and compiled.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// The NodePort range, as the API server's --service-node-port-range.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub node_port_range: (u16, u16),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Manifest folder(s) or file(s); folders are read recursively.
+    #[arg(long = "config", required = true, num_args = 1..)]
+    config: Vec<PathBuf>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Manifest folder(s) or file(s).
+    #[arg(long = "config", required = true, num_args = 1..)]
+    config: Vec<PathBuf>,
+    /// The cluster DNS domain (for the DNS names shown).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    ingress: wire_ingress::IngressArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct EchoArgs {
+    /// Address to serve on (TCP and UDP).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The name it answers with.
+    #[arg(long)]
+    name: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected FROM-TO, e.g. 30000-32767")?;
+    let a: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port"))?;
+    if a == 0 || a > b {
+        return Err(format!("{s:?} is not a range of ports"));
+    }
+    Ok((a, b))
+}
+
+impl ModelArgs {
+    pub fn compile_options(&self, ingress: &wire_ingress::IngressArgs) -> model::CompileOptions {
+        model::CompileOptions {
+            validate: model::validate::ValidateOptions {
+                node_port_range: self.node_port_range.0..=self.node_port_range.1,
+            },
+            ingress: wire_ingress::ingress_options(ingress),
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NODEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    // One crypto provider for the whole process (never let rustls guess).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = match cli.command {
+        Command::Check(a) => {
+            let opts = a.model.compile_options(&a.ingress);
+            return check::check(&a.config, opts, &a.cluster_domain);
+        }
+        Command::Run(a) => runtime(a.serve.threads)
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run::run(a.config, a.serve, None))),
+        Command::Demo(a) => runtime(a.serve.threads)
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(demo::demo(a.serve))),
+        Command::Echo(a) => runtime(None)
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let task = echo::start(a.listen, &a.name).await?;
+                    tracing::info!(listen = %a.listen, name = %a.name, "echo backend serving");
+                    run::shutdown_signal().await;
+                    task.abort();
+                    Ok(())
+                })
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nodeway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_ranges() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("x").is_err());
+        assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
+        assert!(parse_port_range("5-1").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,191 @@
+//! `nodeway check`: validate manifests and print what would be served.
+
+use model::{CompileOptions, Listen, Service, ServiceType, Snapshot, TargetPort};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub fn check(paths: &[PathBuf], opts: CompileOptions, domain: &str) -> ExitCode {
+    let snap = match control::load_paths(paths, opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("nodeway check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", render(&snap, domain.trim_end_matches('.')));
+    if snap.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The whole report as text (tested directly).
+pub fn render(snap: &Snapshot, domain: &str) -> String {
+    let mut out = String::new();
+    let mut rows = vec![[
+        "SERVICE".to_string(),
+        "TYPE".into(),
+        "CLUSTER-IP".into(),
+        "PORTS".into(),
+        "NODE-PORTS".into(),
+        "ENDPOINTS (ready/total)".into(),
+    ]];
+    for s in snap.services.values() {
+        rows.push([
+            s.id.to_string(),
+            service_type(s),
+            cluster_ip(s),
+            s.ports.iter().map(port).collect::<Vec<_>>().join(","),
+            node_ports(s),
+            endpoints(s),
+        ]);
+    }
+    let _ = writeln!(out, "Services ({}):", snap.services.len());
+    table(&mut out, &rows);
+
+    let listens: Vec<String> = snap
+        .frontends
+        .iter()
+        .map(|f| match f.listen {
+            Listen::Addr(a) => format!("{a}/{} -> {}", f.protocol.as_str(), f.service.id),
+            Listen::NodePort(p) => format!("<node-ip>:{p}/{} -> {}", f.protocol.as_str(), f.service.id),
+        })
+        .collect();
+    let _ = writeln!(out, "\nL4 frontends ({}):", listens.len());
+    for l in listens {
+        let _ = writeln!(out, "  {l}");
+    }
+
+    let mut routes = vec![[
+        "HOST".to_string(),
+        "PATH".into(),
+        "TYPE".into(),
+        "BACKEND".into(),
+        "INGRESS".into(),
+    ]];
+    for r in snap.ingress.routes() {
+        let backend = match &r.backend {
+            Some(b) => {
+                let p = &b.service.ports[b.port];
+                format!("{}:{}", b.service.id, p.port)
+            }
+            None => "(none: 503)".into(),
+        };
+        let host = if r.host.is_empty() { "*".to_string() } else { r.host.to_string() };
+        routes.push([host, r.path.to_string(), format!("{:?}", r.kind), backend, r.ingress.to_string()]);
+    }
+    let _ = writeln!(out, "\nIngress routes ({}):", routes.len() - 1);
+    table(&mut out, &routes);
+
+    let names = dns_names(snap, domain);
+    let _ = writeln!(out, "\nDNS names ({}):", names.len());
+    for (name, answer) in names {
+        let _ = writeln!(out, "  {name:<55} {answer}");
+    }
+
+    if !snap.warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings ({}):", snap.warnings.len());
+        for w in snap.warnings.iter() {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
+    let _ = writeln!(out, "\nErrors ({}):", snap.errors.len());
+    for e in snap.errors.iter() {
+        let _ = writeln!(out, "  {e}");
+    }
+    out
+}
+
+fn service_type(s: &Service) -> String {
+    if s.headless {
+        format!("{} (headless)", s.service_type.as_str())
+    } else {
+        s.service_type.as_str().to_string()
+    }
+}
+
+fn cluster_ip(s: &Service) -> String {
+    match (&s.external_name, s.headless) {
+        (Some(n), _) => format!("-> {n}"),
+        (None, true) => "None".into(),
+        _ => s
+            .cluster_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+fn port(p: &model::ServicePort) -> String {
+    let target = match &p.target_port {
+        TargetPort::Number(n) => n.to_string(),
+        TargetPort::Name(n) => n.clone(),
+    };
+    let name = if p.name.is_empty() { String::new() } else { format!("{}:", p.name) };
+    format!("{name}{}/{}->{target}", p.port, p.protocol.as_str())
+}
+
+fn node_ports(s: &Service) -> String {
+    let v: Vec<String> = s.ports.iter().filter_map(|p| p.node_port.map(|n| n.to_string())).collect();
+    if v.is_empty() { "-".into() } else { v.join(",") }
+}
+
+fn endpoints(s: &Service) -> String {
+    if s.service_type == ServiceType::ExternalName {
+        return "-".into();
+    }
+    let ready = s.endpoints.iter().filter(|e| e.ready).count();
+    format!("{ready}/{}", s.endpoints.len())
+}
+
+/// The names cluster DNS answers for these Services (per the DNS spec).
+fn dns_names(snap: &Snapshot, domain: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for s in snap.services.values() {
+        let base = format!("{}.{}.svc.{domain}", s.name, s.namespace);
+        if let Some(target) = &s.external_name {
+            out.push((base, format!("CNAME {target}")));
+            continue;
+        }
+        let ips: Vec<String> = if s.headless {
+            s.dns_endpoints().map(|e| e.ip.to_string()).collect()
+        } else {
+            s.cluster_ips.iter().map(ToString::to_string).collect()
+        };
+        let answer = if ips.is_empty() { "NXDOMAIN (no ready endpoints)".into() } else { ips.join(",") };
+        out.push((base.clone(), answer));
+        if s.headless {
+            for e in s.dns_endpoints() {
+                if let Some(h) = &e.hostname {
+                    out.push((format!("{h}.{base}"), e.ip.to_string()));
+                }
+            }
+        }
+        for p in s.ports.iter().filter(|p| !p.name.is_empty()) {
+            out.push((
+                format!("_{}._{}.{base}", p.name, p.protocol.as_str().to_ascii_lowercase()),
+                format!("SRV {}", p.port),
+            ));
+        }
+    }
+    out
+}
+
+fn table<const N: usize>(out: &mut String, rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    for r in rows {
+        let mut line = String::from(" ");
+        for (i, c) in r.iter().enumerate() {
+            let _ = write!(line, " {c:<w$}", w = widths[i]);
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}

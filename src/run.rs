@@ -1,0 +1,105 @@
+//! `nodeway run`: load the manifests, start the planes, serve until SIGTERM.
+
+use crate::admin::{self, ConfigMetrics, Readiness};
+use crate::wire::{Common, Ctx, PlaneHandle};
+use crate::{ServeArgs, wire_dns, wire_ingress, wire_l4};
+use anyhow::Context;
+use control::{FolderSource, Store};
+use prometheus_client::registry::Registry;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Runs until SIGTERM/SIGINT, then drains within the grace period.
+/// `on_ready` is called once everything is bound (the demo prints its guide).
+pub async fn run(
+    config: Vec<PathBuf>,
+    args: ServeArgs,
+    on_ready: Option<Box<dyn FnOnce(&model::Snapshot) + Send>>,
+) -> anyhow::Result<()> {
+    let store = Store::new();
+    let source = FolderSource::new(config, args.model.compile_options(&args.ingress))?;
+
+    let mut registry = Registry::default();
+    let config_metrics = ConfigMetrics::default();
+    config_metrics.register(&mut registry);
+    let ready = Arc::new(Readiness::default());
+
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("admin listener {}", args.admin_listen))?;
+
+    // Watch the folder; the first Snapshot is published before we go on.
+    let mut updates = store.subscribe();
+    let (m, r) = (config_metrics.clone(), ready.clone());
+    let source_task = tokio::spawn(source.run(store.clone(), move |snap, _| {
+        m.observe(snap.generation, snap.errors.len());
+        r.loaded.store(true, Ordering::Release);
+    }));
+    while *updates.borrow_and_update() == 0 {
+        if updates.changed().await.is_err() {
+            // The source ended before loading anything: report why.
+            return match source_task.await {
+                Ok(Err(e)) => Err(e.into()),
+                _ => Err(anyhow::anyhow!("config source stopped")),
+            };
+        }
+    }
+
+    let mut ctx = Ctx {
+        snapshots: store.snapshots(),
+        updates: store.subscribe(),
+        registry,
+        common: Common {
+            node_ips: args.node_ips.clone(),
+            node_name: args.node_name.clone(),
+            cluster_domain: args.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+        },
+    };
+    let mut planes: Vec<Box<dyn PlaneHandle>> = Vec::new();
+    planes.extend(wire_l4::start(&args.l4, &mut ctx).await.context("L4 plane")?);
+    planes.extend(wire_dns::start(&args.dns, &mut ctx).await.context("DNS plane")?);
+    planes.extend(
+        wire_ingress::start(&args.ingress, &mut ctx)
+            .await
+            .context("Ingress plane")?,
+    );
+    let names: Vec<&str> = planes.iter().map(|p| p.name()).collect();
+    tracing::info!(planes = ?names, admin = %args.admin_listen, "nodeway ready");
+    *ready.planes.lock().expect("never poisoned") = planes;
+    ready.started.store(true, Ordering::Release);
+    tokio::spawn(admin::serve(admin, Arc::new(ctx.registry), ready.clone()));
+    if let Some(f) = on_ready {
+        f(&store.load());
+    }
+
+    shutdown_signal().await;
+    tracing::info!(grace = ?args.grace_period, "shutting down: no new work, draining");
+    ready.shutting_down.store(true, Ordering::Release);
+    let planes = std::mem::take(&mut *ready.planes.lock().expect("never poisoned"));
+    let drains: Vec<_> = planes
+        .into_iter()
+        .map(|p| tokio::spawn(p.shutdown(args.grace_period)))
+        .collect();
+    let all = async {
+        for d in drains {
+            let _ = d.await;
+        }
+    };
+    // Planes bound themselves by the grace period; this is the backstop.
+    let _ = tokio::time::timeout(args.grace_period + Duration::from_secs(1), all).await;
+    source_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
