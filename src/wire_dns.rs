@@ -10,3 +10,8 @@ pub struct DnsArgs {}
 pub async fn start(_args: &DnsArgs, _ctx: &mut Ctx) -> anyhow::Result<Option<Box<dyn PlaneHandle>>> {
     Ok(None)
 }
+
+/// Where DNS listens (for the demo's guide).
+pub fn listen_addr(_args: &DnsArgs) -> std::net::SocketAddr {
+    ([127, 0, 0, 1], 1053).into()
+}
