@@ -22,7 +22,10 @@ pub enum BackendProtocol {
 impl BackendProtocol {
     /// HTTP/2 upstream (gRPC, h2c, gRPC over TLS).
     pub fn is_h2(self) -> bool {
-        matches!(self, BackendProtocol::Grpc | BackendProtocol::Grpcs | BackendProtocol::H2c)
+        matches!(
+            self,
+            BackendProtocol::Grpc | BackendProtocol::Grpcs | BackendProtocol::H2c
+        )
     }
     pub fn is_tls(self) -> bool {
         matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
@@ -208,9 +211,9 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
         let mut bad = |why: String| errs.push(FieldError::new(field(name), why));
         let bool_of = |v: &str| parse_bool(v);
         match name {
-            n if n.ends_with("-snippet") || n == "configuration-snippet" => {
-                bad("snippet annotations are refused: manifest text is never configuration code".into())
-            }
+            n if n.ends_with("-snippet") || n == "configuration-snippet" => bad(
+                "snippet annotations are refused: manifest text is never configuration code".into(),
+            ),
             "rewrite-target" => {
                 if v.is_empty() {
                     bad("must not be empty".into())
@@ -278,7 +281,10 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 _ => bad(format!("{v:?} is not supported (only \"cookie\")")),
             },
             "session-cookie-name" => {
-                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                if !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
                     cookie_name = v.clone()
                 } else {
                     bad(format!("{v:?} is not a valid cookie name"))
@@ -330,7 +336,10 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 Ok(c) if (300..=308).contains(&c) => perm_code = c,
                 _ => bad(format!("{v:?} is not a redirect status 300..308")),
             },
-            other => tracing::debug!(annotation = other, "unknown ingress-nginx annotation ignored"),
+            other => tracing::debug!(
+                annotation = other,
+                "unknown ingress-nginx annotation ignored"
+            ),
         }
     }
     if canary_on {

@@ -1,7 +1,24 @@
 //! Ingress: which Ingresses are ours, their validation, and the compiled
 //! per-host route table the L7 plane looks requests up in.
+//!
+//! Everything here is pure: the L7 plane does one host lookup and one path
+//! lookup per request in an [`IngressTable`] built once per Snapshot.
 
-use crate::error::{ConfigError, FieldError, Warning};
+pub mod annotations;
+mod class;
+mod compile;
+pub mod path;
+mod table;
+mod validate;
+
+pub use annotations::{Annotations, BackendProtocol, Canary, CookieAffinity, IpNet};
+pub use class::{CONTROLLER, is_ours};
+pub use compile::compile;
+pub use path::{PathError, normalize_host, normalize_path};
+pub use table::{HostRoutes, IngressTable, PathKind, Route, RouteBackend};
+pub use validate::validate;
+
+use crate::error::{ConfigError, Warning};
 use crate::snapshot::{SecretMap, ServiceMap};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use std::path::Path;
@@ -35,15 +52,5 @@ pub struct IngressInput<'a> {
     pub warnings: &'a mut Vec<Warning>,
 }
 
-/// The compiled L7 route table (placeholder until the L7 issue lands).
-#[derive(Debug, Default)]
-pub struct IngressTable {}
-
-/// Per-object checks on an Ingress (paths, annotations, backends).
-pub fn validate(_ing: &Ingress) -> Vec<FieldError> {
-    Vec::new()
-}
-
-pub fn compile(_input: IngressInput<'_>) -> IngressTable {
-    IngressTable::default()
-}
+#[cfg(test)]
+mod tests;

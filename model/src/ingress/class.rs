@@ -1,0 +1,64 @@
+//! Which Ingresses are ours: by `spec.ingressClassName`, the legacy
+//! `kubernetes.io/ingress.class` annotation, or the default IngressClass.
+
+use super::IngressOptions;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+/// The `spec.controller` value of IngressClasses this controller serves.
+pub const CONTROLLER: &str = "nodeway.io/ingress-controller";
+const LEGACY_ANNOTATION: &str = "kubernetes.io/ingress.class";
+const DEFAULT_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+fn class_is_ours(name: &str, classes: &[&IngressClass], opts: &IngressOptions) -> bool {
+    opts.classes.iter().any(|c| c == name)
+        || classes.iter().any(|c| {
+            c.metadata.name.as_deref() == Some(name)
+                && c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(CONTROLLER)
+        })
+}
+
+/// `Ok(())` when the Ingress is ours, else why it is skipped.
+pub fn is_ours(
+    ing: &Ingress,
+    classes: &[&IngressClass],
+    opts: &IngressOptions,
+) -> Result<(), String> {
+    let named = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .map(|c| (c, "spec.ingressClassName"))
+        .or_else(|| {
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEGACY_ANNOTATION))
+                .map(|c| (c.as_str(), "annotation kubernetes.io/ingress.class"))
+        });
+    match named {
+        Some((c, _)) if class_is_ours(c, classes, opts) => Ok(()),
+        Some((c, how)) => Err(format!(
+            "skipped: its class {c:?} ({how}) is not served here (classes: {})",
+            opts.classes.join(", ")
+        )),
+        None => {
+            let default_ours = classes.iter().any(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_ANNOTATION))
+                    .map(String::as_str)
+                    == Some("true")
+                    && class_is_ours(c.metadata.name.as_deref().unwrap_or(""), classes, opts)
+            });
+            if default_ours || opts.watch_without_class {
+                Ok(())
+            } else {
+                Err(
+                    "skipped: it names no ingress class and --watch-ingress-without-class is off"
+                        .into(),
+                )
+            }
+        }
+    }
+}

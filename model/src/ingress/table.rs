@@ -1,0 +1,205 @@
+//! The compiled route table: per-host maps, built once per Snapshot, so a
+//! request costs one host lookup and one path lookup whatever the number of rules.
+
+use super::annotations::Annotations;
+use super::path::{normalize_host, prefix_candidates};
+use crate::service::Service;
+use crate::tls::TlsSecret;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    Exact,
+    /// Prefix, and ImplementationSpecific without regex.
+    Prefix,
+    /// use-regex / rewrite-target: anchored at the start, case-insensitive.
+    Regex,
+}
+
+/// Where a route sends requests: a Service port, resolved at compile time.
+#[derive(Clone, Debug)]
+pub struct RouteBackend {
+    pub service: Arc<Service>,
+    /// Index into `service.ports`.
+    pub port: usize,
+    /// `namespace/name:port`: stable identity for per-backend state
+    /// (round-robin cursors) that outlives Snapshots.
+    pub key: Arc<str>,
+}
+
+/// One Ingress path (or defaultBackend), ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    /// `namespace/name` of the Ingress.
+    pub ingress: Arc<str>,
+    /// The rule host as written ("" for host-less rules and defaultBackend).
+    pub host: Arc<str>,
+    /// The rule path as written.
+    pub path: Arc<str>,
+    pub kind: PathKind,
+    pub regex: Option<regex::Regex>,
+    /// `None` when the Service or port does not exist: answered with 503.
+    pub backend: Option<RouteBackend>,
+    pub annotations: Arc<Annotations>,
+    /// Plain-HTTP requests are redirected to HTTPS (308).
+    pub ssl_redirect: bool,
+    /// The canary Ingress's route for the same host and path.
+    pub canary: Option<Arc<Route>>,
+}
+
+impl Route {
+    /// The rewritten request path for rewrite-target: the whole URI path is
+    /// replaced by the template, with `$1`..`$9` taken from this route's regex
+    /// matched against `path`. `None` without rewrite-target.
+    pub fn rewrite(&self, path: &str) -> Option<String> {
+        let target = self.annotations.rewrite_target.as_deref()?;
+        let caps = self.regex.as_ref().and_then(|r| r.captures(path));
+        let mut out = String::with_capacity(target.len() + path.len());
+        let mut chars = target.char_indices().peekable();
+        while let Some((_, c)) = chars.next() {
+            if c == '$'
+                && let Some(&(_, d)) = chars.peek()
+                && let Some(n) = d.to_digit(10)
+            {
+                chars.next();
+                if let Some(m) = caps.as_ref().and_then(|c| c.get(n as usize)) {
+                    out.push_str(m.as_str());
+                }
+                continue;
+            }
+            out.push(c);
+        }
+        if !out.starts_with('/') {
+            out.insert(0, '/');
+        }
+        Some(out)
+    }
+}
+
+/// Routes of one host (or of the host-less rules).
+#[derive(Debug, Default)]
+pub struct HostRoutes {
+    pub(crate) exact: HashMap<Box<str>, Arc<Route>>,
+    /// Keyed by the rule path without trailing slashes (root = "").
+    pub(crate) prefix: HashMap<Box<str>, Arc<Route>>,
+    /// Longest pattern first, as ingress-nginx orders regex locations.
+    pub(crate) regex: Vec<Arc<Route>>,
+}
+
+impl HostRoutes {
+    /// The route for a normalized path, by Ingress precedence: Exact (always
+    /// the longest), then the longest Prefix element-wise, a regex winning only
+    /// when its pattern is longer than that prefix.
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        if let Some(r) = self.exact.get(path) {
+            return Some(r);
+        }
+        let prefix = prefix_candidates(path).find_map(|k| self.prefix.get(k).map(|r| (k.len(), r)));
+        let regex = self
+            .regex
+            .iter()
+            .find(|r| r.regex.as_ref().is_some_and(|re| re.is_match(path)));
+        match (prefix, regex) {
+            (Some((len, p)), Some(r)) => Some(if r.path.len() > len { r } else { p }),
+            (Some((_, p)), None) => Some(p),
+            (None, r) => r,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty() && self.regex.is_empty()
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.exact
+            .values()
+            .chain(self.prefix.values())
+            .chain(self.regex.iter())
+    }
+}
+
+/// A certificate for a host pattern (`foo.com` or `*.foo.com`).
+#[derive(Clone, Debug)]
+pub struct TlsEntry {
+    /// `namespace/name` of the Secret.
+    pub secret: Arc<str>,
+    pub cert: Arc<TlsSecret>,
+}
+
+/// The compiled L7 route table.
+#[derive(Debug, Default)]
+pub struct IngressTable {
+    pub(crate) hosts: HashMap<Box<str>, HostRoutes>,
+    /// `*.foo.com` rules, keyed by `foo.com`.
+    pub(crate) wildcards: HashMap<Box<str>, HostRoutes>,
+    pub(crate) any_host: HostRoutes,
+    pub(crate) default_backend: Option<Arc<Route>>,
+    /// Exact TLS hosts to certificates.
+    pub(crate) certs: HashMap<Box<str>, TlsEntry>,
+    /// `*.foo.com` TLS hosts, keyed by `foo.com`.
+    pub(crate) wildcard_certs: HashMap<Box<str>, TlsEntry>,
+    pub(crate) ingresses: usize,
+}
+
+impl IngressTable {
+    /// The routes of the host a request names: exact, else wildcard (one
+    /// label), else the host-less rules.
+    pub fn host_routes(&self, host: &str) -> &HostRoutes {
+        let host = normalize_host(host);
+        if let Some(h) = self.hosts.get(&*host) {
+            return h;
+        }
+        if let Some((label, parent)) = host.split_once('.')
+            && !label.is_empty()
+            && let Some(h) = self.wildcards.get(parent)
+        {
+            return h;
+        }
+        &self.any_host
+    }
+
+    /// The route for a request (normalized path), else the defaultBackend.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        self.host_routes(host)
+            .find(path)
+            .or(self.default_backend.as_ref())
+    }
+
+    /// The certificate for an SNI name: exact, else `*.parent`.
+    pub fn cert_for(&self, sni: &str) -> Option<&TlsEntry> {
+        let sni = normalize_host(sni);
+        if let Some(c) = self.certs.get(&*sni) {
+            return Some(c);
+        }
+        let (label, parent) = sni.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        self.wildcard_certs.get(parent)
+    }
+
+    /// Every certificate the table refers to (a Secret may appear more than once).
+    pub fn certificates(&self) -> impl Iterator<Item = &TlsEntry> {
+        self.certs.values().chain(self.wildcard_certs.values())
+    }
+
+    pub fn default_backend(&self) -> Option<&Arc<Route>> {
+        self.default_backend.as_ref()
+    }
+
+    /// Number of Ingresses served.
+    pub fn ingress_count(&self) -> usize {
+        self.ingresses
+    }
+
+    /// Every route (for `check` and metrics), host by host.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.hosts
+            .values()
+            .chain(self.wildcards.values())
+            .chain(std::iter::once(&self.any_host))
+            .flat_map(HostRoutes::routes)
+            .chain(self.default_backend.iter())
+    }
+}
