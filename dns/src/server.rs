@@ -1,0 +1,159 @@
+//! Starting and stopping the plane: bind UDP and TCP, keep the table in
+//! step with the Snapshot, shut down within a grace period.
+
+use crate::cache::Cache;
+use crate::forward::Forwarder;
+use crate::handler::Handler;
+use crate::metrics::Metrics;
+use crate::table::{Table, TableOptions};
+use crate::{Config, Error};
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use model::Snapshot;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Idle TCP connections are closed after this long.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Upper bounds for cached TTLs (positive, negative).
+const CACHE_MAX_TTL: u32 = 3600;
+const CACHE_MAX_NEGATIVE_TTL: u32 = 300;
+
+/// A running DNS plane.
+pub struct DnsServer {
+    server: Server<Handler>,
+    refresher: JoinHandle<()>,
+    tables: Arc<ArcSwap<Table>>,
+    udp_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `config.listen` (returns once bound) and serves.
+    pub async fn start(
+        config: Config,
+        snapshots: Arc<ArcSwap<Snapshot>>,
+        mut updates: watch::Receiver<u64>,
+        registry: &mut Registry,
+    ) -> Result<DnsServer, Error> {
+        if config.ttl > 3600 {
+            return Err(Error::Config(format!(
+                "ttl {} is outside 0..=3600",
+                config.ttl
+            )));
+        }
+        let metrics = Metrics::new(registry);
+        let opts = TableOptions {
+            zone: config.zone.clone(),
+            ttl: config.ttl,
+            pod_records: config.pod_records,
+        };
+        let first = Table::compile(&snapshots.load(), &opts);
+        metrics.generation.set(first.generation as i64);
+        metrics.names.set(first.len() as i64);
+        let tables = Arc::new(ArcSwap::from_pointee(first));
+
+        let udp = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        let udp_addr = udp
+            .local_addr()
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        // With port 0, TCP takes the port UDP was given.
+        let tcp_want = SocketAddr::new(config.listen.ip(), udp_addr.port());
+        let tcp = TcpListener::bind(tcp_want)
+            .await
+            .map_err(|e| Error::Bind(tcp_want, e))?;
+        let tcp_addr = tcp.local_addr().map_err(|e| Error::Bind(tcp_want, e))?;
+
+        let cache = Cache::new(config.cache_size, CACHE_MAX_TTL, CACHE_MAX_NEGATIVE_TTL);
+        let forwarder = Forwarder::new(
+            config.upstreams.clone(),
+            config.upstream_timeout,
+            cache,
+            config.max_inflight_forwards,
+            metrics.clone(),
+        );
+        let handler = Handler {
+            tables: tables.clone(),
+            forwarder: Arc::new(forwarder),
+            allow_recursion: config.allow_recursion.clone().into(),
+            metrics: metrics.clone(),
+        };
+        let mut server = Server::new(handler);
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE, 64);
+
+        let t = tables.clone();
+        let refresher = tokio::spawn(async move {
+            let mut current = t.load().generation;
+            loop {
+                let snap = snapshots.load_full();
+                if snap.generation != current {
+                    current = snap.generation;
+                    let opts = opts.clone();
+                    // Compiling is CPU work: keep it off the query workers.
+                    let table =
+                        tokio::task::spawn_blocking(move || Table::compile(&snap, &opts)).await;
+                    match table {
+                        Ok(table) => {
+                            metrics.generation.set(table.generation as i64);
+                            metrics.names.set(table.len() as i64);
+                            tracing::debug!(
+                                generation = table.generation,
+                                names = table.len(),
+                                "dns table swapped"
+                            );
+                            t.store(Arc::new(table));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "dns table compile failed; keeping the previous table")
+                        }
+                    }
+                    continue; // a newer Snapshot may have arrived meanwhile
+                }
+                if updates.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, upstreams = ?config.upstreams, "dns listening");
+        Ok(DnsServer {
+            server,
+            refresher,
+            tables,
+            udp_addr,
+            tcp_addr,
+        })
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The generation the served table was built from (0: nothing loaded).
+    pub fn generation(&self) -> u64 {
+        self.tables.load().generation
+    }
+
+    /// Stop accepting; give in-flight answers up to `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.refresher.abort();
+        self.server.shutdown_token().cancel();
+        if tokio::time::timeout(grace, self.server.block_until_done())
+            .await
+            .is_err()
+        {
+            tracing::warn!("dns shutdown grace expired");
+        }
+    }
+}
