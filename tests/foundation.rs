@@ -1,0 +1,177 @@
+//! End-to-end tests of the foundation: the real binary, real files, real clients.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::{Echo, Nodeway, free_port, http_get, wait_for, write_manifests};
+
+fn svc(name: &str, ip: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  clusterIP: {ip}\n  ports: [{{name: http, port: {port}}}]\n"
+    )
+}
+
+#[test]
+fn echo_answers_http_json_hostname_and_udp() {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 31, 1));
+    let addr = SocketAddr::new(ip, free_port(ip));
+    let _echo = Echo::start(addr, "pod-a");
+
+    let (status, body) = http_get(addr, "example.test", "/hostname").unwrap();
+    assert_eq!((status, body.as_str()), (200, "pod-a"));
+
+    let (status, body) = http_get(addr, "example.test", "/a/b?x=1").unwrap();
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["name"], "pod-a");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/a/b?x=1");
+    assert_eq!(v["host"], "example.test");
+    assert_eq!(v["proto"], "HTTP/1.1");
+    assert_eq!(v["headers"]["connection"][0], "close");
+
+    let u = UdpSocket::bind((ip, 0)).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 1500];
+    for (send, want) in [(&b"hostname"[..], &b"pod-a"[..]), (b"echo hi there", b"hi there"), (b"\x01raw", b"\x01raw")] {
+        u.send_to(send, addr).unwrap();
+        let (n, from) = u.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (want, addr));
+    }
+}
+
+#[test]
+fn echo_speaks_h2c() {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 31, 2));
+    let addr = SocketAddr::new(ip, free_port(ip));
+    let _echo = Echo::start(addr, "pod-h2");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://h2.test:{}/x", addr.port()))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        resp.into_body().collect().await.unwrap().to_bytes()
+    });
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["name"], "pod-h2");
+    assert_eq!(v["proto"], "HTTP/2.0");
+    assert_eq!(v["path"], "/x");
+}
+
+#[test]
+fn run_loads_reloads_isolates_bad_input_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(dir.path(), "a.yaml", &svc("a", "127.0.32.1", 8001));
+    write_manifests(dir.path(), "b.yaml", &svc("b", "127.0.32.2", 8001));
+    let mut n = Nodeway::start(dir.path(), &[]);
+    let g1 = n.generation();
+    assert!(g1 >= 1, "ready implies the first Snapshot is served");
+    assert_eq!(n.metric("nodeway_config_errors"), Some(0.0));
+
+    // A broken file and an invalid object next to a good change.
+    write_manifests(dir.path(), "a.yaml", "kind: [unclosed\n");
+    write_manifests(dir.path(), "b.yaml", &(svc("b", "127.0.32.3", 8001) + "---\n" + &svc("c", "127.0.32.4", 8001).replace("8001", "0")));
+    wait_for(Duration::from_secs(10), "errors counted", || n.metric("nodeway_config_errors") == Some(2.0));
+    assert!(n.generation() > g1);
+    assert!(n.metric("nodeway_config_reloads_total{result=\"error\"}").unwrap_or(0.0) >= 1.0);
+    assert!(n.metric("nodeway_config_last_reload_timestamp_seconds").unwrap() > 1.7e9);
+
+    // Fixing the files clears the errors.
+    write_manifests(dir.path(), "a.yaml", &svc("a", "127.0.32.1", 8001));
+    write_manifests(dir.path(), "b.yaml", &svc("b", "127.0.32.3", 8001));
+    wait_for(Duration::from_secs(10), "errors cleared", || n.metric("nodeway_config_errors") == Some(0.0));
+
+    let status = n.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+fn check(paths: &[&Path]) -> (bool, String) {
+    let mut c = Command::new(support::bin());
+    c.arg("check");
+    for p in paths {
+        c.arg("--config").arg(p);
+    }
+    let out = c.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn check_lists_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(dir.path(), "broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x\n");
+    write_manifests(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bad, namespace: team}\nspec:\n  clusterIP: nope\n  ports: [{port: 80, protocol: ICMP}]\n",
+    );
+    let (ok, out) = check(&[dir.path()]);
+    assert!(!ok);
+    assert!(out.contains("Errors (3):"), "{out}");
+    assert!(out.contains("broken.yaml: invalid YAML"), "{out}");
+    assert!(out.contains("bad.yaml: Service team/bad: spec.clusterIP: \"nope\" is not an IP address"), "{out}");
+    assert!(out.contains("bad.yaml: Service team/bad: spec.ports[0].protocol: \"ICMP\" is not TCP, UDP or SCTP"), "{out}");
+}
+
+#[test]
+fn check_passes_on_seed_examples_and_shows_tables() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, out) = check(&[&root.join("configs/seed-examples")]);
+    assert!(ok, "{out}");
+    for want in [
+        "default/nginx-svc          NodePort",
+        "30080",
+        "2/2",
+        "-> www.bilibili.com",
+        "web-0.nginx.default.svc.cluster.local",
+        "example.com /api/v1",
+        "default/nginx-b:80",
+        "Errors (0):",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+/// Every file in configs/ parses and validates without errors (each folder is
+/// checked as one picture: Ingresses need their Services beside them).
+#[test]
+fn every_config_file_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut files = Vec::new();
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 10, "{files:?}");
+    let dirs: std::collections::BTreeSet<_> = files.iter().map(|f| f.parent().unwrap().to_path_buf()).collect();
+    for d in dirs {
+        let (ok, out) = check(&[&d]);
+        assert!(ok, "{}:\n{out}", d.display());
+        for f in files.iter().filter(|f| f.parent() == Some(d.as_path())) {
+            let name = f.file_name().unwrap().to_str().unwrap();
+            let bytes = std::fs::read(f).unwrap();
+            let parsed = model::parse::parse_file(f, &bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert!(parsed.objects.iter().all(Result::is_ok), "{name}: {:?}", parsed.objects);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Shared helpers for end-to-end tests: run the real `nodeway` binary and echo
+//! backends on loopback, wait on conditions with deadlines.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nodeway"))
+}
+
+/// A port free on `ip` for both TCP and UDP right now.
+pub fn free_port(ip: IpAddr) -> u16 {
+    for _ in 0..100 {
+        let l = TcpListener::bind((ip, 0)).expect("bind :0");
+        let port = l.local_addr().unwrap().port();
+        if UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip}");
+}
+
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+/// Polls `f` until it holds, failing the test after `deadline`.
+pub fn wait_for(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if f() {
+            return;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Writes a manifest like an editor does: a temporary file renamed into place.
+pub fn write_manifests(dir: &Path, file: &str, yaml: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+fn log_file(tag: &str) -> (PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!(
+        "nodeway-test-{}-{tag}-{}.log",
+        std::process::id(),
+        free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    ));
+    let f = std::fs::File::create(&path).unwrap();
+    (path, f)
+}
+
+/// A running `nodeway run`, killed on drop (its log printed if the test failed).
+pub struct Nodeway {
+    pub child: Child,
+    pub dns: SocketAddr,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Nodeway {
+    /// Starts `nodeway run --config DIR` with free loopback ports for every
+    /// listener and a DNS upstream that is a dead loopback port (tests never
+    /// reach the machine's resolver); `extra` may override any of them.
+    pub fn start(config: &Path, extra: &[&str]) -> Nodeway {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let dns = local(free_port(lo));
+        let http = local(free_port(lo));
+        let https = local(free_port(lo));
+        let admin = local(free_port(lo));
+        let dead = local(free_port(lo));
+        let mut args: Vec<String> = vec!["run".into(), "--config".into(), config.display().to_string()];
+        let mut flag = |name: &str, value: String| {
+            if !extra.contains(&name) {
+                args.push(name.into());
+                args.push(value);
+            }
+        };
+        flag("--dns-listen", dns.to_string());
+        flag("--dns-upstream", dead.to_string());
+        flag("--http-listen", http.to_string());
+        flag("--https-listen", https.to_string());
+        flag("--admin-listen", admin.to_string());
+        flag("--threads", "2".into());
+        flag("--grace-period", "5s".into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (log, f) = log_file("run");
+        let child = Command::new(bin())
+            .args(&args)
+            .env("NODEWAY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("spawn nodeway");
+        let mut n = Nodeway { child, dns, http, https, admin, log };
+        n.wait_ready();
+        n
+    }
+
+    pub fn wait_ready(&mut self) {
+        let admin = self.admin;
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("nodeway exited early ({status}):\n{}", self.log_text());
+            }
+            if matches!(http_get(admin, "admin", "/readyz"), Ok((200, _))) {
+                return;
+            }
+            assert!(Instant::now() < end, "nodeway not ready in 30s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "admin", "/metrics").map(|(_, b)| b).unwrap_or_default()
+    }
+
+    /// A metric's value (first sample whose name and labels start with `prefix`).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.metric("nodeway_config_generation").unwrap_or(0.0) as u64
+    }
+
+    /// Waits until the served generation is at least `at_least`.
+    pub fn wait_generation(&self, at_least: u64) {
+        wait_for(Duration::from_secs(10), &format!("generation {at_least}"), || {
+            self.generation() >= at_least
+        });
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < end, "nodeway did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Nodeway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- nodeway log ({}) ---\n{}", self.log.display(), self.log_text());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// A `nodeway echo` backend, killed on drop.
+pub struct Echo {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Echo {
+    pub fn start(addr: SocketAddr, name: &str) -> Echo {
+        let child = Command::new(bin())
+            .args(["echo", "--listen", &addr.to_string(), "--name", name])
+            .env("NODEWAY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn echo");
+        let mut e = Echo { child, addr };
+        wait_for(Duration::from_secs(10), &format!("echo {name} on {addr}"), || {
+            if let Ok(Some(s)) = e.child.try_wait() {
+                panic!("echo {name} exited: {s}");
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        e
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
