@@ -1,1 +1,166 @@
-// placeholder
+//! L4: the userspace TCP/UDP Service balancer (what kube-proxy does), over
+//! the Snapshot published by the control plane.
+//!
+//! Data flow: the reconciler task turns each Snapshot into a [`routes`]
+//! table (one entry per bound address, usable endpoints precomputed) and a
+//! listener diff. Accept/receive loops look their route up per connection or
+//! UDP session, so endpoint changes apply to new traffic without rebinding.
+//! Balancing state (round-robin cursors, ClientIP affinity) lives outside the
+//! Snapshot, keyed by Service id and port, and survives reloads.
+
+mod balance;
+mod copy;
+mod error;
+mod listener;
+mod metrics;
+mod pp2;
+mod routes;
+#[cfg(target_os = "linux")]
+mod splice;
+mod tcp;
+mod udp;
+
+pub use error::Error;
+pub use routes::{PROXY_PROTOCOL_ANNOTATION, UDP_IDLE_ANNOTATION, parse_duration};
+
+use arc_swap::ArcSwap;
+use model::{Protocol, Snapshot};
+use prometheus_client::registry::Registry;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Settings of the L4 plane.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where NodePorts are bound.
+    pub node_ips: Vec<IpAddr>,
+    /// This node, for traffic policy Local. Without it, no endpoint counts
+    /// as local and Local Services drop traffic.
+    pub node_name: Option<String>,
+    /// Per endpoint attempt; the next endpoint is tried after it.
+    pub connect_timeout: Duration,
+    pub tcp_idle_timeout: Duration,
+    /// Default for UDP sessions; a Service may override it with
+    /// [`UDP_IDLE_ANNOTATION`].
+    pub udp_idle_timeout: Duration,
+    /// Per UDP frontend address; the oldest session is evicted when full.
+    pub udp_max_sessions: usize,
+    /// Forward TCP with splice(2) (Linux); else a buffered copy.
+    pub splice: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            node_name: None,
+            connect_timeout: Duration::from_secs(1),
+            tcp_idle_timeout: Duration::from_secs(3600),
+            udp_idle_timeout: Duration::from_secs(30),
+            udp_max_sessions: 65536,
+            splice: true,
+        }
+    }
+}
+
+/// A bound frontend socket. `serial` changes only when the socket is
+/// re-created, so callers can tell an untouched listener from a rebound one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerInfo {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub serial: u64,
+}
+
+/// What the data path shares.
+pub(crate) struct Shared {
+    pub cfg: Config,
+    pub routes: ArcSwap<routes::RouteMap>,
+    pub metrics: metrics::Metrics,
+    /// Fires when the shutdown grace is over: open connections reset.
+    pub kill: watch::Receiver<bool>,
+    pub problems: Mutex<Vec<String>>,
+    pub listeners: Mutex<Vec<ListenerInfo>>,
+}
+
+/// The running L4 plane.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
+    drain: mpsc::Receiver<()>,
+    applied: watch::Receiver<u64>,
+    reconciler: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Binds the listeners of the current Snapshot (returns once that is
+    /// done; failures are reported by [`Proxy::problems`]) and follows
+    /// `updates` from then on. Must be called within a tokio runtime.
+    pub fn start(
+        mut cfg: Config,
+        snapshots: Arc<ArcSwap<Snapshot>>,
+        updates: watch::Receiver<u64>,
+        registry: &mut Registry,
+    ) -> Proxy {
+        if cfg.node_ips.is_empty() {
+            cfg.node_ips = Config::default().node_ips;
+        }
+        let (kill, kill_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            cfg,
+            routes: ArcSwap::from_pointee(routes::RouteMap::new()),
+            metrics: metrics::Metrics::new(registry),
+            kill: kill_rx,
+            problems: Mutex::new(Vec::new()),
+            listeners: Mutex::new(Vec::new()),
+        });
+        // Nobody sends on `drain`: every connection holds a sender clone,
+        // so `recv()` returning None means all of them have finished.
+        let (drain_tx, drain) = mpsc::channel(1);
+        let (applied_tx, applied) = watch::channel(0);
+        let mut rec = listener::Reconciler::new(shared.clone(), drain_tx, applied_tx);
+        rec.apply(&snapshots.load_full());
+        let (stop, stop_rx) = watch::channel(false);
+        let reconciler = tokio::spawn(rec.run(snapshots, updates, stop_rx));
+        Proxy { shared, stop, kill, drain, applied, reconciler }
+    }
+
+    /// One line per problem: listeners that failed to bind, frontends that
+    /// cannot be served. Empty when healthy.
+    pub fn problems(&self) -> Vec<String> {
+        self.shared.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The sockets currently bound, sorted by address.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The generation of the last Snapshot applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until a Snapshot of at least `generation` is applied.
+    pub async fn wait_applied(&self, generation: u64) {
+        let mut rx = self.applied.clone();
+        let _ = rx.wait_for(|g| *g >= generation).await;
+    }
+
+    /// Stops accepting, lets open connections finish within `grace`, then
+    /// resets the rest.
+    pub async fn shutdown(self, grace: Duration) {
+        let Proxy { stop, kill, mut drain, reconciler, .. } = self;
+        let _ = stop.send(true);
+        let _ = reconciler.await;
+        if tokio::time::timeout(grace, drain.recv()).await.is_err() {
+            let _ = kill.send(true);
+            // Resets are immediate; this only bounds a stuck task.
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain.recv()).await;
+        }
+    }
+}

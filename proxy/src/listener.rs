@@ -1,0 +1,206 @@
+//! The listener reconciler: on every applied Snapshot, bind the addresses
+//! that are new, close the ones that are gone (their established connections
+//! finish on their own), and leave the rest untouched.
+
+use crate::balance::BalanceState;
+use crate::routes::{self, Wanted};
+use crate::{Error, ListenerInfo, Shared, tcp, udp};
+use model::{Protocol, Snapshot};
+use socket2::{Domain, Socket, Type};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// How often binds that failed are retried (an address may appear on an
+/// interface, a port may be freed), besides on every new Snapshot.
+const RETRY: Duration = Duration::from_secs(5);
+
+const BACKLOG: i32 = 1024;
+
+/// A bound address. Dropping it aborts its accept/receive task, which
+/// closes the socket; connections already accepted run in their own tasks.
+struct Bound {
+    serial: u64,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub(crate) struct Reconciler {
+    shared: Arc<Shared>,
+    state: BalanceState,
+    bound: HashMap<(SocketAddr, Protocol), Bound>,
+    wanted: Vec<Wanted>,
+    route_problems: Vec<String>,
+    bind_errors: Vec<String>,
+    serial: u64,
+    drain: mpsc::Sender<()>,
+    route_gen: watch::Sender<u64>,
+    applied: watch::Sender<u64>,
+}
+
+impl Reconciler {
+    pub fn new(shared: Arc<Shared>, drain: mpsc::Sender<()>, applied: watch::Sender<u64>) -> Self {
+        Reconciler {
+            shared,
+            state: BalanceState::default(),
+            bound: HashMap::new(),
+            wanted: Vec::new(),
+            route_problems: Vec::new(),
+            bind_errors: Vec::new(),
+            serial: 0,
+            drain,
+            route_gen: watch::Sender::new(0),
+            applied,
+        }
+    }
+
+    /// Applies a Snapshot: new routes first (so a listener bound below finds
+    /// its route at once), then the listener diff.
+    pub fn apply(&mut self, snap: &Snapshot) {
+        let built = routes::build(snap, &self.shared.cfg, &mut self.state, &self.shared.metrics);
+        self.shared.routes.store(Arc::new(built.routes));
+        // Tells UDP frontends to drop sessions whose endpoint went away.
+        self.route_gen.send_modify(|g| *g += 1);
+        for p in &built.problems {
+            warn!(generation = snap.generation, "{p}");
+        }
+        self.route_problems = built.problems;
+        self.wanted = built.wanted;
+        let keep: std::collections::HashSet<(SocketAddr, Protocol)> =
+            self.wanted.iter().map(|w| (w.addr, w.protocol)).collect();
+        self.bound.retain(|(addr, proto), _| {
+            let k = keep.contains(&(*addr, *proto));
+            if !k {
+                info!(listen = %addr, protocol = proto.as_str(), "listener closed");
+            }
+            k
+        });
+        self.bind_missing();
+        self.applied.send_replace(snap.generation);
+    }
+
+    /// Binds every wanted address that is not bound yet.
+    fn bind_missing(&mut self) {
+        let mut errors = Vec::new();
+        for w in &self.wanted {
+            let key = (w.addr, w.protocol);
+            if self.bound.contains_key(&key) {
+                continue;
+            }
+            let task = match w.protocol {
+                Protocol::Tcp => bind_tcp(w.addr).map(|l| {
+                    tokio::spawn(tcp::accept_loop(l, w.addr, self.shared.clone(), self.drain.clone()))
+                }),
+                Protocol::Udp => bind_udp(w.addr).map(|s| {
+                    tokio::spawn(udp::recv_loop(s, w.addr, self.shared.clone(), self.route_gen.subscribe()))
+                }),
+                Protocol::Sctp => continue, // reported by routes::build
+            };
+            match task {
+                Ok(task) => {
+                    self.serial += 1;
+                    info!(listen = %w.addr, protocol = w.protocol.as_str(), service = %w.service, "listening");
+                    self.bound.insert(key, Bound { serial: self.serial, task });
+                }
+                Err(source) => {
+                    let e = Error::Bind {
+                        addr: w.addr,
+                        protocol: w.protocol.as_str(),
+                        service: w.service.to_string(),
+                        source,
+                    };
+                    warn!("{e}");
+                    self.shared.metrics.bind_failed(&w.service);
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        self.bind_errors = errors;
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let mut problems = self.route_problems.clone();
+        problems.extend(self.bind_errors.iter().cloned());
+        *self.shared.problems.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+        let mut infos: Vec<ListenerInfo> = self
+            .bound
+            .iter()
+            .map(|((addr, protocol), b)| ListenerInfo { addr: *addr, protocol: *protocol, serial: b.serial })
+            .collect();
+        infos.sort_by_key(|i| (i.addr, i.protocol));
+        *self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()) = infos;
+    }
+
+    /// Follows Snapshot updates until `stop` fires; dropping `self` then
+    /// closes every listener.
+    pub async fn run(
+        mut self,
+        snapshots: Arc<arc_swap::ArcSwap<Snapshot>>,
+        mut updates: watch::Receiver<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut watching = true;
+        loop {
+            let retry = !self.bind_errors.is_empty();
+            tokio::select! {
+                r = updates.changed(), if watching => match r {
+                    Ok(()) => self.apply(&snapshots.load_full()),
+                    // The Store is gone: keep serving the last Snapshot.
+                    Err(_) => watching = false,
+                },
+                _ = tokio::time::sleep(RETRY), if retry => self.bind_missing(),
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        self.bound.clear();
+        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+fn socket(addr: SocketAddr, ty: Type, proto: socket2::Protocol) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // FREEBIND: a ClusterIP that is not (yet) on an interface still binds,
+    // so listeners do not depend on address plumbing order.
+    #[cfg(target_os = "linux")]
+    {
+        let r = if addr.is_ipv4() { s.set_freebind_v4(true) } else { s.set_freebind_v6(true) };
+        if let Err(e) = r {
+            tracing::debug!(listen = %addr, error = %e, "IP_FREEBIND not set");
+        }
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = socket(addr, Type::STREAM, socket2::Protocol::TCP)?;
+    // Rebinding right after a close must not wait for TIME_WAIT. On Linux
+    // this never lets two listeners share an address (that is SO_REUSEPORT).
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    TcpListener::from_std(s.into())
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    // No SO_REUSEADDR for UDP: it would let two sockets share the address
+    // and silently split the traffic.
+    let s = socket(addr, Type::DGRAM, socket2::Protocol::UDP)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}

@@ -1,0 +1,133 @@
+//! Per-Service L4 metrics. Label sets are created once per Service when a
+//! Snapshot is applied and the handles are cached in the route, so the data
+//! path only bumps atomics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ServiceLabel {
+    pub service: Arc<str>,
+}
+
+/// The counters of one Service, cloned out of the families (clones share
+/// the underlying atomics).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ServiceMetrics {
+    pub connections: Counter,
+    pub active: Gauge,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub connect_failures: Counter,
+    pub no_endpoint: Counter,
+    pub udp_sessions: Counter,
+    pub udp_active: Gauge,
+    pub udp_evicted: Counter,
+}
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    connections: Family<ServiceLabel, Counter>,
+    active: Family<ServiceLabel, Gauge>,
+    bytes_in: Family<ServiceLabel, Counter>,
+    bytes_out: Family<ServiceLabel, Counter>,
+    connect_failures: Family<ServiceLabel, Counter>,
+    no_endpoint: Family<ServiceLabel, Counter>,
+    udp_sessions: Family<ServiceLabel, Counter>,
+    udp_active: Family<ServiceLabel, Gauge>,
+    udp_evicted: Family<ServiceLabel, Counter>,
+    bind_failures: Family<ServiceLabel, Counter>,
+    cache: Mutex<HashMap<Arc<str>, Arc<ServiceMetrics>>>,
+}
+
+impl Metrics {
+    /// Registers every family under `nodeway_l4_*`.
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let m = Metrics::default();
+        let r = registry.sub_registry_with_prefix("nodeway_l4");
+        r.register("connections", "TCP connections accepted", m.connections.clone());
+        r.register("connections_active", "TCP connections being proxied", m.active.clone());
+        r.register("bytes_in", "Bytes from clients to endpoints", m.bytes_in.clone());
+        r.register("bytes_out", "Bytes from endpoints to clients", m.bytes_out.clone());
+        r.register(
+            "connect_failures",
+            "Endpoint connects that failed or timed out",
+            m.connect_failures.clone(),
+        );
+        r.register(
+            "no_endpoint_rejects",
+            "Connections reset and datagrams dropped for lack of a usable endpoint",
+            m.no_endpoint.clone(),
+        );
+        r.register("udp_sessions", "UDP sessions created", m.udp_sessions.clone());
+        r.register("udp_sessions_active", "UDP sessions open", m.udp_active.clone());
+        r.register(
+            "udp_sessions_evicted",
+            "UDP sessions evicted because the session table was full",
+            m.udp_evicted.clone(),
+        );
+        r.register("bind_failures", "Listener bind attempts that failed", m.bind_failures.clone());
+        m
+    }
+
+    /// The cached handles of one Service, creating its label set on first use.
+    pub fn service(&self, id: &Arc<str>) -> Arc<ServiceMetrics> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = cache.get(id) {
+            return m.clone();
+        }
+        let l = ServiceLabel { service: id.clone() };
+        let m = Arc::new(ServiceMetrics {
+            connections: self.connections.get_or_create_owned(&l),
+            active: self.active.get_or_create_owned(&l),
+            bytes_in: self.bytes_in.get_or_create_owned(&l),
+            bytes_out: self.bytes_out.get_or_create_owned(&l),
+            connect_failures: self.connect_failures.get_or_create_owned(&l),
+            no_endpoint: self.no_endpoint.get_or_create_owned(&l),
+            udp_sessions: self.udp_sessions.get_or_create_owned(&l),
+            udp_active: self.udp_active.get_or_create_owned(&l),
+            udp_evicted: self.udp_evicted.get_or_create_owned(&l),
+        });
+        cache.insert(id.clone(), m.clone());
+        m
+    }
+
+    pub fn bind_failed(&self, id: &Arc<str>) {
+        self.bind_failures
+            .get_or_create(&ServiceLabel { service: id.clone() })
+            .inc();
+    }
+
+    /// Forgets the label sets of Services that are gone, so deleted Services
+    /// do not accumulate series forever. Connections still open keep
+    /// counting into their (now unexported) handles.
+    pub fn retain(&self, live: &HashSet<Arc<str>>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|id, _| {
+            if live.contains(id) {
+                return true;
+            }
+            let l = ServiceLabel { service: id.clone() };
+            for f in [
+                &self.connections,
+                &self.bytes_in,
+                &self.bytes_out,
+                &self.connect_failures,
+                &self.no_endpoint,
+                &self.udp_sessions,
+                &self.udp_evicted,
+                &self.bind_failures,
+            ] {
+                f.remove(&l);
+            }
+            self.active.remove(&l);
+            self.udp_active.remove(&l);
+            false
+        });
+    }
+}

@@ -1,0 +1,181 @@
+//! The routing table of one generation: every concrete (address, protocol)
+//! the plane listens on, mapped to what a new connection there needs. Built
+//! off the data path whenever a Snapshot is applied; connections only look up.
+
+use crate::balance::{self, Affinity, BalanceState, PortId, PortKey};
+use crate::metrics::{Metrics, ServiceMetrics};
+use crate::{Config, Error};
+use model::{Listen, Protocol, Service, Snapshot};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+/// Annotation asking for a PROXY protocol header towards the endpoints.
+pub const PROXY_PROTOCOL_ANNOTATION: &str = "nodeway.io/proxy-protocol";
+/// Annotation overriding the UDP session idle timeout (e.g. `2s`).
+pub const UDP_IDLE_ANNOTATION: &str = "nodeway.io/udp-idle-timeout";
+
+pub(crate) struct Route {
+    pub service: Arc<Service>,
+    /// The usable endpoints (kube-proxy's choice, traffic policy applied),
+    /// computed once per generation.
+    pub endpoints: Arc<[SocketAddr]>,
+    pub cursor: Arc<AtomicUsize>,
+    pub affinity: Option<(Arc<Affinity>, Duration)>,
+    pub metrics: Arc<ServiceMetrics>,
+    pub proxy_protocol: bool,
+    pub udp_idle: Duration,
+}
+
+impl Route {
+    pub fn start_index(&self, client: IpAddr) -> Option<usize> {
+        let aff = self.affinity.as_ref().map(|(a, t)| (&**a, *t));
+        balance::start_index(&self.endpoints, &self.cursor, aff, client)
+    }
+
+    /// Records the endpoint that served `client` (affinity only).
+    pub fn remember(&self, client: IpAddr, endpoint: SocketAddr) {
+        if let Some((a, _)) = &self.affinity {
+            a.remember(client, endpoint, Instant::now());
+        }
+    }
+}
+
+pub(crate) type RouteMap = HashMap<(SocketAddr, Protocol), Arc<Route>>;
+
+/// A listener the plane should have, and the Service it is for (for logs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Wanted {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub service: Arc<str>,
+}
+
+pub(crate) struct Built {
+    pub routes: RouteMap,
+    pub wanted: Vec<Wanted>,
+    /// Frontends that cannot be served (a NodePort on a node address that a
+    /// ClusterIP also uses, SCTP...).
+    pub problems: Vec<String>,
+}
+
+/// Builds the routes of `snap`, updating the balancing state and metrics
+/// caches (entries of gone ports and Services are forgotten).
+pub(crate) fn build(
+    snap: &Snapshot,
+    cfg: &Config,
+    state: &mut BalanceState,
+    metrics: &Metrics,
+) -> Built {
+    let mut routes = RouteMap::new();
+    let mut wanted = Vec::new();
+    let mut problems = Vec::new();
+    let mut live_ports = HashSet::new();
+    let mut live_services = HashSet::new();
+    let now = Instant::now();
+    for fe in snap.frontends.iter() {
+        let svc = &fe.service;
+        let Some(port) = svc.ports.get(fe.port) else { continue };
+        if fe.protocol == Protocol::Sctp {
+            problems.push(format!("Service {} port {}: SCTP is not supported", svc.id, port.port));
+            continue;
+        }
+        let key: PortKey = (
+            svc.id.clone(),
+            if port.name.is_empty() {
+                PortId::Number(port.protocol, port.port)
+            } else {
+                PortId::Name(port.name.clone())
+            },
+        );
+        let local = if fe.external { svc.external_traffic_local } else { svc.internal_traffic_local };
+        // Policy Local without a known node name: no endpoint is local, so
+        // traffic is dropped rather than silently sent off-node.
+        let local_node = local.then(|| cfg.node_name.as_deref().unwrap_or(""));
+        let endpoints: Arc<[SocketAddr]> =
+            model::usable_backends(&port.backends, local_node).map(|b| b.addr).collect();
+        let affinity = svc.session_affinity.map(|t| {
+            let a = state.affinity(&key);
+            let all: HashSet<SocketAddr> =
+                model::usable_backends(&port.backends, None).map(|b| b.addr).collect();
+            a.prune(&all, t, now);
+            (a, t)
+        });
+        let udp_idle = match svc.annotations.get(UDP_IDLE_ANNOTATION) {
+            None => cfg.udp_idle_timeout,
+            Some(v) => parse_duration(v).unwrap_or_else(|e| {
+                problems.push(format!("Service {}: annotation {UDP_IDLE_ANNOTATION}: {e}", svc.id));
+                cfg.udp_idle_timeout
+            }),
+        };
+        let route = Arc::new(Route {
+            service: svc.clone(),
+            endpoints,
+            cursor: state.cursor(&key),
+            affinity,
+            metrics: metrics.service(&svc.id),
+            proxy_protocol: svc
+                .annotations
+                .get(PROXY_PROTOCOL_ANNOTATION)
+                .is_some_and(|v| v.eq_ignore_ascii_case("v2")),
+            udp_idle,
+        });
+        live_ports.insert(key);
+        live_services.insert(svc.id.clone());
+        let addrs: Vec<SocketAddr> = match fe.listen {
+            Listen::Addr(a) => vec![a],
+            Listen::NodePort(p) => cfg.node_ips.iter().map(|ip| SocketAddr::new(*ip, p)).collect(),
+        };
+        for addr in addrs {
+            if let Some(other) = routes.get(&(addr, fe.protocol)) {
+                problems.push(format!(
+                    "{addr}/{} of Service {} is already used by Service {}",
+                    fe.protocol.as_str(),
+                    svc.id,
+                    other.service.id
+                ));
+                continue;
+            }
+            routes.insert((addr, fe.protocol), route.clone());
+            wanted.push(Wanted { addr, protocol: fe.protocol, service: svc.id.clone() });
+        }
+    }
+    state.retain(&live_ports);
+    metrics.retain(&live_services);
+    Built { routes, wanted, problems }
+}
+
+/// Parses `500ms`, `2s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, Error> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| Error::Duration(s.to_string()))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(Error::Duration(s.to_string())),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("3m").unwrap(), Duration::from_secs(180));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("2 days").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! TCP frontends: one accept loop per bound address; each connection picks
+//! an endpoint from the routes of the generation current when it arrived.
+
+use crate::copy::{self, Counters, End};
+use crate::routes::Route;
+use crate::{Shared, pp2};
+use model::Protocol;
+use socket2::SockRef;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, warn};
+
+/// Accepts until the task is aborted (listener removed or shutdown); open
+/// connections run in their own tasks and are not affected by that.
+/// Each connection holds a clone of `drain` so shutdown can wait for them.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    drain: mpsc::Sender<()>,
+) {
+    loop {
+        let (conn, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                warn!(listen = %local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // One Snapshot-derived lookup per connection; the guard is dropped
+        // at the end of this statement, before any await.
+        let route = shared.routes.load().get(&(local, Protocol::Tcp)).cloned();
+        let Some(route) = route else {
+            // The listener is being removed by the reconciler.
+            reset(&conn);
+            continue;
+        };
+        let span = tracing::debug_span!(
+            "l4.tcp",
+            client.addr = %peer,
+            service = %route.service.id,
+            endpoint = tracing::field::Empty,
+        );
+        let shared = shared.clone();
+        let drain = drain.clone();
+        tokio::spawn(
+            async move {
+                let _drain = drain;
+                serve(conn, peer, local, route, &shared).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve(conn: TcpStream, peer: SocketAddr, local: SocketAddr, route: Arc<Route>, shared: &Shared) {
+    let m = &route.metrics;
+    m.connections.inc();
+    let Some(start) = route.start_index(peer.ip()) else {
+        // kube-proxy REJECTs when a Service has no endpoints (and DROPs
+        // for policy Local without local ones). The handshake is already
+        // done, so the closest we can do is an immediate reset: the client
+        // fails fast instead of hanging.
+        m.no_endpoint.inc();
+        debug!("no usable endpoint; reset");
+        reset(&conn);
+        return;
+    };
+    let Some((mut server, endpoint)) = connect(&route, start, shared.cfg.connect_timeout).await else {
+        debug!("every endpoint failed; reset");
+        reset(&conn);
+        return;
+    };
+    tracing::Span::current().record("endpoint", tracing::field::display(endpoint));
+    route.remember(peer.ip(), endpoint);
+    // Small writes (RPC, TLS handshakes) must not wait for Nagle.
+    let _ = conn.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    m.active.inc();
+    let _active = Dec(&m.active);
+    if route.proxy_protocol
+        && let Err(e) = server.write_all(&pp2::header(peer, local)).await
+    {
+        debug!(error = %e, "PROXY header not sent; reset");
+        reset(&conn);
+        return;
+    }
+    let counters = Counters { client_to_server: &m.bytes_in, server_to_client: &m.bytes_out };
+    let mut kill = shared.kill.clone();
+    let copy = copy::bidirectional(&conn, &server, shared.cfg.splice, shared.cfg.tcp_idle_timeout, counters);
+    tokio::select! {
+        r = copy => match r {
+            Ok(End::Done) => debug!("closed"),
+            // A quiet close: neither side did anything wrong.
+            Ok(End::Idle) => debug!("idle timeout"),
+            Err(e) => {
+                // Pass the failure on: each peer sees a reset rather than a
+                // clean EOF that could pass for a complete response.
+                debug!(error = %e, "copy failed; reset both sides");
+                reset(&conn);
+                reset(&server);
+            }
+        },
+        _ = kill.wait_for(|k| *k) => {
+            debug!("shutdown grace over; reset");
+            reset(&conn);
+            reset(&server);
+        }
+    }
+}
+
+/// Tries endpoints from `start`, each at most once, with a timeout each.
+async fn connect(route: &Route, start: usize, timeout: Duration) -> Option<(TcpStream, SocketAddr)> {
+    let n = route.endpoints.len();
+    for k in 0..n {
+        let ep = route.endpoints[(start + k) % n];
+        match tokio::time::timeout(timeout, TcpStream::connect(ep)).await {
+            Ok(Ok(s)) => return Some((s, ep)),
+            Ok(Err(e)) => debug!(endpoint = %ep, error = %e, "connect failed; next endpoint"),
+            Err(_) => debug!(endpoint = %ep, "connect timed out; next endpoint"),
+        }
+        route.metrics.connect_failures.inc();
+    }
+    None
+}
+
+/// Closes with RST (SO_LINGER 0) instead of FIN.
+pub(crate) fn reset(s: &TcpStream) {
+    let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+struct Dec<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Dec<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,253 @@
+//! UDP frontends. One socket per bound address; per client address a
+//! session: a connected socket towards one endpoint plus a task relaying the
+//! endpoint's replies back through the frontend socket, so they come from
+//! the Service address and port the client sent to.
+
+use crate::Shared;
+use crate::routes::Route;
+use model::Protocol;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+/// Largest UDP payload plus slack: DNS over UDP may use up to 64 KiB.
+const DATAGRAM: usize = 64 * 1024;
+
+thread_local! {
+    // One receive buffer per worker thread for replies, instead of 64 KiB
+    // per session (65536 sessions would pin 4 GiB). Never held across await.
+    static REPLY_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; DATAGRAM]);
+}
+
+struct Session {
+    upstream: Arc<UdpSocket>,
+    endpoint: SocketAddr,
+    seq: u64,
+    /// Milliseconds since `Table::epoch` of the last datagram either way.
+    last: Arc<AtomicU64>,
+    route: Arc<Route>,
+    relay: JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.relay.abort();
+        self.route.metrics.udp_active.dec();
+    }
+}
+
+/// The sessions of one frontend socket, owned by its receive task (no lock).
+struct Table {
+    by_client: HashMap<SocketAddr, Session>,
+    /// Creation order, for evicting the oldest when full.
+    order: BTreeMap<u64, SocketAddr>,
+    next_seq: u64,
+    max: usize,
+    epoch: Instant,
+}
+
+impl Table {
+    fn remove(&mut self, client: &SocketAddr) {
+        if let Some(s) = self.by_client.remove(client) {
+            self.order.remove(&s.seq);
+        }
+    }
+
+    /// Keeps only sessions whose endpoint the current route still uses.
+    fn prune(&mut self, route: Option<&Route>) {
+        let order = &mut self.order;
+        self.by_client.retain(|client, s| {
+            let keep = route.is_some_and(|r| r.endpoints.contains(&s.endpoint));
+            if !keep {
+                debug!(client.addr = %client, endpoint = %s.endpoint, "endpoint gone; UDP session dropped");
+                order.remove(&s.seq);
+            }
+            keep
+        });
+    }
+}
+
+pub(crate) async fn recv_loop(
+    socket: UdpSocket,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    mut route_gen: watch::Receiver<u64>,
+) {
+    let socket = Arc::new(socket);
+    let (expired_tx, mut expired_rx) = mpsc::unbounded_channel::<(SocketAddr, u64)>();
+    let mut table = Table {
+        by_client: HashMap::new(),
+        order: BTreeMap::new(),
+        next_seq: 0,
+        max: shared.cfg.udp_max_sessions.max(1),
+        epoch: Instant::now(),
+    };
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, client)) => {
+                    on_datagram(&buf[..n], client, local, &socket, &shared, &mut table, &expired_tx).await;
+                }
+                // ICMP errors surface here on some kernels; they concern one
+                // peer, not the socket.
+                Err(e) => debug!(listen = %local, error = %e, "UDP receive error"),
+            },
+            Some((client, seq)) = expired_rx.recv() => {
+                if table.by_client.get(&client).is_some_and(|s| s.seq == seq) {
+                    table.remove(&client);
+                }
+            }
+            Ok(()) = route_gen.changed() => {
+                let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
+                table.prune(route.as_deref());
+            }
+        }
+    }
+}
+
+async fn on_datagram(
+    data: &[u8],
+    client: SocketAddr,
+    local: SocketAddr,
+    socket: &Arc<UdpSocket>,
+    shared: &Shared,
+    table: &mut Table,
+    expired: &mpsc::UnboundedSender<(SocketAddr, u64)>,
+) {
+    let now = table.epoch.elapsed().as_millis() as u64;
+    if let Some(s) = table.by_client.get(&client) {
+        s.last.store(now, Ordering::Relaxed);
+        s.route.metrics.bytes_in.inc_by(data.len() as u64);
+        send(&s.upstream, data).await;
+        return;
+    }
+    let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
+    let Some(route) = route else { return };
+    let Some(start) = route.start_index(client.ip()) else {
+        // No usable endpoint: drop, as kube-proxy does for UDP.
+        route.metrics.no_endpoint.inc();
+        return;
+    };
+    let endpoint = route.endpoints[start];
+    let upstream = match connect(endpoint).await {
+        Ok(u) => Arc::new(u),
+        Err(e) => {
+            route.metrics.connect_failures.inc();
+            debug!(endpoint = %endpoint, error = %e, "UDP upstream socket failed");
+            return;
+        }
+    };
+    route.remember(client.ip(), endpoint);
+    if table.by_client.len() >= table.max
+        && let Some((_, oldest)) = table.order.pop_first()
+        && let Some(s) = table.by_client.remove(&oldest)
+    {
+        s.route.metrics.udp_evicted.inc();
+    }
+    let seq = table.next_seq;
+    table.next_seq += 1;
+    let last = Arc::new(AtomicU64::new(now));
+    let relay = tokio::spawn(relay(
+        upstream.clone(),
+        socket.clone(),
+        client,
+        last.clone(),
+        table.epoch,
+        route.udp_idle,
+        route.clone(),
+        (expired.clone(), seq),
+    ));
+    route.metrics.udp_sessions.inc();
+    route.metrics.udp_active.inc();
+    route.metrics.bytes_in.inc_by(data.len() as u64);
+    send(&upstream, data).await;
+    debug!(client.addr = %client, service = %route.service.id, endpoint = %endpoint, "UDP session");
+    table.order.insert(seq, client);
+    table.by_client.insert(client, Session { upstream, endpoint, seq, last, route, relay });
+}
+
+async fn connect(endpoint: SocketAddr) -> io::Result<UdpSocket> {
+    let any: SocketAddr = if endpoint.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(any).await?;
+    s.connect(endpoint).await?;
+    Ok(s)
+}
+
+async fn send(upstream: &UdpSocket, data: &[u8]) {
+    if let Err(e) = upstream.send(data).await {
+        // Typically ECONNREFUSED from an earlier ICMP: the endpoint is down.
+        debug!(error = %e, "UDP send to endpoint failed");
+    }
+}
+
+/// Relays replies to the client until the session is idle for `idle`
+/// (traffic either way counts), then reports itself expired.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    upstream: Arc<UdpSocket>,
+    frontend: Arc<UdpSocket>,
+    client: SocketAddr,
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+    idle: Duration,
+    route: Arc<Route>,
+    (expired, seq): (mpsc::UnboundedSender<(SocketAddr, u64)>, u64),
+) {
+    loop {
+        let since = epoch.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+        let Some(left) = idle.checked_sub(since).filter(|d| !d.is_zero()) else {
+            let _ = expired.send((client, seq));
+            return;
+        };
+        match tokio::time::timeout(left, upstream.readable()).await {
+            Err(_) => continue, // re-check: the client may have sent meanwhile
+            Ok(Err(e)) => {
+                debug!(error = %e, "UDP upstream failed");
+                let _ = expired.send((client, seq));
+                return;
+            }
+            Ok(Ok(())) => {}
+        }
+        let pending = REPLY_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            match upstream.try_recv(&mut b) {
+                Ok(n) => {
+                    last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    route.metrics.bytes_out.inc_by(n as u64);
+                    match frontend.try_send_to(&b[..n], client) {
+                        // Socket buffer full: keep a copy and wait outside
+                        // the borrow of the shared buffer.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(b[..n].to_vec()),
+                        Err(e) => {
+                            debug!(error = %e, "UDP reply to client failed");
+                            None
+                        }
+                        Ok(_) => None,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                // ICMP port unreachable from a dead endpoint; keep waiting.
+                Err(e) => {
+                    debug!(error = %e, "UDP receive from endpoint failed");
+                    None
+                }
+            }
+        });
+        if let Some(data) = pending {
+            let _ = frontend.send_to(&data, client).await;
+        }
+    }
+}
