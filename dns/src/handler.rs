@@ -114,12 +114,10 @@ impl Handler {
         }
         match lookup {
             Lookup::Answer(set) => Reply::answer(as_asked(&set.answers, asked), &set.additionals),
-            Lookup::Synthesized(r) => Reply::answer(
-                as_asked(std::slice::from_ref(&r), asked)
-                    .into_owned()
-                    .into(),
-                &[],
-            ),
+            Lookup::Synthesized(mut r) => {
+                r.name = asked.clone();
+                Reply::answer(Cow::Owned(vec![*r]), &[])
+            }
             Lookup::NoData => Reply::negative(ResponseCode::NoError, table),
             Lookup::NxDomain => Reply::negative(ResponseCode::NXDomain, table),
             Lookup::Cname(c) => {

@@ -52,7 +52,7 @@ pub struct Node {
 pub enum Lookup<'a> {
     Answer(&'a RrSet),
     /// A record made at query time (pod records).
-    Synthesized(Record),
+    Synthesized(Box<Record>),
     Cname(&'a Cname),
     NoData,
     NxDomain,
@@ -126,7 +126,11 @@ impl Table {
                 (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => RData::AAAA(AAAA(v6)),
                 _ => return Lookup::NoData,
             };
-            return Lookup::Synthesized(Record::from_rdata(Name::from(name), self.ttl, rdata));
+            return Lookup::Synthesized(Box::new(Record::from_rdata(
+                Name::from(name),
+                self.ttl,
+                rdata,
+            )));
         }
         Lookup::NxDomain
     }
