@@ -1,0 +1,169 @@
+//! Header rules of a proxy hop: hop-by-hop headers removed, X-Forwarded-*,
+//! X-Real-IP and X-Request-ID added.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the
+/// Connection header names. `keep_upgrade` keeps Connection/Upgrade for a
+/// protocol switch; `keep_te_trailers` keeps `TE: trailers` (gRPC needs it).
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers: bool) {
+    if let Some(conn) = h.get(header::CONNECTION).cloned()
+        && let Ok(list) = conn.to_str()
+    {
+        for name in list.split(',').map(str::trim) {
+            if name.is_empty() || (keep_upgrade && name.eq_ignore_ascii_case("upgrade")) {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                h.remove(n);
+            }
+        }
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TRAILER);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::PROXY_AUTHORIZATION);
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    h.remove(header::TE);
+    if keep_te_trailers && te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// True when a request asks for a protocol switch (WebSocket and friends).
+pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// What the forwarded headers describe.
+pub struct Forwarded<'a> {
+    pub client: IpAddr,
+    pub https: bool,
+    pub host: &'a HeaderValue,
+    pub port: u16,
+}
+
+/// Adds X-Forwarded-*/X-Real-IP, and X-Request-ID unless the client sent one.
+pub fn add_forwarded(h: &mut HeaderMap, f: &Forwarded<'_>) {
+    let ip = f.client.to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        h.insert(X_REAL_IP.clone(), v);
+    }
+    h.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if f.https { "https" } else { "http" }),
+    );
+    h.insert(X_FORWARDED_HOST.clone(), f.host.clone());
+    h.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+    if !h.contains_key(&X_REQUEST_ID) {
+        h.insert(X_REQUEST_ID.clone(), request_id());
+    }
+}
+
+/// 32 hex digits, unique per process run (not a secret).
+pub fn request_id() -> HeaderValue {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 32)
+    });
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let a = splitmix(seed ^ n);
+    let b = splitmix(a ^ n.rotate_left(17));
+    HeaderValue::from_str(&format!("{a:016x}{b:016x}")).expect("hex is a valid header")
+}
+
+/// A well-mixed 64-bit hash (SplitMix64 finalizer).
+pub fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_removed_including_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        let mut grpc = h.clone();
+        strip_hop_by_hop(&mut h, false, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+        strip_hop_by_hop(&mut grpc, false, true);
+        assert_eq!(grpc.get(header::TE).unwrap(), "trailers");
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_keep_request_id() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
+        let host = HeaderValue::from_static("x.com");
+        add_forwarded(
+            &mut h,
+            &Forwarded {
+                client: "127.0.0.9".parse().unwrap(),
+                https: true,
+                host: &host,
+                port: 8443,
+            },
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h[&X_REAL_IP], "127.0.0.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_PORT], "8443");
+        assert_eq!(h[&X_REQUEST_ID], "abc");
+        assert_ne!(request_id(), request_id());
+        assert_eq!(request_id().len(), 32);
+    }
+}

@@ -1,0 +1,359 @@
+//! One request: route on the normalized path, apply the route's annotations,
+//! pick an endpoint, forward over a pooled connection, stream the answer back.
+
+use crate::balance::{Balancer, cookie_value, from_cookie, use_canary};
+use crate::body::{self, Body, BoxError};
+use crate::headers::{
+    Forwarded, X_FORWARDED_PREFIX, add_forwarded, strip_hop_by_hop, wants_upgrade,
+};
+use crate::metrics::Metrics;
+use crate::respond::{redirect, status, status_close};
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+use model::ingress::path::encode_path;
+use model::ingress::{Route, normalize_host, normalize_path};
+use model::{Snapshot, usable_backends};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every request of the plane shares.
+pub struct Shared {
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub upstream: Upstream,
+    pub balancer: Balancer,
+    pub metrics: Metrics,
+    pub server: HeaderValue,
+    /// Port of the HTTPS listener, for ssl-redirect Locations.
+    pub https_port: Option<u16>,
+}
+
+/// The downstream connection a request came on.
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// What the access log and metrics report about a request.
+#[derive(Default)]
+struct Outcome {
+    route: Option<Arc<Route>>,
+    upstream: Option<SocketAddr>,
+}
+
+/// The hyper service function.
+pub async fn handle(
+    sh: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let mut out = Outcome::default();
+    let mut resp = serve(&sh, &conn, req, &mut out).await;
+    resp.headers_mut().insert(SERVER, sh.server.clone());
+    let code = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    sh.metrics.latency.observe(elapsed.as_secs_f64());
+    static NONE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    let none = NONE.get_or_init(|| Arc::from(""));
+    let (ingress, host) = match &out.route {
+        Some(r) => (&r.ingress, &r.host),
+        None => (none, none),
+    };
+    sh.metrics.count(ingress, host, code);
+    tracing::info!(
+        target: "nodeway::access",
+        method = %method,
+        client.addr = %conn.client,
+        path = uri.path(),
+        ingress = &**ingress,
+        route.path = out.route.as_ref().map(|r| &*r.path),
+        upstream = ?out.upstream,
+        status = code,
+        bytes = resp.body().size_hint().exact(),
+        duration_us = elapsed.as_micros() as u64,
+        "request"
+    );
+    Ok(resp)
+}
+
+async fn serve(
+    sh: &Shared,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let h = req.headers();
+    // RFC 9112 §6.1: both framings at once is how requests get smuggled.
+    if h.contains_key(CONTENT_LENGTH) && h.contains_key(TRANSFER_ENCODING) {
+        return status_close(StatusCode::BAD_REQUEST);
+    }
+    let host_hv = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => h.get(HOST).cloned(),
+    }
+    .unwrap_or_else(|| HeaderValue::from_static(""));
+    let Ok(host) = host_hv.to_str() else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let table = sh.snapshots.load().ingress.clone();
+    let raw = req.uri().path();
+    let Ok(norm) = normalize_path(raw) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let Some(route) = table.find(host, &norm).cloned() else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    drop(table);
+    out.route = Some(route.clone());
+    let ann = &route.annotations;
+    if !conn.tls && route.ssl_redirect {
+        let port = match sh.https_port {
+            Some(443) | None => String::new(),
+            Some(p) => format!(":{p}"),
+        };
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let loc = format!("https://{}{port}{pq}", normalize_host(host));
+        return redirect(StatusCode::PERMANENT_REDIRECT, &loc);
+    }
+    if let Some((to, code)) = &ann.redirect {
+        return redirect(
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+            to,
+        );
+    }
+    if norm == "/"
+        && let Some(root) = &ann.app_root
+    {
+        return redirect(StatusCode::FOUND, root);
+    }
+    if !ann.whitelist.is_empty() && !ann.whitelist.iter().any(|n| n.contains(conn.client.ip())) {
+        return status(StatusCode::FORBIDDEN);
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(limit), Some(len)) = (ann.body_size, declared)
+        && len > limit
+    {
+        return status(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    let target = match &route.canary {
+        Some(c)
+            if c.annotations
+                .canary
+                .as_ref()
+                .is_some_and(|cfg| use_canary(cfg, req.headers())) =>
+        {
+            c.clone()
+        }
+        _ => route.clone(),
+    };
+    let Some(be) = target.backend.as_ref() else {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let backends = be.service.ports[be.port].backends.clone();
+    let usable = usable_backends(&backends, None);
+    let n = usable.clone().count();
+    if n == 0 {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let mut set_cookie = None;
+    let first = match &ann.affinity {
+        Some(a) => match from_cookie(req.headers(), &a.name, usable.clone()) {
+            Some(i) => i,
+            None => {
+                let i = sh.balancer.next(&be.key) % n;
+                let addr = usable.clone().nth(i).map(|b| b.addr);
+                set_cookie = addr.map(|addr| {
+                    let mut c = format!(
+                        "{}={}; Path={}; HttpOnly",
+                        a.name,
+                        cookie_value(&addr),
+                        a.path.as_deref().unwrap_or("/")
+                    );
+                    if let Some(age) = a.max_age {
+                        c.push_str(&format!("; Max-Age={age}"));
+                    }
+                    c
+                });
+                i
+            }
+        },
+        None => sh.balancer.next(&be.key) % n,
+    };
+
+    let query = req.uri().query();
+    let pq = match route.rewrite(&norm) {
+        Some(p) => with_query(&p, query),
+        None if norm == raw => req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+        // Forward exactly what was routed: a backend must never see `..` or `%2f`.
+        None => with_query(&encode_path(&norm), query),
+    };
+    let h2 = ann.backend_protocol.is_h2();
+    let upgrade = req.version() <= Version::HTTP_11 && wants_upgrade(req.headers());
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, incoming) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers, upgrade, h2);
+    add_forwarded(
+        &mut headers,
+        &Forwarded {
+            client: conn.client.ip(),
+            https: conn.tls,
+            host: &host_hv,
+            port: conn.local.port(),
+        },
+    );
+    if let Some(p) = &ann.x_forwarded_prefix
+        && let Ok(v) = HeaderValue::from_str(p)
+    {
+        headers.insert(X_FORWARDED_PREFIX.clone(), v);
+    }
+    let vhost = ann
+        .upstream_vhost
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    headers.insert(HOST, vhost.unwrap_or(host_hv));
+
+    let has_body = !incoming.is_end_stream();
+    let mut body: Option<Body> = Some(match ann.body_size {
+        Some(limit) if has_body => Limited::new(incoming, limit as usize).boxed(),
+        _ => body::incoming(incoming),
+    });
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let tries = if idempotent && !has_body { n.min(3) } else { 1 };
+    let client = sh.upstream.client(ann.connect_timeout, h2);
+    let mut timed_out = false;
+    for attempt in 0..tries {
+        let Some(addr) = usable.clone().nth((first + attempt) % n).map(|b| b.addr) else {
+            break;
+        };
+        out.upstream = Some(addr);
+        let Ok(uri) = Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string())
+            .path_and_query(pq.as_str())
+            .build()
+        else {
+            return status(StatusCode::BAD_REQUEST);
+        };
+        let mut up = Request::new(body.take().unwrap_or_else(body::empty));
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *up.headers_mut() = if attempt + 1 < tries {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        sh.metrics.upstream_inflight.inc();
+        let res = tokio::time::timeout(ann.read_timeout, client.request(up)).await;
+        sh.metrics.upstream_inflight.dec();
+        match res {
+            Err(_) => return status(StatusCode::GATEWAY_TIMEOUT),
+            Ok(Err(e)) if e.is_connect() => {
+                sh.metrics.connect_errors.inc();
+                timed_out = is_timeout(&e);
+                tracing::warn!(upstream = %addr, error = %source_chain(&e), "connect to endpoint failed");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %addr, error = %source_chain(&e), "upstream request failed");
+                return status(StatusCode::BAD_GATEWAY);
+            }
+            Ok(Ok(resp)) => return finish(resp, on_upgrade, set_cookie),
+        }
+    }
+    status(if timed_out {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    })
+}
+
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        cur = err.source();
+    }
+    s
+}
+
+fn finish(
+    mut resp: Response<Incoming>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    set_cookie: Option<String>,
+) -> Response<Body> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && let Some(down) = on_upgrade {
+        let up = hyper::upgrade::on(&mut resp);
+        // The tunnel lives outside any Snapshot: a reload never cuts it.
+        tokio::spawn(async move {
+            let (Ok(d), Ok(u)) = tokio::join!(down, up) else {
+                return;
+            };
+            let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        });
+    }
+    let (mut parts, incoming) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching, false);
+    if let Some(c) = set_cookie
+        && let Ok(v) = HeaderValue::from_str(&c)
+    {
+        parts.headers.append(SET_COOKIE, v);
+    }
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, incoming.map_err(|e| Box::new(e) as BoxError).boxed())
+}

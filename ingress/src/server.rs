@@ -1,0 +1,226 @@
+//! Listeners and connections: HTTP/1.1 + h2c on the plain listener, TLS with
+//! ALPN on the other, every connection watched for graceful shutdown.
+
+use crate::balance::Balancer;
+use crate::metrics::Metrics;
+use crate::proxy::{ConnInfo, Shared, handle};
+use crate::tls::{CertStore, server_config};
+use crate::upstream::Upstream;
+use crate::{Config, Error};
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use model::Snapshot;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// A running ingress plane.
+pub struct Handle {
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+    stop: watch::Sender<Option<Duration>>,
+    tasks: Vec<JoinHandle<()>>,
+    updater: JoinHandle<()>,
+}
+
+impl Handle {
+    /// Where the plain listener is bound.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// Where the TLS listener is bound.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https
+    }
+
+    /// Stops accepting; in-flight requests get up to `grace` to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(Some(grace));
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.updater.abort();
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let err = |source| Error::Bind { addr, source };
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    TcpListener::from_std(s.into()).map_err(err)
+}
+
+/// Binds the listeners, then serves until [`Handle::shutdown`].
+pub async fn start(
+    cfg: Config,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    mut updates: watch::Receiver<u64>,
+    registry: &mut Registry,
+) -> Result<Handle, Error> {
+    let http = cfg.http_listen.map(bind).transpose()?;
+    let https = cfg.https_listen.map(bind).transpose()?;
+    let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+    let (http_addr, https_addr) = (local(&http), local(&https));
+
+    let certs = Arc::new(CertStore::new(cfg.default_certificate.clone())?);
+    certs.update(&snapshots.load());
+    let updater = {
+        let (certs, snapshots) = (certs.clone(), snapshots.clone());
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                let snap = snapshots.load_full();
+                certs.update(&snap);
+            }
+        })
+    };
+
+    let shared = Arc::new(Shared {
+        snapshots,
+        upstream: Upstream::new(cfg.upstream_idle_per_host),
+        balancer: Balancer::default(),
+        metrics: Metrics::new(registry),
+        server: HeaderValue::from_str(&cfg.server_name)
+            .unwrap_or(HeaderValue::from_static("nodeway")),
+        https_port: https_addr.map(|a| a.port()),
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.max_h2_streams)
+        .max_header_list_size(cfg.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    let (stop, stop_rx) = watch::channel(None);
+    let mut tasks = Vec::new();
+    if let Some(l) = http {
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            None,
+            shared.clone(),
+            builder.clone(),
+            stop_rx.clone(),
+            cfg.header_read_timeout,
+        )));
+    }
+    if let Some(l) = https {
+        let acceptor = TlsAcceptor::from(server_config(certs)?);
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            Some(acceptor),
+            shared,
+            builder,
+            stop_rx,
+            cfg.header_read_timeout,
+        )));
+    }
+    tracing::info!(http = ?http_addr, https = ?https_addr, "ingress plane listening");
+    Ok(Handle {
+        http: http_addr,
+        https: https_addr,
+        stop,
+        tasks,
+        updater,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: watch::Receiver<Option<Duration>>,
+    handshake_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let grace = loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, client)) => {
+                    let watcher = graceful.watcher();
+                    let (tls, shared, builder) = (tls.clone(), shared.clone(), builder.clone());
+                    tokio::spawn(async move {
+                        serve_conn(tcp, client, tls, shared, builder, watcher, handshake_timeout).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break stop.borrow().unwrap_or_default(),
+        }
+    };
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; remaining connections are closed");
+    }
+}
+
+async fn serve_conn(
+    tcp: TcpStream,
+    client: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_timeout: Duration,
+) {
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().unwrap_or(client);
+    let info = Arc::new(ConnInfo {
+        client,
+        local,
+        tls: tls.is_some(),
+    });
+    let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
+    let result = match tls {
+        None => {
+            watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc))
+                .await
+        }
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client.addr = %client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc))
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client.addr = %client, error = %e, "connection ended with an error");
+    }
+}

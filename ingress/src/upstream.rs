@@ -1,0 +1,62 @@
+//! Upstream clients: pooled keep-alive HTTP/1.1, and HTTP/2 prior knowledge
+//! (h2c, gRPC). One client per (connect timeout, protocol), made on first use;
+//! pools are per endpoint address, so endpoint changes need no flush.
+
+use crate::body::Body;
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub type HttpClient = Client<HttpConnector, Body>;
+
+pub struct Upstream {
+    idle_per_host: usize,
+    clients: ArcSwap<HashMap<(Duration, bool), HttpClient>>,
+}
+
+impl Upstream {
+    pub fn new(idle_per_host: usize) -> Upstream {
+        Upstream {
+            idle_per_host,
+            clients: ArcSwap::default(),
+        }
+    }
+
+    /// The client for a connect timeout and protocol (`h2`: prior-knowledge HTTP/2).
+    pub fn client(&self, connect_timeout: Duration, h2: bool) -> HttpClient {
+        let key = (connect_timeout, h2);
+        if let Some(c) = self.clients.load().get(&key) {
+            return c.clone();
+        }
+        let made = self.make(connect_timeout, h2);
+        self.clients.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.entry(key).or_insert_with(|| made.clone());
+            m
+        });
+        self.clients.load().get(&key).cloned().unwrap_or(made)
+    }
+
+    fn make(&self, connect_timeout: Duration, h2: bool) -> HttpClient {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(connect_timeout));
+        conn.set_keepalive(Some(Duration::from_secs(30)));
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(self.idle_per_host)
+            // Host is set by the proxy (the client's Host, or upstream-vhost).
+            .set_host(false)
+            // A pooled connection the endpoint closed is retried on a fresh one.
+            .retry_canceled_requests(true);
+        if h2 {
+            b.http2_only(true);
+        }
+        b.build(conn)
+    }
+}
