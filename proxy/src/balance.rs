@@ -112,7 +112,9 @@ mod tests {
     use super::*;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i))).collect()
+        (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i)))
+            .collect()
     }
 
     #[test]
@@ -152,7 +154,10 @@ mod tests {
         let live: HashSet<SocketAddr> = [eps[1]].into_iter().collect();
         a.prune(&live, Duration::from_secs(60), now);
         assert_eq!(a.len(), 1);
-        assert_eq!(a.lookup([10, 0, 0, 2].into(), Duration::from_secs(60), now), Some(eps[1]));
+        assert_eq!(
+            a.lookup([10, 0, 0, 2].into(), Duration::from_secs(60), now),
+            Some(eps[1])
+        );
     }
 
     #[test]
@@ -160,7 +165,11 @@ mod tests {
         let eps = addrs(2);
         let a = Affinity::default();
         let client: IpAddr = [10, 0, 0, 1].into();
-        a.remember(client, SocketAddr::from(([127, 0, 0, 9], 9)), Instant::now());
+        a.remember(
+            client,
+            SocketAddr::from(([127, 0, 0, 9], 9)),
+            Instant::now(),
+        );
         let c = AtomicUsize::new(1);
         let got = start_index(&eps, &c, Some((&a, Duration::from_secs(60))), client);
         assert_eq!(got, Some(1));

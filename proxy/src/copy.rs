@@ -45,8 +45,20 @@ pub(crate) async fn bidirectional(
     // Moved-bytes counter shared by both directions, read by the idle check;
     // cheaper than reading the clock per chunk.
     let progress = AtomicU64::new(0);
-    let up = one_way(client, server, use_splice, counters.client_to_server, &progress);
-    let down = one_way(server, client, use_splice, counters.server_to_client, &progress);
+    let up = one_way(
+        client,
+        server,
+        use_splice,
+        counters.client_to_server,
+        &progress,
+    );
+    let down = one_way(
+        server,
+        client,
+        use_splice,
+        counters.server_to_client,
+        &progress,
+    );
     let copy = async { tokio::try_join!(up, down).map(|_| End::Done) };
     let watchdog = async {
         let mut last = 0;

@@ -126,18 +126,33 @@ impl Proxy {
         rec.apply(&snapshots.load_full());
         let (stop, stop_rx) = watch::channel(false);
         let reconciler = tokio::spawn(rec.run(snapshots, updates, stop_rx));
-        Proxy { shared, stop, kill, drain, applied, reconciler }
+        Proxy {
+            shared,
+            stop,
+            kill,
+            drain,
+            applied,
+            reconciler,
+        }
     }
 
     /// One line per problem: listeners that failed to bind, frontends that
     /// cannot be served. Empty when healthy.
     pub fn problems(&self) -> Vec<String> {
-        self.shared.problems.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The sockets currently bound, sorted by address.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
-        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The generation of the last Snapshot applied.
@@ -154,7 +169,13 @@ impl Proxy {
     /// Stops accepting, lets open connections finish within `grace`, then
     /// resets the rest.
     pub async fn shutdown(self, grace: Duration) {
-        let Proxy { stop, kill, mut drain, reconciler, .. } = self;
+        let Proxy {
+            stop,
+            kill,
+            mut drain,
+            reconciler,
+            ..
+        } = self;
         let _ = stop.send(true);
         let _ = reconciler.await;
         if tokio::time::timeout(grace, drain.recv()).await.is_err() {

@@ -68,7 +68,12 @@ impl Reconciler {
     /// Applies a Snapshot: new routes first (so a listener bound below finds
     /// its route at once), then the listener diff.
     pub fn apply(&mut self, snap: &Snapshot) {
-        let built = routes::build(snap, &self.shared.cfg, &mut self.state, &self.shared.metrics);
+        let built = routes::build(
+            snap,
+            &self.shared.cfg,
+            &mut self.state,
+            &self.shared.metrics,
+        );
         self.shared.routes.store(Arc::new(built.routes));
         // Tells UDP frontends to drop sessions whose endpoint went away.
         self.route_gen.send_modify(|g| *g += 1);
@@ -100,10 +105,20 @@ impl Reconciler {
             }
             let task = match w.protocol {
                 Protocol::Tcp => bind_tcp(w.addr).map(|l| {
-                    tokio::spawn(tcp::accept_loop(l, w.addr, self.shared.clone(), self.drain.clone()))
+                    tokio::spawn(tcp::accept_loop(
+                        l,
+                        w.addr,
+                        self.shared.clone(),
+                        self.drain.clone(),
+                    ))
                 }),
                 Protocol::Udp => bind_udp(w.addr).map(|s| {
-                    tokio::spawn(udp::recv_loop(s, w.addr, self.shared.clone(), self.route_gen.subscribe()))
+                    tokio::spawn(udp::recv_loop(
+                        s,
+                        w.addr,
+                        self.shared.clone(),
+                        self.route_gen.subscribe(),
+                    ))
                 }),
                 Protocol::Sctp => continue, // reported by routes::build
             };
@@ -111,7 +126,13 @@ impl Reconciler {
                 Ok(task) => {
                     self.serial += 1;
                     info!(listen = %w.addr, protocol = w.protocol.as_str(), service = %w.service, "listening");
-                    self.bound.insert(key, Bound { serial: self.serial, task });
+                    self.bound.insert(
+                        key,
+                        Bound {
+                            serial: self.serial,
+                            task,
+                        },
+                    );
                 }
                 Err(source) => {
                     let e = Error::Bind {
@@ -133,14 +154,26 @@ impl Reconciler {
     fn publish(&self) {
         let mut problems = self.route_problems.clone();
         problems.extend(self.bind_errors.iter().cloned());
-        *self.shared.problems.lock().unwrap_or_else(|e| e.into_inner()) = problems;
+        *self
+            .shared
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problems;
         let mut infos: Vec<ListenerInfo> = self
             .bound
             .iter()
-            .map(|((addr, protocol), b)| ListenerInfo { addr: *addr, protocol: *protocol, serial: b.serial })
+            .map(|((addr, protocol), b)| ListenerInfo {
+                addr: *addr,
+                protocol: *protocol,
+                serial: b.serial,
+            })
             .collect();
         infos.sort_by_key(|i| (i.addr, i.protocol));
-        *self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()) = infos;
+        *self
+            .shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = infos;
     }
 
     /// Follows Snapshot updates until `stop` fires; dropping `self` then
@@ -165,7 +198,11 @@ impl Reconciler {
             }
         }
         self.bound.clear();
-        self.shared.listeners.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -178,7 +215,11 @@ fn socket(addr: SocketAddr, ty: Type, proto: socket2::Protocol) -> io::Result<So
     // so listeners do not depend on address plumbing order.
     #[cfg(target_os = "linux")]
     {
-        let r = if addr.is_ipv4() { s.set_freebind_v4(true) } else { s.set_freebind_v6(true) };
+        let r = if addr.is_ipv4() {
+            s.set_freebind_v4(true)
+        } else {
+            s.set_freebind_v6(true)
+        };
         if let Err(e) = r {
             tracing::debug!(listen = %addr, error = %e, "IP_FREEBIND not set");
         }

@@ -50,10 +50,26 @@ impl Metrics {
     pub fn new(registry: &mut Registry) -> Metrics {
         let m = Metrics::default();
         let r = registry.sub_registry_with_prefix("nodeway_l4");
-        r.register("connections", "TCP connections accepted", m.connections.clone());
-        r.register("connections_active", "TCP connections being proxied", m.active.clone());
-        r.register("bytes_in", "Bytes from clients to endpoints", m.bytes_in.clone());
-        r.register("bytes_out", "Bytes from endpoints to clients", m.bytes_out.clone());
+        r.register(
+            "connections",
+            "TCP connections accepted",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_active",
+            "TCP connections being proxied",
+            m.active.clone(),
+        );
+        r.register(
+            "bytes_in",
+            "Bytes from clients to endpoints",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "bytes_out",
+            "Bytes from endpoints to clients",
+            m.bytes_out.clone(),
+        );
         r.register(
             "connect_failures",
             "Endpoint connects that failed or timed out",
@@ -64,14 +80,26 @@ impl Metrics {
             "Connections reset and datagrams dropped for lack of a usable endpoint",
             m.no_endpoint.clone(),
         );
-        r.register("udp_sessions", "UDP sessions created", m.udp_sessions.clone());
-        r.register("udp_sessions_active", "UDP sessions open", m.udp_active.clone());
+        r.register(
+            "udp_sessions",
+            "UDP sessions created",
+            m.udp_sessions.clone(),
+        );
+        r.register(
+            "udp_sessions_active",
+            "UDP sessions open",
+            m.udp_active.clone(),
+        );
         r.register(
             "udp_sessions_evicted",
             "UDP sessions evicted because the session table was full",
             m.udp_evicted.clone(),
         );
-        r.register("bind_failures", "Listener bind attempts that failed", m.bind_failures.clone());
+        r.register(
+            "bind_failures",
+            "Listener bind attempts that failed",
+            m.bind_failures.clone(),
+        );
         m
     }
 
@@ -81,7 +109,9 @@ impl Metrics {
         if let Some(m) = cache.get(id) {
             return m.clone();
         }
-        let l = ServiceLabel { service: id.clone() };
+        let l = ServiceLabel {
+            service: id.clone(),
+        };
         let m = Arc::new(ServiceMetrics {
             connections: self.connections.get_or_create_owned(&l),
             active: self.active.get_or_create_owned(&l),
@@ -99,7 +129,9 @@ impl Metrics {
 
     pub fn bind_failed(&self, id: &Arc<str>) {
         self.bind_failures
-            .get_or_create(&ServiceLabel { service: id.clone() })
+            .get_or_create(&ServiceLabel {
+                service: id.clone(),
+            })
             .inc();
     }
 
@@ -112,7 +144,9 @@ impl Metrics {
             if live.contains(id) {
                 return true;
             }
-            let l = ServiceLabel { service: id.clone() };
+            let l = ServiceLabel {
+                service: id.clone(),
+            };
             for f in [
                 &self.connections,
                 &self.bytes_in,

@@ -45,7 +45,10 @@ mod tests {
 
     #[test]
     fn ipv4_header_layout() {
-        let h = header("10.1.2.3:4567".parse().unwrap(), "127.0.10.1:80".parse().unwrap());
+        let h = header(
+            "10.1.2.3:4567".parse().unwrap(),
+            "127.0.10.1:80".parse().unwrap(),
+        );
         assert_eq!(&h[..12], &SIGNATURE);
         assert_eq!(h[12], 0x21);
         assert_eq!(h[13], 0x11);
@@ -59,10 +62,19 @@ mod tests {
 
     #[test]
     fn mixed_families_use_ipv6() {
-        let h = header("[::1]:1000".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
+        let h = header(
+            "[::1]:1000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
         assert_eq!(h[13], 0x21);
         assert_eq!(u16::from_be_bytes([h[14], h[15]]), 36);
         assert_eq!(h.len(), 16 + 36);
-        assert_eq!(&h[32..48], &"::ffff:127.0.0.1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            &h[32..48],
+            &"::ffff:127.0.0.1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
     }
 }

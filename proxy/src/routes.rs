@@ -77,9 +77,14 @@ pub(crate) fn build(
     let now = Instant::now();
     for fe in snap.frontends.iter() {
         let svc = &fe.service;
-        let Some(port) = svc.ports.get(fe.port) else { continue };
+        let Some(port) = svc.ports.get(fe.port) else {
+            continue;
+        };
         if fe.protocol == Protocol::Sctp {
-            problems.push(format!("Service {} port {}: SCTP is not supported", svc.id, port.port));
+            problems.push(format!(
+                "Service {} port {}: SCTP is not supported",
+                svc.id, port.port
+            ));
             continue;
         }
         let key: PortKey = (
@@ -90,23 +95,32 @@ pub(crate) fn build(
                 PortId::Name(port.name.clone())
             },
         );
-        let local = if fe.external { svc.external_traffic_local } else { svc.internal_traffic_local };
+        let local = if fe.external {
+            svc.external_traffic_local
+        } else {
+            svc.internal_traffic_local
+        };
         // Policy Local without a known node name: no endpoint is local, so
         // traffic is dropped rather than silently sent off-node.
         let local_node = local.then(|| cfg.node_name.as_deref().unwrap_or(""));
-        let endpoints: Arc<[SocketAddr]> =
-            model::usable_backends(&port.backends, local_node).map(|b| b.addr).collect();
+        let endpoints: Arc<[SocketAddr]> = model::usable_backends(&port.backends, local_node)
+            .map(|b| b.addr)
+            .collect();
         let affinity = svc.session_affinity.map(|t| {
             let a = state.affinity(&key);
-            let all: HashSet<SocketAddr> =
-                model::usable_backends(&port.backends, None).map(|b| b.addr).collect();
+            let all: HashSet<SocketAddr> = model::usable_backends(&port.backends, None)
+                .map(|b| b.addr)
+                .collect();
             a.prune(&all, t, now);
             (a, t)
         });
         let udp_idle = match svc.annotations.get(UDP_IDLE_ANNOTATION) {
             None => cfg.udp_idle_timeout,
             Some(v) => parse_duration(v).unwrap_or_else(|e| {
-                problems.push(format!("Service {}: annotation {UDP_IDLE_ANNOTATION}: {e}", svc.id));
+                problems.push(format!(
+                    "Service {}: annotation {UDP_IDLE_ANNOTATION}: {e}",
+                    svc.id
+                ));
                 cfg.udp_idle_timeout
             }),
         };
@@ -126,7 +140,11 @@ pub(crate) fn build(
         live_services.insert(svc.id.clone());
         let addrs: Vec<SocketAddr> = match fe.listen {
             Listen::Addr(a) => vec![a],
-            Listen::NodePort(p) => cfg.node_ips.iter().map(|ip| SocketAddr::new(*ip, p)).collect(),
+            Listen::NodePort(p) => cfg
+                .node_ips
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, p))
+                .collect(),
         };
         for addr in addrs {
             if let Some(other) = routes.get(&(addr, fe.protocol)) {
@@ -139,12 +157,20 @@ pub(crate) fn build(
                 continue;
             }
             routes.insert((addr, fe.protocol), route.clone());
-            wanted.push(Wanted { addr, protocol: fe.protocol, service: svc.id.clone() });
+            wanted.push(Wanted {
+                addr,
+                protocol: fe.protocol,
+                service: svc.id.clone(),
+            });
         }
     }
     state.retain(&live_ports);
     metrics.retain(&live_services);
-    Built { routes, wanted, problems }
+    Built {
+        routes,
+        wanted,
+        problems,
+    }
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h` or a bare number of seconds.

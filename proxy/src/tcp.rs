@@ -59,7 +59,13 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn serve(conn: TcpStream, peer: SocketAddr, local: SocketAddr, route: Arc<Route>, shared: &Shared) {
+async fn serve(
+    conn: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    route: Arc<Route>,
+    shared: &Shared,
+) {
     let m = &route.metrics;
     m.connections.inc();
     let Some(start) = route.start_index(peer.ip()) else {
@@ -72,7 +78,8 @@ async fn serve(conn: TcpStream, peer: SocketAddr, local: SocketAddr, route: Arc<
         reset(&conn);
         return;
     };
-    let Some((mut server, endpoint)) = connect(&route, start, shared.cfg.connect_timeout).await else {
+    let Some((mut server, endpoint)) = connect(&route, start, shared.cfg.connect_timeout).await
+    else {
         debug!("every endpoint failed; reset");
         reset(&conn);
         return;
@@ -91,9 +98,18 @@ async fn serve(conn: TcpStream, peer: SocketAddr, local: SocketAddr, route: Arc<
         reset(&conn);
         return;
     }
-    let counters = Counters { client_to_server: &m.bytes_in, server_to_client: &m.bytes_out };
+    let counters = Counters {
+        client_to_server: &m.bytes_in,
+        server_to_client: &m.bytes_out,
+    };
     let mut kill = shared.kill.clone();
-    let copy = copy::bidirectional(&conn, &server, shared.cfg.splice, shared.cfg.tcp_idle_timeout, counters);
+    let copy = copy::bidirectional(
+        &conn,
+        &server,
+        shared.cfg.splice,
+        shared.cfg.tcp_idle_timeout,
+        counters,
+    );
     tokio::select! {
         r = copy => match r {
             Ok(End::Done) => debug!("closed"),
@@ -116,7 +132,11 @@ async fn serve(conn: TcpStream, peer: SocketAddr, local: SocketAddr, route: Arc<
 }
 
 /// Tries endpoints from `start`, each at most once, with a timeout each.
-async fn connect(route: &Route, start: usize, timeout: Duration) -> Option<(TcpStream, SocketAddr)> {
+async fn connect(
+    route: &Route,
+    start: usize,
+    timeout: Duration,
+) -> Option<(TcpStream, SocketAddr)> {
     let n = route.endpoints.len();
     for k in 0..n {
         let ep = route.endpoints[(start + k) % n];

@@ -93,6 +93,18 @@ pub(crate) async fn recv_loop(
     let mut buf = vec![0u8; DATAGRAM];
     loop {
         tokio::select! {
+            // Biased, route changes first: a datagram sent after a reload
+            // must never ride a session whose endpoint that reload removed.
+            biased;
+            Ok(()) = route_gen.changed() => {
+                let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
+                table.prune(route.as_deref());
+            }
+            Some((client, seq)) = expired_rx.recv() => {
+                if table.by_client.get(&client).is_some_and(|s| s.seq == seq) {
+                    table.remove(&client);
+                }
+            }
             r = socket.recv_from(&mut buf) => match r {
                 Ok((n, client)) => {
                     on_datagram(&buf[..n], client, local, &socket, &shared, &mut table, &expired_tx).await;
@@ -101,15 +113,6 @@ pub(crate) async fn recv_loop(
                 // peer, not the socket.
                 Err(e) => debug!(listen = %local, error = %e, "UDP receive error"),
             },
-            Some((client, seq)) = expired_rx.recv() => {
-                if table.by_client.get(&client).is_some_and(|s| s.seq == seq) {
-                    table.remove(&client);
-                }
-            }
-            Ok(()) = route_gen.changed() => {
-                let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
-                table.prune(route.as_deref());
-            }
         }
     }
 }
@@ -172,7 +175,17 @@ async fn on_datagram(
     send(&upstream, data).await;
     debug!(client.addr = %client, service = %route.service.id, endpoint = %endpoint, "UDP session");
     table.order.insert(seq, client);
-    table.by_client.insert(client, Session { upstream, endpoint, seq, last, route, relay });
+    table.by_client.insert(
+        client,
+        Session {
+            upstream,
+            endpoint,
+            seq,
+            last,
+            route,
+            relay,
+        },
+    );
 }
 
 async fn connect(endpoint: SocketAddr) -> io::Result<UdpSocket> {
@@ -207,7 +220,9 @@ async fn relay(
     (expired, seq): (mpsc::UnboundedSender<(SocketAddr, u64)>, u64),
 ) {
     loop {
-        let since = epoch.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+        let since = epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
         let Some(left) = idle.checked_sub(since).filter(|d| !d.is_zero()) else {
             let _ = expired.send((client, seq));
             return;

@@ -26,7 +26,9 @@ async fn digest_backend(ip: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let a = l.local_addr().unwrap();
     let t = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 256 * 1024];
                 let (mut n, mut h, mut carry) = (0u64, 0xcbf29ce484222325u64, 0usize);
@@ -81,28 +83,77 @@ async fn transfer(to: SocketAddr, total: u64) {
 #[tokio::test]
 async fn half_close_still_gets_the_reply() {
     let (b, _t) = digest_backend("127.0.49.1").await;
-    let yaml = service("hc", "127.0.49.100", 8080, "TCP", b.port(), &[ready("127.0.49.1")], "", "");
+    let yaml = service(
+        "hc",
+        "127.0.49.100",
+        8080,
+        "TCP",
+        b.port(),
+        &[ready("127.0.49.1")],
+        "",
+        "",
+    );
     let _h = Harness::start(&yaml, Config::default()).await;
-    tokio::time::timeout(DEADLINE, transfer("127.0.49.100:8080".parse().unwrap(), 10_000)).await.unwrap();
+    tokio::time::timeout(
+        DEADLINE,
+        transfer("127.0.49.100:8080".parse().unwrap(), 10_000),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn half_close_with_buffered_copy() {
     let (b, _t) = digest_backend("127.0.49.2").await;
-    let yaml = service("hcb", "127.0.49.101", 8080, "TCP", b.port(), &[ready("127.0.49.2")], "", "");
-    let _h = Harness::start(&yaml, Config { splice: false, ..Config::default() }).await;
+    let yaml = service(
+        "hcb",
+        "127.0.49.101",
+        8080,
+        "TCP",
+        b.port(),
+        &[ready("127.0.49.2")],
+        "",
+        "",
+    );
+    let _h = Harness::start(
+        &yaml,
+        Config {
+            splice: false,
+            ..Config::default()
+        },
+    )
+    .await;
     let to = "127.0.49.101:8080".parse().unwrap();
-    tokio::time::timeout(DEADLINE, transfer(to, 3 << 20)).await.unwrap();
+    tokio::time::timeout(DEADLINE, transfer(to, 3 << 20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn sixty_four_mib_arrive_intact() {
     let (b, _t) = digest_backend("127.0.49.3").await;
-    let yaml = service("bulk64", "127.0.49.102", 8080, "TCP", b.port(), &[ready("127.0.49.3")], "", "");
+    let yaml = service(
+        "bulk64",
+        "127.0.49.102",
+        8080,
+        "TCP",
+        b.port(),
+        &[ready("127.0.49.3")],
+        "",
+        "",
+    );
     let h = Harness::start(&yaml, Config::default()).await;
     let total = 64 << 20;
-    tokio::time::timeout(DEADLINE * 6, transfer("127.0.49.102:8080".parse().unwrap(), total)).await.unwrap();
-    assert_eq!(h.metric("nodeway_l4_bytes_in_total{service=\"default/bulk64\"}"), Some(total as f64));
+    tokio::time::timeout(
+        DEADLINE * 6,
+        transfer("127.0.49.102:8080".parse().unwrap(), total),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.metric("nodeway_l4_bytes_in_total{service=\"default/bulk64\"}"),
+        Some(total as f64)
+    );
 }
 
 /// 1 GiB: slow in debug builds (the test itself generates and hashes every
@@ -111,7 +162,16 @@ async fn sixty_four_mib_arrive_intact() {
 #[ignore]
 async fn one_gib_arrives_intact() {
     let (b, _t) = digest_backend("127.0.49.4").await;
-    let yaml = service("bulk1g", "127.0.49.103", 8080, "TCP", b.port(), &[ready("127.0.49.4")], "", "");
+    let yaml = service(
+        "bulk1g",
+        "127.0.49.103",
+        8080,
+        "TCP",
+        b.port(),
+        &[ready("127.0.49.4")],
+        "",
+        "",
+    );
     let _h = Harness::start(&yaml, Config::default()).await;
     transfer("127.0.49.103:8080".parse().unwrap(), 1 << 30).await;
 }

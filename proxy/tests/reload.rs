@@ -15,9 +15,15 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 async fn echo_line(r: &mut BufReader<TcpStream>, msg: &str) -> String {
-    r.get_mut().write_all(format!("{msg}\n").as_bytes()).await.unwrap();
+    r.get_mut()
+        .write_all(format!("{msg}\n").as_bytes())
+        .await
+        .unwrap();
     let mut line = String::new();
-    tokio::time::timeout(DEADLINE, r.read_line(&mut line)).await.unwrap().unwrap();
+    tokio::time::timeout(DEADLINE, r.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
     line.trim().to_string()
 }
 
@@ -29,7 +35,16 @@ async fn removed_endpoint_keeps_its_connection_but_gets_no_new_ones() {
     let port = a.addr.port();
     let svc = addr("127.0.48.100:8080");
     let mut h = Harness::start(
-        &service("re", "127.0.48.100", 8080, "TCP", port, &[ready("127.0.48.1"), ready("127.0.48.2")], "", ""),
+        &service(
+            "re",
+            "127.0.48.100",
+            8080,
+            "TCP",
+            port,
+            &[ready("127.0.48.1"), ready("127.0.48.2")],
+            "",
+            "",
+        ),
         Config::default(),
     )
     .await;
@@ -44,8 +59,17 @@ async fn removed_endpoint_keeps_its_connection_but_gets_no_new_ones() {
     }
     let mut long = long.expect("round-robin reached a");
     // Reload: a removed, c added.
-    h.update(&service("re", "127.0.48.100", 8080, "TCP", port, &[ready("127.0.48.2"), ready("127.0.48.3")], "", ""))
-        .await;
+    h.update(&service(
+        "re",
+        "127.0.48.100",
+        8080,
+        "TCP",
+        port,
+        &[ready("127.0.48.2"), ready("127.0.48.3")],
+        "",
+        "",
+    ))
+    .await;
     for _ in 0..10 {
         let (name, _) = hello(svc).await;
         assert!(name == "b" || name == "c", "new connection went to {name}");
@@ -59,7 +83,16 @@ async fn reconcile_closes_removed_and_keeps_unchanged_listeners() {
     let _b = Backend::same_port("127.0.56.2", &a, "b").await;
     let port = a.addr.port();
     let keep = |eps: &[Ep<'_>]| service("keep", "127.0.56.100", 8080, "TCP", port, eps, "", "");
-    let gone = service("gone", "127.0.56.101", 8080, "TCP", port, &[ready("127.0.56.1")], "", "");
+    let gone = service(
+        "gone",
+        "127.0.56.101",
+        8080,
+        "TCP",
+        port,
+        &[ready("127.0.56.1")],
+        "",
+        "",
+    );
     let mut h = Harness::start(&(keep(&[ready("127.0.56.1")]) + &gone), Config::default()).await;
     let before = h.proxy.listeners();
     assert_eq!(before.len(), 2, "{before:?}");
@@ -70,10 +103,15 @@ async fn reconcile_closes_removed_and_keeps_unchanged_listeners() {
     h.update(&keep(&[ready("127.0.56.2")])).await;
     let after = h.proxy.listeners();
     assert_eq!(after.len(), 1, "{after:?}");
-    let kept = before.iter().find(|l| l.addr == addr("127.0.56.100:8080")).unwrap();
+    let kept = before
+        .iter()
+        .find(|l| l.addr == addr("127.0.56.100:8080"))
+        .unwrap();
     assert_eq!(&after[0], kept, "unchanged listener keeps its socket");
     // The removed Service's port is closed...
-    let err = TcpStream::connect("127.0.56.101:8080").await.expect_err("port closed");
+    let err = TcpStream::connect("127.0.56.101:8080")
+        .await
+        .expect_err("port closed");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     // ...but connections it had accepted finish normally.
     assert_eq!(echo_line(&mut open_gone, "bye").await, "bye");
@@ -87,16 +125,43 @@ async fn bind_failure_is_reported_and_isolated() {
     let a = Backend::start(addr("127.0.57.1:0"), "a").await;
     // Someone else holds the second Service's address.
     let squatter = std::net::TcpListener::bind("127.0.57.101:8080").unwrap();
-    let yaml = service("ok", "127.0.57.100", 8080, "TCP", a.addr.port(), &[ready("127.0.57.1")], "", "")
-        + &service("taken", "127.0.57.101", 8080, "TCP", a.addr.port(), &[ready("127.0.57.1")], "", "");
+    let yaml = service(
+        "ok",
+        "127.0.57.100",
+        8080,
+        "TCP",
+        a.addr.port(),
+        &[ready("127.0.57.1")],
+        "",
+        "",
+    ) + &service(
+        "taken",
+        "127.0.57.101",
+        8080,
+        "TCP",
+        a.addr.port(),
+        &[ready("127.0.57.1")],
+        "",
+        "",
+    );
     let h = Harness::start(&yaml, Config::default()).await;
     let problems = h.proxy.problems();
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("127.0.57.101:8080") && problems[0].contains("default/taken"), "{problems:?}");
-    assert_eq!(h.metric("nodeway_l4_bind_failures_total{service=\"default/taken\"}"), Some(1.0));
+    assert!(
+        problems[0].contains("127.0.57.101:8080") && problems[0].contains("default/taken"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        h.metric("nodeway_l4_bind_failures_total{service=\"default/taken\"}"),
+        Some(1.0)
+    );
     assert_eq!(hello(addr("127.0.57.100:8080")).await.0, "a");
     assert_eq!(
-        h.proxy.listeners().iter().map(|l| (l.addr, l.protocol)).collect::<Vec<_>>(),
+        h.proxy
+            .listeners()
+            .iter()
+            .map(|l| (l.addr, l.protocol))
+            .collect::<Vec<_>>(),
         vec![(addr("127.0.57.100:8080"), Protocol::Tcp)]
     );
     drop(squatter);
@@ -105,16 +170,34 @@ async fn bind_failure_is_reported_and_isolated() {
 #[tokio::test]
 async fn shutdown_stops_accepting_and_resets_after_grace() {
     let a = Backend::start(addr("127.0.58.1:0"), "a").await;
-    let yaml = service("sd", "127.0.58.100", 8080, "TCP", a.addr.port(), &[ready("127.0.58.1")], "", "");
+    let yaml = service(
+        "sd",
+        "127.0.58.100",
+        8080,
+        "TCP",
+        a.addr.port(),
+        &[ready("127.0.58.1")],
+        "",
+        "",
+    );
     let h = Harness::start(&yaml, Config::default()).await;
     let (_, mut open) = hello(addr("127.0.58.100:8080")).await;
     let Harness { proxy, .. } = h;
-    tokio::time::timeout(DEADLINE, proxy.shutdown(Duration::from_millis(100))).await.expect("shutdown bounded");
-    let err = TcpStream::connect("127.0.58.100:8080").await.expect_err("listener closed");
+    tokio::time::timeout(DEADLINE, proxy.shutdown(Duration::from_millis(100)))
+        .await
+        .expect("shutdown bounded");
+    let err = TcpStream::connect("127.0.58.100:8080")
+        .await
+        .expect_err("listener closed");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     // The open connection outlived the grace period, so it was reset.
     open.get_mut().write_all(b"x\n").await.ok();
     let mut line = String::new();
-    let r = tokio::time::timeout(DEADLINE, open.read_line(&mut line)).await.unwrap();
-    assert!(matches!(r, Err(_) | Ok(0)), "connection ended: {r:?} {line:?}");
+    let r = tokio::time::timeout(DEADLINE, open.read_line(&mut line))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(_) | Ok(0)),
+        "connection ended: {r:?} {line:?}"
+    );
 }

@@ -24,7 +24,11 @@ async fn round_robin_is_even_over_300_connections() {
         8080,
         "TCP",
         port,
-        &[ready("127.0.41.1"), ready("127.0.41.2"), ready("127.0.41.3")],
+        &[
+            ready("127.0.41.1"),
+            ready("127.0.41.2"),
+            ready("127.0.41.3"),
+        ],
         "",
         "",
     );
@@ -38,7 +42,10 @@ async fn round_robin_is_even_over_300_connections() {
     for (name, n) in &hits {
         assert!((98..=102).contains(n), "{name}: {n} of 300 ({hits:?})");
     }
-    assert_eq!(h.metric("nodeway_l4_connections_total{service=\"default/rr\"}"), Some(300.0));
+    assert_eq!(
+        h.metric("nodeway_l4_connections_total{service=\"default/rr\"}"),
+        Some(300.0)
+    );
     drop((b, c));
 }
 
@@ -56,7 +63,10 @@ async fn nodeport_and_external_ips_are_served() {
         "",
     );
     yaml = yaml.replace("targetPort:", "nodePort: 31042, targetPort:");
-    let cfg = Config { node_ips: vec!["127.0.42.50".parse().unwrap()], ..Config::default() };
+    let cfg = Config {
+        node_ips: vec!["127.0.42.50".parse().unwrap()],
+        ..Config::default()
+    };
     let h = Harness::start(&yaml, cfg).await;
     for to in ["127.0.42.100:8080", "127.0.42.50:31042", "127.0.42.60:8080"] {
         let (name, _) = hello(addr(to)).await;
@@ -71,8 +81,21 @@ async fn dead_endpoint_is_skipped_and_all_dead_resets() {
     let a = Backend::start(addr("127.0.43.1:0"), "a").await;
     let b = Backend::same_port("127.0.43.2", &a, "b").await;
     // 127.0.43.3 has nothing listening: connects are refused.
-    let eps = [ready("127.0.43.1"), ready("127.0.43.2"), ready("127.0.43.3")];
-    let yaml = service("dead", "127.0.43.100", 8080, "TCP", a.addr.port(), &eps, "", "");
+    let eps = [
+        ready("127.0.43.1"),
+        ready("127.0.43.2"),
+        ready("127.0.43.3"),
+    ];
+    let yaml = service(
+        "dead",
+        "127.0.43.100",
+        8080,
+        "TCP",
+        a.addr.port(),
+        &eps,
+        "",
+        "",
+    );
     let mut h = Harness::start(&yaml, Config::default()).await;
     let mut hits: HashMap<String, i32> = HashMap::new();
     for _ in 0..30 {
@@ -111,9 +134,23 @@ async fn client_ip_affinity_sticks_differs_and_expires() {
     let a = Backend::start(addr("127.0.45.1:0"), "a").await;
     let b = Backend::same_port("127.0.45.2", &a, "b").await;
     let c = Backend::same_port("127.0.45.3", &a, "c").await;
-    let eps = [ready("127.0.45.1"), ready("127.0.45.2"), ready("127.0.45.3")];
-    let spec = "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 1}}\n";
-    let yaml = service("aff", "127.0.45.100", 8080, "TCP", a.addr.port(), &eps, spec, "");
+    let eps = [
+        ready("127.0.45.1"),
+        ready("127.0.45.2"),
+        ready("127.0.45.3"),
+    ];
+    let spec =
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 1}}\n";
+    let yaml = service(
+        "aff",
+        "127.0.45.100",
+        8080,
+        "TCP",
+        a.addr.port(),
+        &eps,
+        spec,
+        "",
+    );
     let _h = Harness::start(&yaml, Config::default()).await;
     let svc = addr("127.0.45.100:8080");
     let one = "127.0.45.201".parse().unwrap();
@@ -141,26 +178,75 @@ async fn terminating_endpoints_are_the_fallback() {
     let a = Backend::start(addr("127.0.46.1:0"), "ready").await;
     let b = Backend::same_port("127.0.46.2", &a, "terminating").await;
     let _c = Backend::same_port("127.0.46.3", &a, "not-ready").await;
-    let term = Ep { ip: "127.0.46.2", ready: false, serving: true, terminating: true, node: "node-a" };
-    let unready = Ep { ip: "127.0.46.3", ready: false, serving: false, terminating: false, node: "node-a" };
+    let term = Ep {
+        ip: "127.0.46.2",
+        ready: false,
+        serving: true,
+        terminating: true,
+        node: "node-a",
+    };
+    let unready = Ep {
+        ip: "127.0.46.3",
+        ready: false,
+        serving: false,
+        terminating: false,
+        node: "node-a",
+    };
     let port = a.addr.port();
     let svc = addr("127.0.46.100:8080");
     let with_ready = [
         ready("127.0.46.1"),
-        Ep { ip: "127.0.46.2", ..term },
-        Ep { ip: "127.0.46.3", ..unready },
+        Ep {
+            ip: "127.0.46.2",
+            ..term
+        },
+        Ep {
+            ip: "127.0.46.3",
+            ..unready
+        },
     ];
     let mut h = Harness::start(
-        &service("term", "127.0.46.100", 8080, "TCP", port, &with_ready, "", ""),
+        &service(
+            "term",
+            "127.0.46.100",
+            8080,
+            "TCP",
+            port,
+            &with_ready,
+            "",
+            "",
+        ),
         Config::default(),
     )
     .await;
     for _ in 0..4 {
         assert_eq!(hello(svc).await.0, "ready");
     }
-    let term = Ep { ip: "127.0.46.2", ready: false, serving: true, terminating: true, node: "node-a" };
-    let unready = Ep { ip: "127.0.46.3", ready: false, serving: false, terminating: false, node: "node-a" };
-    h.update(&service("term", "127.0.46.100", 8080, "TCP", port, &[term, unready], "", "")).await;
+    let term = Ep {
+        ip: "127.0.46.2",
+        ready: false,
+        serving: true,
+        terminating: true,
+        node: "node-a",
+    };
+    let unready = Ep {
+        ip: "127.0.46.3",
+        ready: false,
+        serving: false,
+        terminating: false,
+        node: "node-a",
+    };
+    h.update(&service(
+        "term",
+        "127.0.46.100",
+        8080,
+        "TCP",
+        port,
+        &[term, unready],
+        "",
+        "",
+    ))
+    .await;
     for _ in 0..4 {
         assert_eq!(hello(svc).await.0, "terminating");
     }
@@ -173,19 +259,45 @@ async fn traffic_policy_local_uses_only_local_endpoints() {
     let _b = Backend::same_port("127.0.47.2", &a, "remote").await;
     let port = a.addr.port();
     let eps = [
-        Ep { node: "node-a", ..ready("127.0.47.1") },
-        Ep { node: "node-b", ..ready("127.0.47.2") },
+        Ep {
+            node: "node-a",
+            ..ready("127.0.47.1")
+        },
+        Ep {
+            node: "node-b",
+            ..ready("127.0.47.2")
+        },
     ];
     let spec = "  internalTrafficPolicy: Local\n";
-    let cfg = Config { node_name: Some("node-a".into()), ..Config::default() };
+    let cfg = Config {
+        node_name: Some("node-a".into()),
+        ..Config::default()
+    };
     let svc = addr("127.0.47.100:8080");
-    let mut h = Harness::start(&service("loc", "127.0.47.100", 8080, "TCP", port, &eps, spec, ""), cfg).await;
+    let mut h = Harness::start(
+        &service("loc", "127.0.47.100", 8080, "TCP", port, &eps, spec, ""),
+        cfg,
+    )
+    .await;
     for _ in 0..6 {
         assert_eq!(hello(svc).await.0, "local");
     }
     // No local endpoint: dropped (reset), never sent to the other node.
-    let remote_only = [Ep { node: "node-b", ..ready("127.0.47.2") }];
-    h.update(&service("loc", "127.0.47.100", 8080, "TCP", port, &remote_only, spec, "")).await;
+    let remote_only = [Ep {
+        node: "node-b",
+        ..ready("127.0.47.2")
+    }];
+    h.update(&service(
+        "loc",
+        "127.0.47.100",
+        8080,
+        "TCP",
+        port,
+        &remote_only,
+        spec,
+        "",
+    ))
+    .await;
     expect_reset(svc).await;
 }
 
@@ -195,13 +307,30 @@ async fn proxy_protocol_v2_tells_the_backend_the_client() {
     let l = tokio::net::TcpListener::bind("127.0.50.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let meta = "  annotations: {nodeway.io/proxy-protocol: v2}\n";
-    let yaml = service("pp", "127.0.50.100", 8080, "TCP", port, &[ready("127.0.50.1")], "", meta);
+    let yaml = service(
+        "pp",
+        "127.0.50.100",
+        8080,
+        "TCP",
+        port,
+        &[ready("127.0.50.1")],
+        "",
+        meta,
+    );
     let _h = Harness::start(&yaml, Config::default()).await;
-    let client = connect_from("127.0.50.201".parse().unwrap(), addr("127.0.50.100:8080")).await.unwrap();
+    let client = connect_from("127.0.50.201".parse().unwrap(), addr("127.0.50.100:8080"))
+        .await
+        .unwrap();
     let client_addr = client.local_addr().unwrap();
-    let (mut s, _) = tokio::time::timeout(DEADLINE, l.accept()).await.unwrap().unwrap();
+    let (mut s, _) = tokio::time::timeout(DEADLINE, l.accept())
+        .await
+        .unwrap()
+        .unwrap();
     let mut h = [0u8; 28];
-    tokio::time::timeout(DEADLINE, s.read_exact(&mut h)).await.unwrap().unwrap();
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut h))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&h[..12], b"\r\n\r\n\0\r\nQUIT\n");
     assert_eq!((h[12], h[13]), (0x21, 0x11));
     assert_eq!(&h[16..20], &[127, 0, 50, 201]);
@@ -212,19 +341,36 @@ async fn proxy_protocol_v2_tells_the_backend_the_client() {
     let mut client = client;
     client.write_all(b"hi").await.unwrap();
     let mut buf = [0u8; 2];
-    tokio::time::timeout(DEADLINE, s.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"hi");
 }
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
     let a = Backend::start(addr("127.0.51.1:0"), "a").await;
-    let yaml = service("idle", "127.0.51.100", 8080, "TCP", a.addr.port(), &[ready("127.0.51.1")], "", "");
-    let cfg = Config { tcp_idle_timeout: std::time::Duration::from_millis(200), ..Config::default() };
+    let yaml = service(
+        "idle",
+        "127.0.51.100",
+        8080,
+        "TCP",
+        a.addr.port(),
+        &[ready("127.0.51.1")],
+        "",
+        "",
+    );
+    let cfg = Config {
+        tcp_idle_timeout: std::time::Duration::from_millis(200),
+        ..Config::default()
+    };
     let _h = Harness::start(&yaml, cfg).await;
     let (name, mut r) = hello(addr("127.0.51.100:8080")).await;
     assert_eq!(name, "a");
     let mut line = String::new();
-    let n = tokio::time::timeout(DEADLINE, r.read_line(&mut line)).await.expect("closed by idle timeout");
+    let n = tokio::time::timeout(DEADLINE, r.read_line(&mut line))
+        .await
+        .expect("closed by idle timeout");
     assert_eq!(n.unwrap(), 0, "EOF after the idle timeout");
 }

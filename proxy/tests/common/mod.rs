@@ -37,12 +37,19 @@ impl Harness {
         let mut registry = Registry::default();
         let proxy = Proxy::start(cfg, store.clone(), rx, &mut registry);
         assert_eq!(proxy.applied(), snap.generation);
-        Harness { proxy, registry, store, tx, builder }
+        Harness {
+            proxy,
+            registry,
+            store,
+            tx,
+            builder,
+        }
     }
 
     /// Publishes a new Snapshot and waits until the proxy applied it.
     pub async fn update(&mut self, yaml: &str) {
-        self.builder.update_file(Path::new("test.yaml"), Some(yaml.as_bytes()));
+        self.builder
+            .update_file(Path::new("test.yaml"), Some(yaml.as_bytes()));
         let snap = self.builder.build();
         assert!(snap.errors.is_empty(), "manifest errors: {:?}", snap.errors);
         self.store.store(snap.clone());
@@ -76,11 +83,18 @@ pub struct Ep<'a> {
 }
 
 pub fn ready(ip: &str) -> Ep<'_> {
-    Ep { ip, ready: true, serving: true, terminating: false, node: "node-a" }
+    Ep {
+        ip,
+        ready: true,
+        serving: true,
+        terminating: false,
+        node: "node-a",
+    }
 }
 
 /// A Service `default/<name>` with one port named `p` and an EndpointSlice.
 /// `spec_extra` is indented YAML added under `spec:`; `meta_extra` under `metadata:`.
+#[allow(clippy::too_many_arguments)] // reads like the manifest it writes
 pub fn service(
     name: &str,
     cluster_ip: &str,
@@ -144,7 +158,9 @@ impl Backend {
         let name = name.to_string();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let name = name.clone();
                 tokio::spawn(async move {
                     if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
@@ -185,7 +201,9 @@ pub async fn hello_from(from: IpAddr, to: SocketAddr) -> (String, BufReader<TcpS
         r.read_line(&mut line).await.expect("greeting");
         (line.trim().to_string(), r)
     };
-    tokio::time::timeout(DEADLINE, f).await.expect("greeting in time")
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("greeting in time")
 }
 
 /// Connects and expects the proxy to reset the connection (never a hang,
@@ -203,7 +221,9 @@ pub async fn expect_reset(to: SocketAddr) {
             Err(e) => e.kind(),
         }
     };
-    let kind = tokio::time::timeout(DEADLINE, f).await.expect("reset, not a hang");
+    let kind = tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("reset, not a hang");
     assert_eq!(kind, std::io::ErrorKind::ConnectionReset);
 }
 
@@ -215,7 +235,9 @@ pub async fn udp_backend(addr: SocketAddr, name: &str) -> (SocketAddr, JoinHandl
     let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         loop {
-            let Ok((n, from)) = s.recv_from(&mut buf).await else { return };
+            let Ok((n, from)) = s.recv_from(&mut buf).await else {
+                return;
+            };
             let mut reply = format!("{name}|").into_bytes();
             reply.extend_from_slice(&buf[..n]);
             let _ = s.send_to(&reply, from).await;
@@ -225,13 +247,26 @@ pub async fn udp_backend(addr: SocketAddr, name: &str) -> (SocketAddr, JoinHandl
 }
 
 /// Sends `msg` and returns (backend name, payload, reply source).
-pub async fn udp_ask(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> (String, Vec<u8>, SocketAddr) {
+pub async fn udp_ask(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    msg: &[u8],
+) -> (String, Vec<u8>, SocketAddr) {
     let f = async {
         sock.send_to(msg, to).await.unwrap();
         let mut buf = vec![0u8; 65536];
         let (n, from) = sock.recv_from(&mut buf).await.unwrap();
-        let at = buf[..n].iter().position(|b| *b == b'|').expect("name|payload");
-        (String::from_utf8_lossy(&buf[..at]).into_owned(), buf[at + 1..n].to_vec(), from)
+        let at = buf[..n]
+            .iter()
+            .position(|b| *b == b'|')
+            .expect("name|payload");
+        (
+            String::from_utf8_lossy(&buf[..at]).into_owned(),
+            buf[at + 1..n].to_vec(),
+            from,
+        )
     };
-    tokio::time::timeout(DEADLINE, f).await.expect("UDP reply in time")
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("UDP reply in time")
 }
