@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::net::TcpListener;
 
 use crate::wire::PlaneHandle;
@@ -99,7 +99,9 @@ impl Readiness {
     }
 }
 
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<Readiness>) {
+/// Serves the admin endpoints. `registry` is filled in once every plane has
+/// registered its metrics; until then `/metrics` answers 503.
+pub async fn serve(listener: TcpListener, registry: Arc<OnceLock<Registry>>, ready: Arc<Readiness>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -120,7 +122,10 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<Re
                         }
                         "/metrics" => {
                             let mut out = String::new();
-                            match prometheus_client::encoding::text::encode(&mut out, &registry) {
+                            let Some(registry) = registry.get() else {
+                                return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"));
+                            };
+                            match prometheus_client::encoding::text::encode(&mut out, registry) {
                                 Ok(()) => (
                                     StatusCode::OK,
                                     out,
@@ -131,16 +136,54 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<Re
                         }
                         _ => (StatusCode::NOT_FOUND, "not found\n".to_string(), "text/plain"),
                     };
-                    let mut r = Response::new(Full::new(Bytes::from(body)));
-                    *r.status_mut() = status;
-                    r.headers_mut()
-                        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
-                    Ok::<_, std::convert::Infallible>(r)
+                    Ok::<_, std::convert::Infallible>(reply(status, body, ctype))
                 }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+fn reply(status: StatusCode, body: String, ctype: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    struct Plane(Vec<String>);
+    impl PlaneHandle for Plane {
+        fn name(&self) -> &'static str {
+            "l4"
+        }
+        fn problems(&self) -> Vec<String> {
+            self.0.clone()
+        }
+        fn shutdown(self: Box<Self>, _: std::time::Duration) -> crate::wire::BoxFuture {
+            Box::pin(async {})
+        }
+    }
+
+    #[test]
+    fn ready_only_after_load_and_start_and_not_while_stopping() {
+        let r = Readiness::default();
+        assert!(!r.report().0, "nothing loaded");
+        r.loaded.store(true, Ordering::Release);
+        assert!(!r.report().0, "planes not started");
+        r.planes.lock().unwrap().push(Box::new(Plane(vec!["bind 127.0.0.9:80: denied".into()])));
+        r.started.store(true, Ordering::Release);
+        let (ok, body) = r.report();
+        assert!(ok, "a Service that cannot bind is detail, not unreadiness");
+        assert!(body.contains("l4: bind 127.0.0.9:80: denied"), "{body}");
+        r.shutting_down.store(true, Ordering::Release);
+        assert!(!r.report().0);
     }
 }

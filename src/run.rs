@@ -7,7 +7,7 @@ use anyhow::Context;
 use control::{FolderSource, Store};
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub async fn run(
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("admin listener {}", args.admin_listen))?;
+    // Serve /healthz and a not-ready /readyz while loading.
+    let metrics_registry = Arc::new(OnceLock::new());
+    tokio::spawn(admin::serve(admin, metrics_registry.clone(), ready.clone()));
 
     // Watch the folder; the first Snapshot is published before we go on.
     let mut updates = store.subscribe();
@@ -69,7 +72,7 @@ pub async fn run(
     tracing::info!(planes = ?names, admin = %args.admin_listen, "nodeway ready");
     *ready.planes.lock().expect("never poisoned") = planes;
     ready.started.store(true, Ordering::Release);
-    tokio::spawn(admin::serve(admin, Arc::new(ctx.registry), ready.clone()));
+    let _ = metrics_registry.set(ctx.registry);
     if let Some(f) = on_ready {
         f(&store.load());
     }
