@@ -1,0 +1,148 @@
+//! End-to-end tests of the L4 plane: the real binary, `nodeway echo`
+//! backends, ClusterIPs and node addresses on 127.0.6x.x.
+
+mod support;
+
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+use support::{Echo, Nodeway, free_port, http_get, wait_for, write_manifests};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Service default/web (TCP 8080 + UDP 5353, NodePort 30061) and its slice.
+fn web(port: u16, endpoints: &[&str]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|e| format!("- addresses: [\"{e}\"]\n  conditions: {{ready: true}}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  type: NodePort
+  clusterIP: 127.0.61.100
+  ports:
+  - {{name: http, port: 8080, protocol: TCP, targetPort: {port}, nodePort: 30061}}
+  - {{name: dns, port: 5353, protocol: UDP, targetPort: {port}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports:
+- {{name: http, port: {port}, protocol: TCP}}
+- {{name: dns, port: {port}, protocol: UDP}}
+endpoints:
+{eps}"
+    )
+}
+
+fn hostname(addr: SocketAddr) -> String {
+    let (status, body) = http_get(addr, "web", "/hostname").expect("GET /hostname");
+    assert_eq!(status, 200);
+    body
+}
+
+#[test]
+fn l4_clusterip_nodeport_udp_and_reload() {
+    let port = free_port(ip("127.0.61.1"));
+    let _a = Echo::start(SocketAddr::new(ip("127.0.61.1"), port), "web-a");
+    let _b = Echo::start(SocketAddr::new(ip("127.0.61.2"), port), "web-b");
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(
+        dir.path(),
+        "web.yaml",
+        &web(port, &["127.0.61.1", "127.0.61.2"]),
+    );
+    let n = Nodeway::start(dir.path(), &["--node-ip", "127.0.61.50"]);
+
+    let svc: SocketAddr = "127.0.61.100:8080".parse().unwrap();
+    let mut names: Vec<String> = (0..4).map(|_| hostname(svc)).collect();
+    assert_ne!(names[0], names[1], "round-robin alternates: {names:?}");
+    names.sort();
+    assert_eq!(names, ["web-a", "web-a", "web-b", "web-b"]);
+    let via_node_port = hostname("127.0.61.50:30061".parse().unwrap());
+    assert!(via_node_port.starts_with("web-"), "{via_node_port}");
+
+    // UDP: the reply comes back from the Service address.
+    let u = UdpSocket::bind("127.0.61.201:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let udp_svc: SocketAddr = "127.0.61.100:5353".parse().unwrap();
+    u.send_to(b"hostname", udp_svc).unwrap();
+    let mut buf = [0u8; 1500];
+    let (len, from) = u.recv_from(&mut buf).expect("UDP reply");
+    assert_eq!(from, udp_svc);
+    let first = String::from_utf8_lossy(&buf[..len]).into_owned();
+    assert!(first.starts_with("web-"), "{first}");
+
+    // Reload: only web-b remains. New TCP connections and the existing UDP
+    // session both move to it.
+    let g = n.generation();
+    write_manifests(dir.path(), "web.yaml", &web(port, &["127.0.61.2"]));
+    n.wait_generation(g + 1);
+    wait_for(Duration::from_secs(10), "new endpoints applied", || {
+        hostname(svc) == "web-b"
+    });
+    for _ in 0..4 {
+        assert_eq!(hostname(svc), "web-b");
+    }
+    u.send_to(b"hostname", udp_svc).unwrap();
+    let (len, _) = u.recv_from(&mut buf).expect("UDP reply after reload");
+    assert_eq!(&buf[..len], b"web-b");
+
+    let total = n
+        .metric("nodeway_l4_connections_total{service=\"default/web\"}")
+        .unwrap_or(0.0);
+    assert!(total >= 9.0, "connections counted: {total}");
+}
+
+#[test]
+fn l4_no_endpoints_reset_and_bind_failure_detail() {
+    let squatter = TcpListener::bind("127.0.62.101:8080").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: default}
+spec:
+  clusterIP: 127.0.62.100
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: taken, namespace: default}
+spec:
+  clusterIP: 127.0.62.101
+  ports: [{name: http, port: 8080}]
+";
+    write_manifests(dir.path(), "svc.yaml", yaml);
+    let n = Nodeway::start(dir.path(), &[]);
+
+    // No endpoints: the client is reset at once, never left hanging.
+    let mut s = TcpStream::connect_timeout(
+        &"127.0.62.100:8080".parse().unwrap(),
+        Duration::from_secs(5),
+    )
+    .expect("listener bound");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let err = s.read(&mut [0u8; 16]).expect_err("reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+
+    // A port someone else holds: reported in /readyz detail and metrics,
+    // while the node stays ready.
+    let (status, body) = http_get(n.admin, "admin", "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("127.0.62.101:8080") && body.contains("default/taken"),
+        "{body}"
+    );
+    let failures = n.metric("nodeway_l4_bind_failures_total{service=\"default/taken\"}");
+    assert!(failures.is_some_and(|f| f >= 1.0), "{failures:?}");
+    drop(squatter);
+}
