@@ -1,0 +1,296 @@
+//! In-process harness: tiny hyper backends on loopback, a plane started on
+//! `127.0.0.1:0` over Snapshots built from YAML, and a client.
+#![allow(dead_code)]
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use model::{Builder, CompileOptions, Snapshot};
+use prometheus_client::registry::Registry;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub type TBody = BoxBody<Bytes, Infallible>;
+
+/// `n` zero bytes in 64 KiB chunks, streamed (never held whole).
+pub struct Zeros(pub u64);
+
+impl Body for Zeros {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.0 == 0 {
+            return Poll::Ready(None);
+        }
+        static CHUNK: [u8; 65536] = [0; 65536];
+        let n = self.0.min(CHUNK.len() as u64);
+        self.0 -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n as usize])))))
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0)
+    }
+}
+
+/// A body of data then trailers (gRPC-like responses).
+struct WithTrailers(Option<Bytes>, Option<http::HeaderMap>);
+
+impl Body for WithTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.0.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.1.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+pub fn text(s: impl Into<Bytes>) -> Response<TBody> {
+    Response::new(Full::new(s.into()).boxed())
+}
+
+async fn backend_handle(name: &'static str, mut req: Request<Incoming>) -> Result<Response<TBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    Ok(match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            text("slow")
+        }
+        "/ws" => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(u) = on.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(u));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(Full::new(Bytes::new()).boxed())
+                .unwrap()
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(f) = body.frame().await {
+                match f {
+                    Ok(f) => n += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                    Err(_) => return Ok(text("error")),
+                }
+            }
+            text(format!("{name} got {n}"))
+        }
+        "/download" => {
+            let n: u64 = req.uri().query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(0);
+            Response::new(Zeros(n).boxed())
+        }
+        "/trailers" => {
+            let mut t = http::HeaderMap::new();
+            t.insert("grpc-status", "0".parse().unwrap());
+            Response::new(WithTrailers(Some(Bytes::from_static(b"payload")), Some(t)).boxed())
+        }
+        _ => {
+            let mut s = format!(
+                "name={name}\nmethod={}\nuri={}\nversion={:?}\n",
+                req.method(),
+                req.uri(),
+                req.version()
+            );
+            for (k, v) in req.headers() {
+                s.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            text(s)
+        }
+    })
+}
+
+/// Starts a backend speaking HTTP/1.1 and h2c; its name shows in every answer.
+pub async fn backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| backend_handle(name, req));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on (bound, then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A Service `name` (port `http` 80) with one EndpointSlice per address.
+pub fn service(name: &str, addrs: &[SocketAddr]) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut s = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: 10.96.{}.{}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n",
+        n / 250,
+        n % 250 + 1
+    );
+    for (i, a) in addrs.iter().enumerate() {
+        s.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{}\"]}}]\nports: [{{name: http, port: {}}}]\n",
+            a.ip(),
+            a.port()
+        ));
+    }
+    s
+}
+
+/// An Ingress with one rule (`host` "" for host-less) and annotations
+/// (names without the `nginx.ingress.kubernetes.io/` prefix).
+pub fn ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], ann: &[(&str, &str)]) -> String {
+    let mut s = format!("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n");
+    if !ann.is_empty() {
+        s.push_str("  annotations:\n");
+        for (k, v) in ann {
+            s.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n"));
+        }
+    }
+    s.push_str("spec:\n  rules:\n  - ");
+    if !host.is_empty() {
+        s.push_str(&format!("host: \"{host}\"\n    "));
+    }
+    s.push_str("http:\n      paths:\n");
+    for (ty, p, svc) in paths {
+        s.push_str(&format!(
+            "      - {{pathType: {ty}, path: \"{p}\", backend: {{service: {{name: {svc}, port: {{name: http}}}}}}}}\n"
+        ));
+    }
+    s
+}
+
+pub struct Plane {
+    pub handle: Option<ingress::Handle>,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub store: Arc<ArcSwap<Snapshot>>,
+    pub registry: Registry,
+    tx: watch::Sender<u64>,
+    builder: Builder,
+}
+
+impl Plane {
+    pub async fn start(yaml: &str) -> Plane {
+        Self::start_with(yaml, ingress::Config::default()).await
+    }
+
+    pub async fn start_with(yaml: &str, mut cfg: ingress::Config) -> Plane {
+        let mut builder = Builder::new(CompileOptions::default());
+        builder.update_file(Path::new("test.yaml"), Some(yaml.as_bytes()));
+        let snap = builder.build();
+        assert!(snap.errors.is_empty(), "config errors: {:?}", snap.errors);
+        let store = Arc::new(ArcSwap::new(snap.clone()));
+        let (tx, rx) = watch::channel(snap.generation);
+        let mut registry = Registry::default();
+        cfg.http_listen = Some(([127, 0, 0, 1], 0).into());
+        cfg.https_listen = Some(([127, 0, 0, 1], 0).into());
+        let handle = ingress::start(cfg, store.clone(), rx, &mut registry).await.unwrap();
+        Plane {
+            http: handle.http_addr().unwrap(),
+            https: handle.https_addr().unwrap(),
+            handle: Some(handle),
+            store,
+            registry,
+            tx,
+            builder,
+        }
+    }
+
+    /// Replaces a manifest file and publishes the next Snapshot.
+    pub fn apply(&mut self, file: &str, yaml: &str) {
+        self.builder.update_file(Path::new(file), Some(yaml.as_bytes()));
+        let snap = self.builder.build();
+        assert!(snap.errors.is_empty(), "config errors: {:?}", snap.errors);
+        self.store.store(snap.clone());
+        self.tx.send_replace(snap.generation);
+    }
+
+    pub fn metrics(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry).unwrap();
+        s
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub version: http::Version,
+    pub body: String,
+}
+
+impl Resp {
+    /// A `key=value` or `header: value` line of a backend's dump.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.body.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix('=').or_else(|| r.strip_prefix(": ")))
+        })
+    }
+}
+
+/// Sends a request through the plane's HTTP listener.
+pub async fn send(plane_http: SocketAddr, method: &str, host: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{plane_http}{target}"))
+        .header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client().request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp { status: parts.status, headers: parts.headers, version: parts.version, body: String::from_utf8_lossy(&body).into() }
+}
+
+pub async fn get(plane_http: SocketAddr, host: &str, target: &str) -> Resp {
+    send(plane_http, "GET", host, target, &[], "").await
+}
+
+/// Polls `f` until it holds, failing after `deadline`.
+pub async fn wait_for<F, Fut>(deadline: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
