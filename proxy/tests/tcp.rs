@@ -374,3 +374,46 @@ async fn idle_connections_are_closed() {
         .expect("closed by idle timeout");
     assert_eq!(n.unwrap(), 0, "EOF after the idle timeout");
 }
+
+#[tokio::test]
+async fn connect_timeout_moves_on_to_the_next_endpoint() {
+    // An endpoint whose accept queue is full drops SYNs: connects to it
+    // hang until our timeout, like a blackholed pod.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&addr("127.0.59.1:0").into()).unwrap();
+    s.listen(0).unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        let c = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            c.connect(SocketAddr::new("127.0.59.1".parse().unwrap(), port)),
+        )
+        .await
+        {
+            fillers.push(c);
+        }
+    }
+    let good = Backend::start(SocketAddr::new("127.0.59.2".parse().unwrap(), port), "good").await;
+    let eps = [ready("127.0.59.1"), ready("127.0.59.2")];
+    let cfg = Config {
+        connect_timeout: std::time::Duration::from_millis(200),
+        ..Config::default()
+    };
+    let h = Harness::start(
+        &service("slow", "127.0.59.100", 8080, "TCP", port, &eps, "", ""),
+        cfg,
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(hello(addr("127.0.59.100:8080")).await.0, "good");
+    }
+    let failures = h.metric("nodeway_l4_connect_failures_total{service=\"default/slow\"}");
+    assert_eq!(
+        failures,
+        Some(2.0),
+        "half of the connections first tried the stuck endpoint"
+    );
+    drop((s, fillers, good));
+}
