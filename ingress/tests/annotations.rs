@@ -9,50 +9,140 @@ use std::collections::HashSet;
 async fn rewrite_target_with_captures_keeps_query() {
     let a = backend("a").await;
     let yaml = service("web", &[a])
-        + &ingress("rw", "x.test", &[("ImplementationSpecific", "/something(/|$)(.*)", "web")], &[("rewrite-target", "/$2")])
+        + &ingress(
+            "rw",
+            "x.test",
+            &[("ImplementationSpecific", "/something(/|$)(.*)", "web")],
+            &[("rewrite-target", "/$2")],
+        )
         + &ingress("plain", "x.test", &[("Prefix", "/keep", "web")], &[]);
     let p = Plane::start(&yaml).await;
-    assert_eq!(get(p.http, "x.test", "/something/new/path?a=1").await.field("uri"), Some("/new/path?a=1"));
-    assert_eq!(get(p.http, "x.test", "/something").await.field("uri"), Some("/"));
-    assert_eq!(get(p.http, "x.test", "/keep/x").await.field("uri"), Some("/keep/x"));
+    assert_eq!(
+        get(p.http, "x.test", "/something/new/path?a=1")
+            .await
+            .field("uri"),
+        Some("/new/path?a=1")
+    );
+    assert_eq!(
+        get(p.http, "x.test", "/something").await.field("uri"),
+        Some("/")
+    );
+    assert_eq!(
+        get(p.http, "x.test", "/keep/x").await.field("uri"),
+        Some("/keep/x")
+    );
 }
 
 #[tokio::test]
 async fn redirects_app_root_permanent_temporal() {
     let a = backend("a").await;
     let yaml = service("web", &[a])
-        + &ingress("root", "r.test", &[("Prefix", "/", "web")], &[("app-root", "/app1")])
-        + &ingress("perm", "p.test", &[("Prefix", "/", "web")], &[("permanent-redirect", "https://new.test/x")])
-        + &ingress("code", "c.test", &[("Prefix", "/", "web")], &[("permanent-redirect", "https://new.test/y"), ("permanent-redirect-code", "308")])
-        + &ingress("temp", "t.test", &[("Prefix", "/", "web")], &[("temporal-redirect", "/elsewhere")]);
+        + &ingress(
+            "root",
+            "r.test",
+            &[("Prefix", "/", "web")],
+            &[("app-root", "/app1")],
+        )
+        + &ingress(
+            "perm",
+            "p.test",
+            &[("Prefix", "/", "web")],
+            &[("permanent-redirect", "https://new.test/x")],
+        )
+        + &ingress(
+            "code",
+            "c.test",
+            &[("Prefix", "/", "web")],
+            &[
+                ("permanent-redirect", "https://new.test/y"),
+                ("permanent-redirect-code", "308"),
+            ],
+        )
+        + &ingress(
+            "temp",
+            "t.test",
+            &[("Prefix", "/", "web")],
+            &[("temporal-redirect", "/elsewhere")],
+        );
     let p = Plane::start(&yaml).await;
     let r = get(p.http, "r.test", "/").await;
-    assert_eq!((r.status, r.headers["location"].to_str().unwrap()), (StatusCode::FOUND, "/app1"));
-    assert_eq!(get(p.http, "r.test", "/app1").await.field("uri"), Some("/app1"));
+    assert_eq!(
+        (r.status, r.headers["location"].to_str().unwrap()),
+        (StatusCode::FOUND, "/app1")
+    );
+    assert_eq!(
+        get(p.http, "r.test", "/app1").await.field("uri"),
+        Some("/app1")
+    );
     let r = get(p.http, "p.test", "/any").await;
-    assert_eq!((r.status, r.headers["location"].to_str().unwrap()), (StatusCode::MOVED_PERMANENTLY, "https://new.test/x"));
-    assert_eq!(get(p.http, "c.test", "/").await.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        (r.status, r.headers["location"].to_str().unwrap()),
+        (StatusCode::MOVED_PERMANENTLY, "https://new.test/x")
+    );
+    assert_eq!(
+        get(p.http, "c.test", "/").await.status,
+        StatusCode::PERMANENT_REDIRECT
+    );
     let r = get(p.http, "t.test", "/any").await;
-    assert_eq!((r.status, r.headers["location"].to_str().unwrap()), (StatusCode::FOUND, "/elsewhere"));
+    assert_eq!(
+        (r.status, r.headers["location"].to_str().unwrap()),
+        (StatusCode::FOUND, "/elsewhere")
+    );
 }
 
 #[tokio::test]
 async fn whitelist_vhost_prefix_and_body_size() {
     let a = backend("a").await;
     let yaml = service("web", &[a])
-        + &ingress("deny", "deny.test", &[("Prefix", "/", "web")], &[("whitelist-source-range", "10.0.0.0/8,192.168.0.0/16")])
-        + &ingress("allow", "allow.test", &[("Prefix", "/", "web")], &[("whitelist-source-range", "10.0.0.0/8, 127.0.0.0/8")])
-        + &ingress("vh", "vh.test", &[("Prefix", "/", "web")], &[("upstream-vhost", "internal.svc"), ("x-forwarded-prefix", "/api")])
-        + &ingress("small", "small.test", &[("Prefix", "/", "web")], &[("proxy-body-size", "8")]);
+        + &ingress(
+            "deny",
+            "deny.test",
+            &[("Prefix", "/", "web")],
+            &[("whitelist-source-range", "10.0.0.0/8,192.168.0.0/16")],
+        )
+        + &ingress(
+            "allow",
+            "allow.test",
+            &[("Prefix", "/", "web")],
+            &[("whitelist-source-range", "10.0.0.0/8, 127.0.0.0/8")],
+        )
+        + &ingress(
+            "vh",
+            "vh.test",
+            &[("Prefix", "/", "web")],
+            &[
+                ("upstream-vhost", "internal.svc"),
+                ("x-forwarded-prefix", "/api"),
+            ],
+        )
+        + &ingress(
+            "small",
+            "small.test",
+            &[("Prefix", "/", "web")],
+            &[("proxy-body-size", "8")],
+        );
     let p = Plane::start(&yaml).await;
-    assert_eq!(get(p.http, "deny.test", "/").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get(p.http, "deny.test", "/").await.status,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(get(p.http, "allow.test", "/").await.status, StatusCode::OK);
     let r = get(p.http, "vh.test", "/").await;
     assert_eq!(r.field("host"), Some("internal.svc"));
     assert_eq!(r.field("x-forwarded-host"), Some("vh.test"));
     assert_eq!(r.field("x-forwarded-prefix"), Some("/api"));
-    assert_eq!(send(p.http, "POST", "small.test", "/", &[], "12345678").await.status, StatusCode::OK);
-    assert_eq!(send(p.http, "POST", "small.test", "/", &[], "123456789").await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        send(p.http, "POST", "small.test", "/", &[], "12345678")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(p.http, "POST", "small.test", "/", &[], "123456789")
+            .await
+            .status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 }
 
 #[tokio::test]
@@ -61,14 +151,34 @@ async fn canary_by_header_and_weight() {
     let yaml = service("main", &[main])
         + &service("can", &[can])
         + &ingress("m", "x.test", &[("Prefix", "/", "main")], &[])
-        + &ingress("c", "x.test", &[("Prefix", "/", "can")], &[("canary", "true"), ("canary-by-header", "x-canary"), ("canary-weight", "0")])
+        + &ingress(
+            "c",
+            "x.test",
+            &[("Prefix", "/", "can")],
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "x-canary"),
+                ("canary-weight", "0"),
+            ],
+        )
         + &ingress("m2", "w.test", &[("Prefix", "/", "main")], &[])
-        + &ingress("c2", "w.test", &[("Prefix", "/", "can")], &[("canary", "true"), ("canary-weight", "50")]);
+        + &ingress(
+            "c2",
+            "w.test",
+            &[("Prefix", "/", "can")],
+            &[("canary", "true"), ("canary-weight", "50")],
+        );
     let p = Plane::start(&yaml).await;
     let name = |r: Resp| r.field("name").unwrap_or("-").to_string();
     assert_eq!(name(get(p.http, "x.test", "/").await), "main");
-    assert_eq!(name(send(p.http, "GET", "x.test", "/", &[("x-canary", "always")], "").await), "canary");
-    assert_eq!(name(send(p.http, "GET", "x.test", "/", &[("x-canary", "never")], "").await), "main");
+    assert_eq!(
+        name(send(p.http, "GET", "x.test", "/", &[("x-canary", "always")], "").await),
+        "canary"
+    );
+    assert_eq!(
+        name(send(p.http, "GET", "x.test", "/", &[("x-canary", "never")], "").await),
+        "main"
+    );
     let mut seen = HashSet::new();
     for _ in 0..60 {
         seen.insert(name(get(p.http, "w.test", "/").await));
@@ -79,11 +189,23 @@ async fn canary_by_header_and_weight() {
 #[tokio::test]
 async fn affinity_cookie_sticks_to_one_endpoint() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let yaml = service("web", &[a, b]) + &ingress("s", "", &[("Prefix", "/", "web")], &[("affinity", "cookie"), ("session-cookie-name", "route")]);
+    let yaml = service("web", &[a, b])
+        + &ingress(
+            "s",
+            "",
+            &[("Prefix", "/", "web")],
+            &[("affinity", "cookie"), ("session-cookie-name", "route")],
+        );
     let p = Plane::start(&yaml).await;
     let r = get(p.http, "h", "/").await;
     let first = r.field("name").unwrap().to_string();
-    let cookie = r.headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let cookie = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     assert!(cookie.starts_with("route="), "{cookie}");
     for _ in 0..10 {
         let r = send(p.http, "GET", "h", "/", &[("cookie", &cookie)], "").await;

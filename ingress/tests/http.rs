@@ -11,7 +11,19 @@ async fn forwards_with_proxy_headers() {
     let a = backend("a").await;
     let yaml = service("web", &[a]) + &ingress("i", "x.test", &[("Prefix", "/", "web")], &[]);
     let p = Plane::start(&yaml).await;
-    let r = send(p.http, "GET", "x.test", "/some/path?q=1&r=%2F", &[("connection", "x-secret"), ("x-secret", "1"), ("x-request-id", "given")], "").await;
+    let r = send(
+        p.http,
+        "GET",
+        "x.test",
+        "/some/path?q=1&r=%2F",
+        &[
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("x-request-id", "given"),
+        ],
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.field("name"), Some("a"));
     assert_eq!(r.field("uri"), Some("/some/path?q=1&r=%2F"));
@@ -21,13 +33,23 @@ async fn forwards_with_proxy_headers() {
     assert_eq!(r.field("x-real-ip"), Some("127.0.0.1"));
     assert_eq!(r.field("x-forwarded-proto"), Some("http"));
     assert_eq!(r.field("x-forwarded-host"), Some("x.test"));
-    assert_eq!(r.field("x-forwarded-port"), Some(p.http.port().to_string().as_str()));
+    assert_eq!(
+        r.field("x-forwarded-port"),
+        Some(p.http.port().to_string().as_str())
+    );
     assert_eq!(r.field("x-request-id"), Some("given"));
-    assert_eq!(r.field("x-secret"), None, "a header named by Connection is hop-by-hop");
+    assert_eq!(
+        r.field("x-secret"),
+        None,
+        "a header named by Connection is hop-by-hop"
+    );
     assert_eq!(r.version, http::Version::HTTP_11);
     assert_eq!(r.headers["server"], "nodeway");
     assert!(r.headers.contains_key("date"));
-    assert_eq!(r.headers["content-length"], r.body.len().to_string().as_str());
+    assert_eq!(
+        r.headers["content-length"],
+        r.body.len().to_string().as_str()
+    );
     // A request id is generated when absent.
     let r = get(p.http, "x.test", "/").await;
     assert_eq!(r.field("x-request-id").map(str::len), Some(32));
@@ -38,15 +60,39 @@ async fn not_found_and_normalization_guards_prefixes() {
     let a = backend("public").await;
     let yaml = service("web", &[a]) + &ingress("i", "x.test", &[("Prefix", "/public", "web")], &[]);
     let p = Plane::start(&yaml).await;
-    assert_eq!(get(p.http, "x.test", "/public/a").await.status, StatusCode::OK);
-    assert_eq!(get(p.http, "x.test", "/publicity").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(get(p.http, "other.test", "/public").await.status, StatusCode::NOT_FOUND);
-    for sneaky in ["/public/../private", "/public/%2e%2e/private", "/public/..%2fprivate", "/public/%2E%2E%2Fprivate"] {
-        assert_eq!(get(p.http, "x.test", sneaky).await.status, StatusCode::NOT_FOUND, "{sneaky}");
+    assert_eq!(
+        get(p.http, "x.test", "/public/a").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(p.http, "x.test", "/publicity").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(p.http, "other.test", "/public").await.status,
+        StatusCode::NOT_FOUND
+    );
+    for sneaky in [
+        "/public/../private",
+        "/public/%2e%2e/private",
+        "/public/..%2fprivate",
+        "/public/%2E%2E%2Fprivate",
+    ] {
+        assert_eq!(
+            get(p.http, "x.test", sneaky).await.status,
+            StatusCode::NOT_FOUND,
+            "{sneaky}"
+        );
     }
     // Climbing above the root is refused outright.
-    assert_eq!(get(p.http, "x.test", "/public/../../etc").await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(get(p.http, "x.test", "/public/%zz").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get(p.http, "x.test", "/public/../../etc").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(p.http, "x.test", "/public/%zz").await.status,
+        StatusCode::BAD_REQUEST
+    );
     // What is forwarded is what was routed: dot segments and encoded slashes resolved.
     let r = get(p.http, "x.test", "/public/a/../b%2f..%2fc//d?x=%2e").await;
     assert_eq!(r.field("uri"), Some("/public/c/d?x=%2e"));
@@ -61,13 +107,19 @@ async fn content_length_with_transfer_encoding_is_never_two_requests() {
     s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
     // The connection must be answered once and closed (read to EOF, bounded by a deadline).
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf);
     // hyper answers the first request (as chunked, RFC 9112 §6.3) and closes
     // the connection; the smuggled one is never read.
     assert!(text.starts_with("HTTP/1.1 "), "{text}");
     assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
-    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
     assert!(!text.contains("/smuggled"), "{text}");
 }
 
@@ -80,13 +132,28 @@ async fn round_robin_reaches_every_endpoint_and_skips_dead_ones() {
     let mut seen = HashSet::new();
     for _ in 0..20 {
         let r = get(p.http, "any", "/").await;
-        assert_eq!(r.status, StatusCode::OK, "a dead endpoint is retried on the next one");
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "a dead endpoint is retried on the next one"
+        );
         seen.insert(r.field("name").unwrap().to_string());
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
     let m = p.metrics();
-    assert!(m.lines().any(|l| l.starts_with("nodeway_ingress_upstream_connect_errors_total ") && !l.ends_with(" 0")), "{m}");
-    assert!(m.contains("nodeway_ingress_requests_total{ingress=\"default/i\",host=\"\",status=\"2xx\"} 20"), "{m}");
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("nodeway_ingress_upstream_connect_errors_total ")
+                && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "nodeway_ingress_requests_total{ingress=\"default/i\",host=\"\",status=\"2xx\"} 20"
+        ),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -96,29 +163,73 @@ async fn upstream_failures_502_503_504() {
     let base = service("dead", &[dead])
         + &service("empty", &[])
         + &service("slow", &[slow])
-        + &ingress("t", "", &[("Prefix", "/slow", "slow")], &[("proxy-read-timeout", "1")]);
+        + &ingress(
+            "t",
+            "",
+            &[("Prefix", "/slow", "slow")],
+            &[("proxy-read-timeout", "1")],
+        );
     let ghost = ingress("g", "", &[("Prefix", "/ghost", "ghost")], &[]);
     let mut b = model::Builder::new(model::CompileOptions::default());
-    b.update_file(std::path::Path::new("t.yaml"), Some((base.clone() + &ghost).as_bytes()));
+    b.update_file(
+        std::path::Path::new("t.yaml"),
+        Some((base.clone() + &ghost).as_bytes()),
+    );
     // A missing Service is a config error naming the field; the path answers 503.
     let snap = b.build();
-    assert!(snap.errors.iter().any(|e| e.reason.contains("default/ghost")
-        && e.field.as_deref() == Some("spec.rules[0].http.paths[0].backend.service.name")));
+    assert!(
+        snap.errors
+            .iter()
+            .any(|e| e.reason.contains("default/ghost")
+                && e.field.as_deref() == Some("spec.rules[0].http.paths[0].backend.service.name"))
+    );
     assert!(snap.ingress.find("h", "/ghost").unwrap().backend.is_none());
-    let p = Plane::start(&(base + &ingress("i", "", &[("Prefix", "/dead", "dead"), ("Prefix", "/empty", "empty")], &[]))).await;
-    assert_eq!(get(p.http, "h", "/dead").await.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(get(p.http, "h", "/empty").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(get(p.http, "h", "/slow").await.status, StatusCode::GATEWAY_TIMEOUT);
+    let p = Plane::start(
+        &(base
+            + &ingress(
+                "i",
+                "",
+                &[("Prefix", "/dead", "dead"), ("Prefix", "/empty", "empty")],
+                &[],
+            )),
+    )
+    .await;
+    assert_eq!(
+        get(p.http, "h", "/dead").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        get(p.http, "h", "/empty").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(p.http, "h", "/slow").await.status,
+        StatusCode::GATEWAY_TIMEOUT
+    );
 }
 
 #[tokio::test]
 async fn host_and_path_precedence_end_to_end() {
-    let (a, b, c, d) = (backend("exact").await, backend("wild").await, backend("any").await, backend("deep").await);
+    let (a, b, c, d) = (
+        backend("exact").await,
+        backend("wild").await,
+        backend("any").await,
+        backend("deep").await,
+    );
     let yaml = service("a", &[a])
         + &service("b", &[b])
         + &service("c", &[c])
         + &service("d", &[d])
-        + &ingress("one", "foo.x.test", &[("Prefix", "/", "a"), ("Prefix", "/deep", "d"), ("Exact", "/deep", "a")], &[])
+        + &ingress(
+            "one",
+            "foo.x.test",
+            &[
+                ("Prefix", "/", "a"),
+                ("Prefix", "/deep", "d"),
+                ("Exact", "/deep", "a"),
+            ],
+            &[],
+        )
         + &ingress("two", "*.x.test", &[("Prefix", "/", "b")], &[])
         + &ingress("three", "", &[("Prefix", "/", "c")], &[]);
     let p = Plane::start(&yaml).await;

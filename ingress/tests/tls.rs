@@ -20,18 +20,25 @@ impl Ca {
     fn new() -> Ca {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Ca { issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap() }
+        Ca {
+            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
+        }
     }
     /// (cert PEM, key PEM, cert DER) for the names.
     fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &self.issuer).unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
     fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(self.issuer.der().to_vec())).unwrap();
+        roots
+            .add(CertificateDer::from(self.issuer.der().to_vec()))
+            .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -78,7 +85,8 @@ async fn handshake(
     name: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    c.connect(ServerName::try_from(name.to_string()).unwrap(), tcp).await
+    c.connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+        .await
 }
 
 fn leaf_of(s: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
@@ -91,12 +99,21 @@ async fn sni_picks_certificate_h2_over_tls_and_swaps_on_reload() {
     let (ca_pem, ka_pem, a_der) = ca.leaf(&["a.test"]);
     let (cw_pem, kw_pem, w_der) = ca.leaf(&["*.w.test"]);
     let web = backend("web").await;
-    let yaml = service("web", &[web]) + &secret("cert-a", &ca_pem, &ka_pem) + &secret("cert-w", &cw_pem, &kw_pem) + &tls_ingress();
+    let yaml = service("web", &[web])
+        + &secret("cert-a", &ca_pem, &ka_pem)
+        + &secret("cert-w", &cw_pem, &kw_pem)
+        + &tls_ingress();
     let mut p = Plane::start(&yaml).await;
 
     let h1 = ca.connector(&[b"http/1.1"]);
-    assert_eq!(leaf_of(&handshake(&h1, p.https, "a.test").await.unwrap()), a_der);
-    assert_eq!(leaf_of(&handshake(&h1, p.https, "x.w.test").await.unwrap()), w_der);
+    assert_eq!(
+        leaf_of(&handshake(&h1, p.https, "a.test").await.unwrap()),
+        a_der
+    );
+    assert_eq!(
+        leaf_of(&handshake(&h1, p.https, "x.w.test").await.unwrap()),
+        w_der
+    );
     // Unknown names get the self-signed default, which our CA did not sign.
     assert!(handshake(&h1, p.https, "unknown.test").await.is_err());
 
@@ -104,28 +121,66 @@ async fn sni_picks_certificate_h2_over_tls_and_swaps_on_reload() {
     let h2 = ca.connector(&[b"h2"]);
     let tls = handshake(&h2, p.https, "x.w.test").await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get("https://x.w.test/h2?x=1").body(Empty::<bytes::Bytes>::new()).unwrap();
+    let req = http::Request::get("https://x.w.test/h2?x=1")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
-    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    assert!(body.contains("uri=/h2?x=1") && body.contains("x-forwarded-proto: https") && body.contains("host: x.w.test"), "{body}");
+    let body = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        body.contains("uri=/h2?x=1")
+            && body.contains("x-forwarded-proto: https")
+            && body.contains("host: x.w.test"),
+        "{body}"
+    );
 
     // Plain HTTP to a TLS host is redirected (ssl-redirect defaults on).
     let r = get(p.http, "a.test", "/p?q=1").await;
     assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(r.headers["location"].to_str().unwrap(), format!("https://a.test:{}/p?q=1", p.https.port()));
+    assert_eq!(
+        r.headers["location"].to_str().unwrap(),
+        format!("https://a.test:{}/p?q=1", p.https.port())
+    );
 
     // A new certificate in the Secret is served without restarting the listener.
     let (ca2_pem, ka2_pem, a2_der) = ca.leaf(&["a.test"]);
-    p.apply("test.yaml", &(service("web", &[web]) + &secret("cert-a", &ca2_pem, &ka2_pem) + &secret("cert-w", &cw_pem, &kw_pem) + &tls_ingress()));
+    p.apply(
+        "test.yaml",
+        &(service("web", &[web])
+            + &secret("cert-a", &ca2_pem, &ka2_pem)
+            + &secret("cert-w", &cw_pem, &kw_pem)
+            + &tls_ingress()),
+    );
     let (h1c, addr) = (h1.clone(), p.https);
-    wait_for(std::time::Duration::from_secs(10), "the new certificate", || {
-        let (h1c, a2) = (h1c.clone(), a2_der.clone());
-        async move { handshake(&h1c, addr, "a.test").await.map(|s| leaf_of(&s) == a2).unwrap_or(false) }
-    })
+    wait_for(
+        std::time::Duration::from_secs(10),
+        "the new certificate",
+        || {
+            let (h1c, a2) = (h1c.clone(), a2_der.clone());
+            async move {
+                handshake(&h1c, addr, "a.test")
+                    .await
+                    .map(|s| leaf_of(&s) == a2)
+                    .unwrap_or(false)
+            }
+        },
+    )
     .await;
 }
 
@@ -133,9 +188,22 @@ async fn sni_picks_certificate_h2_over_tls_and_swaps_on_reload() {
 async fn ssl_redirect_off_and_force_on() {
     let web = backend("web").await;
     let yaml = service("web", &[web])
-        + &ingress("plain", "plain.test", &[("Prefix", "/", "web")], &[("force-ssl-redirect", "true")])
-        + &ingress("nossl", "nossl.test", &[("Prefix", "/", "web")], &[("ssl-redirect", "false")]);
+        + &ingress(
+            "plain",
+            "plain.test",
+            &[("Prefix", "/", "web")],
+            &[("force-ssl-redirect", "true")],
+        )
+        + &ingress(
+            "nossl",
+            "nossl.test",
+            &[("Prefix", "/", "web")],
+            &[("ssl-redirect", "false")],
+        );
     let p = Plane::start(&yaml).await;
-    assert_eq!(get(p.http, "plain.test", "/").await.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        get(p.http, "plain.test", "/").await.status,
+        StatusCode::PERMANENT_REDIRECT
+    );
     assert_eq!(get(p.http, "nossl.test", "/").await.status, StatusCode::OK);
 }

@@ -32,14 +32,19 @@ pub struct Zeros(pub u64);
 impl Body for Zeros {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.0 == 0 {
             return Poll::Ready(None);
         }
         static CHUNK: [u8; 65536] = [0; 65536];
         let n = self.0.min(CHUNK.len() as u64);
         self.0 -= n;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n as usize])))))
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &CHUNK[..n as usize],
+        )))))
     }
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.0)
@@ -52,7 +57,10 @@ struct WithTrailers(Option<Bytes>, Option<http::HeaderMap>);
 impl Body for WithTrailers {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(d) = self.0.take() {
             return Poll::Ready(Some(Ok(Frame::data(d))));
         }
@@ -64,7 +72,10 @@ pub fn text(s: impl Into<Bytes>) -> Response<TBody> {
     Response::new(Full::new(s.into()).boxed())
 }
 
-async fn backend_handle(name: &'static str, mut req: Request<Incoming>) -> Result<Response<TBody>, Infallible> {
+async fn backend_handle(
+    name: &'static str,
+    mut req: Request<Incoming>,
+) -> Result<Response<TBody>, Infallible> {
     let path = req.uri().path().to_string();
     Ok(match path.as_str() {
         "/slow" => {
@@ -98,7 +109,12 @@ async fn backend_handle(name: &'static str, mut req: Request<Incoming>) -> Resul
             text(format!("{name} got {n}"))
         }
         "/download" => {
-            let n: u64 = req.uri().query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let n: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("n="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
             Response::new(Zeros(n).boxed())
         }
         "/trailers" => {
@@ -165,8 +181,15 @@ pub fn service(name: &str, addrs: &[SocketAddr]) -> String {
 
 /// An Ingress with one rule (`host` "" for host-less) and annotations
 /// (names without the `nginx.ingress.kubernetes.io/` prefix).
-pub fn ingress(name: &str, host: &str, paths: &[(&str, &str, &str)], ann: &[(&str, &str)]) -> String {
-    let mut s = format!("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n");
+pub fn ingress(
+    name: &str,
+    host: &str,
+    paths: &[(&str, &str, &str)],
+    ann: &[(&str, &str)],
+) -> String {
+    let mut s = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n"
+    );
     if !ann.is_empty() {
         s.push_str("  annotations:\n");
         for (k, v) in ann {
@@ -211,7 +234,9 @@ impl Plane {
         let mut registry = Registry::default();
         cfg.http_listen = Some(([127, 0, 0, 1], 0).into());
         cfg.https_listen = Some(([127, 0, 0, 1], 0).into());
-        let handle = ingress::start(cfg, store.clone(), rx, &mut registry).await.unwrap();
+        let handle = ingress::start(cfg, store.clone(), rx, &mut registry)
+            .await
+            .unwrap();
         Plane {
             http: handle.http_addr().unwrap(),
             https: handle.https_addr().unwrap(),
@@ -225,7 +250,8 @@ impl Plane {
 
     /// Replaces a manifest file and publishes the next Snapshot.
     pub fn apply(&mut self, file: &str, yaml: &str) {
-        self.builder.update_file(Path::new(file), Some(yaml.as_bytes()));
+        self.builder
+            .update_file(Path::new(file), Some(yaml.as_bytes()));
         let snap = self.builder.build();
         assert!(snap.errors.is_empty(), "config errors: {:?}", snap.errors);
         self.store.store(snap.clone());
@@ -261,7 +287,14 @@ impl Resp {
 }
 
 /// Sends a request through the plane's HTTP listener.
-pub async fn send(plane_http: SocketAddr, method: &str, host: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+pub async fn send(
+    plane_http: SocketAddr,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
     let mut b = Request::builder()
         .method(method)
         .uri(format!("http://{plane_http}{target}"))
@@ -269,10 +302,18 @@ pub async fn send(plane_http: SocketAddr, method: &str, host: &str, target: &str
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client().request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+    let resp = client()
+        .request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Resp { status: parts.status, headers: parts.headers, version: parts.version, body: String::from_utf8_lossy(&body).into() }
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        version: parts.version,
+        body: String::from_utf8_lossy(&body).into(),
+    }
 }
 
 pub async fn get(plane_http: SocketAddr, host: &str, target: &str) -> Resp {
