@@ -1,0 +1,157 @@
+//! End-to-end tests of the L7 plane: the real `nodeway run` binary, echo
+//! backends, manifests in a folder, plain clients.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use support::{Echo, Nodeway, free_port, http_get, wait_for, write_manifests};
+
+fn echo(last_octet: u8, name: &str) -> Echo {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 45, last_octet));
+    Echo::start(SocketAddr::new(ip, free_port(ip)), name)
+}
+
+/// A Service with one EndpointSlice listing the echo backends (all on one port
+/// number per slice, so one slice per backend).
+fn service(name: &str, cluster_ip: &str, backends: &[&Echo]) -> String {
+    let mut s = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: {cluster_ip}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n"
+    );
+    for (i, e) in backends.iter().enumerate() {
+        s.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{i}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{}\"]}}]\nports: [{{name: http, port: {}}}]\n",
+            e.addr.ip(),
+            e.addr.port()
+        ));
+    }
+    s
+}
+
+fn ingress(name: &str, class_meta: &str, host: &str, path: &str, svc: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n{class_meta}spec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{pathType: Prefix, path: {path}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
+    )
+}
+
+fn name_of(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+#[test]
+fn routes_balances_and_skips_foreign_classes() {
+    let (a, b, c) = (echo(1, "pod-a"), echo(2, "pod-b"), echo(3, "pod-c"));
+    let dir = tempdir("route");
+    let yaml = service("web", "10.97.0.1", &[&a, &b, &c])
+        + &ingress(
+            "legacy",
+            "  annotations: {kubernetes.io/ingress.class: nginx}\n",
+            "shop.test",
+            "/",
+            "web",
+        )
+        + &ingress("foreign", "", "other.test", "/", "web")
+            .replace("spec:\n", "spec:\n  ingressClassName: traefik\n");
+    write_manifests(&dir, "all.yaml", &yaml);
+    let n = Nodeway::start(&dir, &[]);
+
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let (status, body) = http_get(n.http, "shop.test", "/cart?id=7").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["path"], "/cart?id=7");
+        assert_eq!(v["host"], "shop.test");
+        assert_eq!(v["headers"]["x-forwarded-for"][0], "127.0.0.1");
+        seen.insert(name_of(&body));
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "per-request balancing reaches every endpoint: {seen:?}"
+    );
+    assert_eq!(
+        http_get(n.http, "other.test", "/").unwrap().0,
+        404,
+        "a foreign class is not served"
+    );
+    assert!(n.metrics().contains("nodeway_ingress_requests_total{ingress=\"default/legacy\",host=\"shop.test\",status=\"2xx\"} 30"));
+
+    let out = Command::new(support::bin())
+        .args(["check", "--config", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Ingress default/foreign") && text.contains("\"traefik\""),
+        "{text}"
+    );
+    assert!(text.contains("shop.test"), "{text}");
+}
+
+#[test]
+fn reload_swaps_routes_under_traffic_without_errors() {
+    let (a, b) = (echo(11, "blue"), echo(12, "green"));
+    let dir = tempdir("reload");
+    let svcs = service("blue", "10.97.1.1", &[&a]) + &service("green", "10.97.1.2", &[&b]);
+    write_manifests(
+        &dir,
+        "all.yaml",
+        &(svcs.clone() + &ingress("app", "", "app.test", "/", "blue")),
+    );
+    let n = Nodeway::start(&dir, &[]);
+    let http = n.http;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, green) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let worker = {
+        let (stop, done, green) = (stop.clone(), done.clone(), green.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match http_get(http, "app.test", "/") {
+                    Ok((200, body)) => {
+                        if name_of(&body) == "green" {
+                            green.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    other => failures.push(format!("{other:?}")),
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        })
+    };
+    for i in 0..6 {
+        let generation = n.generation();
+        let target = if i % 2 == 0 { "green" } else { "blue" };
+        write_manifests(
+            &dir,
+            "all.yaml",
+            &(svcs.clone() + &ingress("app", "", "app.test", "/", target)),
+        );
+        n.wait_generation(generation + 1);
+        let before = done.load(Ordering::Relaxed);
+        wait_for(Duration::from_secs(10), "traffic after reload", || {
+            done.load(Ordering::Relaxed) > before + 10
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(worker.join().unwrap(), Vec::<String>::new());
+    assert!(green.load(Ordering::Relaxed) > 0, "the route switched");
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "nodeway-ingress-{tag}-{}-{}",
+        std::process::id(),
+        free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
