@@ -11,12 +11,14 @@ use std::sync::{Arc, OnceLock};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// Called once everything is bound (the demo prints its guide).
+pub type OnReady = Box<dyn FnOnce(&model::Snapshot) + Send>;
+
 /// Runs until SIGTERM/SIGINT, then drains within the grace period.
-/// `on_ready` is called once everything is bound (the demo prints its guide).
 pub async fn run(
     config: Vec<PathBuf>,
     args: ServeArgs,
-    on_ready: Option<Box<dyn FnOnce(&model::Snapshot) + Send>>,
+    on_ready: Option<OnReady>,
 ) -> anyhow::Result<()> {
     let store = Store::new();
     let source = FolderSource::new(config, args.model.compile_options(&args.ingress))?;
