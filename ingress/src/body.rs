@@ -17,3 +17,69 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 pub fn incoming(b: hyper::body::Incoming) -> Body {
     b.map_err(|e| Box::new(e) as BoxError).boxed()
 }
+
+/// A gap between two body frames longer than the route's timeout (nginx's
+/// proxy_read_timeout / proxy_send_timeout semantics: between two reads or writes).
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {0:?}")]
+pub struct IdleTimeout(pub std::time::Duration);
+
+/// A body that fails with [`IdleTimeout`] when no frame arrives in time. The
+/// timer is armed only once the body actually waits, so bodies that are
+/// already buffered cost no timer.
+pub struct Idle {
+    inner: Body,
+    timeout: std::time::Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Idle {
+    pub fn wrap(inner: Body, timeout: std::time::Duration) -> Body {
+        Idle {
+            inner,
+            timeout,
+            sleep: None,
+        }
+        .boxed()
+    }
+}
+
+impl hyper::body::Body for Idle {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(f) => {
+                if let Some(s) = this.sleep.as_mut() {
+                    s.as_mut().reset(tokio::time::Instant::now() + this.timeout);
+                }
+                Poll::Ready(f)
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let s = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match s.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeout(timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

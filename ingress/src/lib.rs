@@ -12,6 +12,7 @@ mod respond;
 mod server;
 mod tls;
 mod upstream;
+mod upstream_tls;
 
 pub use server::{Handle, start};
 

@@ -2,7 +2,7 @@
 //! pick an endpoint, forward over a pooled connection, stream the answer back.
 
 use crate::balance::{Balancer, cookie_value, from_cookie, use_canary};
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body, Idle, IdleTimeout};
 use crate::headers::{
     Forwarded, X_FORWARDED_PREFIX, add_forwarded, strip_hop_by_hop, wants_upgrade,
 };
@@ -12,7 +12,7 @@ use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::encode_path;
@@ -237,7 +237,11 @@ async fn serve(
 
     let has_body = !incoming.is_end_stream();
     let mut body: Option<Body> = Some(match ann.body_size {
-        Some(limit) if has_body => Limited::new(incoming, limit as usize).boxed(),
+        Some(limit) if has_body => Idle::wrap(
+            Limited::new(incoming, limit as usize).boxed(),
+            ann.send_timeout,
+        ),
+        _ if has_body => Idle::wrap(body::incoming(incoming), ann.send_timeout),
         _ => body::incoming(incoming),
     });
     let idempotent = matches!(
@@ -245,7 +249,9 @@ async fn serve(
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
     let tries = if idempotent && !has_body { n.min(3) } else { 1 };
-    let client = sh.upstream.client(ann.connect_timeout, h2);
+    let client = sh
+        .upstream
+        .client(ann.connect_timeout, ann.backend_protocol);
     let mut timed_out = false;
     for attempt in 0..tries {
         let Some(addr) = usable.clone().nth((first + attempt) % n).map(|b| b.addr) else {
@@ -253,7 +259,11 @@ async fn serve(
         };
         out.upstream = Some(addr);
         let Ok(uri) = Uri::builder()
-            .scheme("http")
+            .scheme(if ann.backend_protocol.is_tls() {
+                "https"
+            } else {
+                "http"
+            })
             .authority(addr.to_string())
             .path_and_query(pq.as_str())
             .build()
@@ -284,10 +294,16 @@ async fn serve(
                 tracing::warn!(upstream = %addr, error = %source_chain(&e), "connect to endpoint failed");
             }
             Ok(Err(e)) => {
+                if has_source::<LengthLimitError>(&e) {
+                    return status_close(StatusCode::PAYLOAD_TOO_LARGE);
+                }
+                if has_source::<IdleTimeout>(&e) {
+                    return status_close(StatusCode::REQUEST_TIMEOUT);
+                }
                 tracing::warn!(upstream = %addr, error = %source_chain(&e), "upstream request failed");
                 return status(StatusCode::BAD_GATEWAY);
             }
-            Ok(Ok(resp)) => return finish(resp, on_upgrade, set_cookie),
+            Ok(Ok(resp)) => return finish(resp, on_upgrade, set_cookie, ann.read_timeout),
         }
     }
     status(if timed_out {
@@ -302,6 +318,17 @@ fn with_query(path: &str, query: Option<&str>) -> String {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     }
+}
+
+fn has_source<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -332,6 +359,7 @@ fn finish(
     mut resp: Response<Incoming>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     set_cookie: Option<String>,
+    read_timeout: std::time::Duration,
 ) -> Response<Body> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let Some(down) = on_upgrade {
@@ -355,5 +383,5 @@ fn finish(
         parts.headers.append(SET_COOKIE, v);
     }
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, incoming.map_err(|e| Box::new(e) as BoxError).boxed())
+    Response::from_parts(parts, Idle::wrap(body::incoming(incoming), read_timeout))
 }

@@ -1,20 +1,36 @@
-//! Upstream clients: pooled keep-alive HTTP/1.1, and HTTP/2 prior knowledge
-//! (h2c, gRPC). One client per (connect timeout, protocol), made on first use;
-//! pools are per endpoint address, so endpoint changes need no flush.
+//! Upstream clients: pooled keep-alive HTTP/1.1, HTTP/2 prior knowledge
+//! (h2c, gRPC), and both over TLS (HTTPS, GRPCS). One client per (connect
+//! timeout, protocol), made on first use; pools are per endpoint address, so
+//! endpoint changes need no flush.
 
 use crate::body::Body;
+use crate::upstream_tls::TlsConnect;
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use model::ingress::BackendProtocol;
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub type HttpClient = Client<HttpConnector, Body>;
+#[derive(Clone)]
+pub enum AnyClient {
+    Plain(Client<HttpConnector, Body>),
+    Tls(Client<TlsConnect, Body>),
+}
+
+impl AnyClient {
+    pub fn request(&self, req: http::Request<Body>) -> ResponseFuture {
+        match self {
+            AnyClient::Plain(c) => c.request(req),
+            AnyClient::Tls(c) => c.request(req),
+        }
+    }
+}
 
 pub struct Upstream {
     idle_per_host: usize,
-    clients: ArcSwap<HashMap<(Duration, bool), HttpClient>>,
+    clients: ArcSwap<HashMap<(Duration, BackendProtocol), AnyClient>>,
 }
 
 impl Upstream {
@@ -25,13 +41,13 @@ impl Upstream {
         }
     }
 
-    /// The client for a connect timeout and protocol (`h2`: prior-knowledge HTTP/2).
-    pub fn client(&self, connect_timeout: Duration, h2: bool) -> HttpClient {
-        let key = (connect_timeout, h2);
+    /// The client for a connect timeout and backend protocol.
+    pub fn client(&self, connect_timeout: Duration, proto: BackendProtocol) -> AnyClient {
+        let key = (connect_timeout, proto);
         if let Some(c) = self.clients.load().get(&key) {
             return c.clone();
         }
-        let made = self.make(connect_timeout, h2);
+        let made = self.make(connect_timeout, proto);
         self.clients.rcu(|m| {
             let mut m = HashMap::clone(m);
             m.entry(key).or_insert_with(|| made.clone());
@@ -40,7 +56,7 @@ impl Upstream {
         self.clients.load().get(&key).cloned().unwrap_or(made)
     }
 
-    fn make(&self, connect_timeout: Duration, h2: bool) -> HttpClient {
+    fn make(&self, connect_timeout: Duration, proto: BackendProtocol) -> AnyClient {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(connect_timeout));
@@ -54,9 +70,13 @@ impl Upstream {
             .set_host(false)
             // A pooled connection the endpoint closed is retried on a fresh one.
             .retry_canceled_requests(true);
-        if h2 {
+        if proto.is_h2() {
             b.http2_only(true);
         }
-        b.build(conn)
+        if proto.is_tls() {
+            AnyClient::Tls(b.build(TlsConnect::new(conn, proto.is_h2())))
+        } else {
+            AnyClient::Plain(b.build(conn))
+        }
     }
 }

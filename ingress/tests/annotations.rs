@@ -224,3 +224,38 @@ async fn futures_names(addr: std::net::SocketAddr) -> HashSet<String> {
     }
     s
 }
+
+#[tokio::test]
+async fn backend_protocol_https_and_grpcs() {
+    let a = tls_backend("secure").await;
+    let yaml = service("web", &[a])
+        + &ingress(
+            "s",
+            "s.test",
+            &[("Prefix", "/", "web")],
+            &[("backend-protocol", "HTTPS")],
+        )
+        + &ingress(
+            "g",
+            "g.test",
+            &[("Prefix", "/", "web")],
+            &[("backend-protocol", "GRPCS")],
+        )
+        + &ingress("p", "p.test", &[("Prefix", "/", "web")], &[]);
+    let p = Plane::start(&yaml).await;
+    let r = get(p.http, "s.test", "/x").await;
+    assert_eq!(
+        (r.status, r.field("name"), r.field("version")),
+        (StatusCode::OK, Some("secure"), Some("HTTP/1.1"))
+    );
+    let r = get(p.http, "g.test", "/x").await;
+    assert_eq!(
+        (r.status, r.field("version")),
+        (StatusCode::OK, Some("HTTP/2.0"))
+    );
+    // Plain HTTP to a TLS endpoint is not a valid answer: 502.
+    assert_eq!(
+        get(p.http, "p.test", "/x").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}

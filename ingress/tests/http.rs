@@ -241,3 +241,36 @@ async fn host_and_path_precedence_end_to_end() {
     assert_eq!(name(get(p.http, "a.bar.x.test", "/").await), "any");
     assert_eq!(name(get(p.http, "127.0.0.1", "/").await), "any");
 }
+
+#[tokio::test]
+async fn slow_headers_time_out_and_huge_headers_get_431() {
+    let a = backend("a").await;
+    let yaml = service("web", &[a]) + &ingress("i", "", &[("Prefix", "/", "web")], &[]);
+    let cfg = ingress::Config {
+        header_read_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let p = Plane::start_with(&yaml, cfg).await;
+    // Slowloris: a head that never completes is dropped.
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("connection closed")
+        .unwrap();
+    // A head larger than the limit: 431.
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let big = "a".repeat(100 * 1024);
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+}

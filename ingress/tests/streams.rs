@@ -227,3 +227,70 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn body_limit_mid_stream_and_stalled_response_body() {
+    let a = backend("a").await;
+    let yaml = service("web", &[a])
+        + &ingress(
+            "small",
+            "small.test",
+            &[("Prefix", "/", "web")],
+            &[("proxy-body-size", "1m")],
+        )
+        + &ingress(
+            "slow",
+            "slow.test",
+            &[("Prefix", "/", "web")],
+            &[("proxy-read-timeout", "1")],
+        );
+    let p = Plane::start(&yaml).await;
+    // A chunked upload (no Content-Length) over the limit is cut off with 413.
+    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Unsized>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/upload")
+        .header("host", "small.test")
+        .body(Unsized(Zeros(4 << 20)))
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Under the limit it passes.
+    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Unsized>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/upload")
+        .header("host", "small.test")
+        .body(Unsized(Zeros(1000)))
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(
+        r.into_body().collect().await.unwrap().to_bytes(),
+        Bytes::from_static(b"a got 1000")
+    );
+    // Head arrives, then the body stalls past proxy-read-timeout: the response is aborted.
+    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let r = send
+        .send_request(
+            http::Request::get("/stall")
+                .header("host", "slow.test")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.into_body().collect().await.is_err(),
+        "a stalled body is cut, not waited on forever"
+    );
+}

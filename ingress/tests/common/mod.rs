@@ -51,6 +51,44 @@ impl Body for Zeros {
     }
 }
 
+/// Like [`Zeros`] but with no declared size (sent chunked).
+pub struct Unsized(pub Zeros);
+
+impl Body for Unsized {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+/// One data frame after a pause (a stalled response body).
+struct Stall(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Body for Stall {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        use std::future::Future;
+        match self.0.as_mut() {
+            None => Poll::Ready(None),
+            Some(s) => match s.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.0 = None;
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"late")))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
 /// A body of data then trailers (gRPC-like responses).
 struct WithTrailers(Option<Bytes>, Option<http::HeaderMap>);
 
@@ -116,6 +154,9 @@ async fn backend_handle(
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
             Response::new(Zeros(n).boxed())
+        }
+        "/stall" => {
+            Response::new(Stall(Some(Box::pin(tokio::time::sleep(Duration::from_secs(3))))).boxed())
         }
         "/trailers" => {
             let mut t = http::HeaderMap::new();
@@ -334,4 +375,37 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A backend behind TLS (self-signed, ALPN h2 and http/1.1), for
+/// backend-protocol HTTPS/GRPCS.
+pub async fn tls_backend(name: &'static str) -> SocketAddr {
+    let made = rcgen::generate_simple_self_signed(vec!["pod.invalid".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![made.cert.der().clone()], key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = service_fn(move |req| backend_handle(name, req));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// How the upstream is spoken to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum BackendProtocol {
     #[default]
     Http,
