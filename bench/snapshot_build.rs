@@ -37,7 +37,9 @@ fn bench(c: &mut Criterion) {
     let eps: usize = snap.services.values().map(|s| s.endpoints.len()).sum();
     assert_eq!(eps, 100_000);
     assert!(snap.errors.is_empty(), "{:?}", &snap.errors[..1]);
-    g.bench_function("compile 10k services / 100k endpoints", |b| b.iter(|| builder.build()));
+    g.bench_function("compile 10k services / 100k endpoints", |b| {
+        b.iter(|| builder.build())
+    });
     g.bench_function("parse + validate 10k services / 100k endpoints", |b| {
         b.iter(|| {
             let mut fresh = Builder::new(CompileOptions::default());

@@ -33,9 +33,21 @@ pub struct ConfigMetrics {
 
 impl ConfigMetrics {
     pub fn register(&self, r: &mut Registry) {
-        r.register("nodeway_config_generation", "Generation of the Snapshot being served", self.generation.clone());
-        r.register("nodeway_config_reloads", "Snapshots published, by whether they carried config errors", self.reloads.clone());
-        r.register("nodeway_config_errors", "Config errors in the current Snapshot", self.errors.clone());
+        r.register(
+            "nodeway_config_generation",
+            "Generation of the Snapshot being served",
+            self.generation.clone(),
+        );
+        r.register(
+            "nodeway_config_reloads",
+            "Snapshots published, by whether they carried config errors",
+            self.reloads.clone(),
+        );
+        r.register(
+            "nodeway_config_errors",
+            "Config errors in the current Snapshot",
+            self.errors.clone(),
+        );
         r.register(
             "nodeway_config_last_reload_timestamp_seconds",
             "When the last Snapshot was published (Unix time)",
@@ -101,7 +113,11 @@ impl Readiness {
 
 /// Serves the admin endpoints. `registry` is filled in once every plane has
 /// registered its metrics; until then `/metrics` answers 503.
-pub async fn serve(listener: TcpListener, registry: Arc<OnceLock<Registry>>, ready: Arc<Readiness>) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<OnceLock<Registry>>,
+    ready: Arc<Readiness>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -117,13 +133,21 @@ pub async fn serve(listener: TcpListener, registry: Arc<OnceLock<Registry>>, rea
                         "/healthz" => (StatusCode::OK, "ok\n".to_string(), "text/plain"),
                         "/readyz" => {
                             let (ok, body) = ready.report();
-                            let s = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                            let s = if ok {
+                                StatusCode::OK
+                            } else {
+                                StatusCode::SERVICE_UNAVAILABLE
+                            };
                             (s, body, "text/plain")
                         }
                         "/metrics" => {
                             let mut out = String::new();
                             let Some(registry) = registry.get() else {
-                                return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"));
+                                return Ok(reply(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "starting\n".into(),
+                                    "text/plain",
+                                ));
                             };
                             match prometheus_client::encoding::text::encode(&mut out, registry) {
                                 Ok(()) => (
@@ -131,10 +155,18 @@ pub async fn serve(listener: TcpListener, registry: Arc<OnceLock<Registry>>, rea
                                     out,
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                 ),
-                                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "text/plain"),
+                                Err(e) => (
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    e.to_string(),
+                                    "text/plain",
+                                ),
                             }
                         }
-                        _ => (StatusCode::NOT_FOUND, "not found\n".to_string(), "text/plain"),
+                        _ => (
+                            StatusCode::NOT_FOUND,
+                            "not found\n".to_string(),
+                            "text/plain",
+                        ),
                     };
                     Ok::<_, std::convert::Infallible>(reply(status, body, ctype))
                 }
@@ -149,8 +181,10 @@ pub async fn serve(listener: TcpListener, registry: Arc<OnceLock<Registry>>, rea
 fn reply(status: StatusCode, body: String, ctype: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
     r
 }
 
@@ -178,7 +212,10 @@ mod tests {
         assert!(!r.report().0, "nothing loaded");
         r.loaded.store(true, Ordering::Release);
         assert!(!r.report().0, "planes not started");
-        r.planes.lock().unwrap().push(Box::new(Plane(vec!["bind 127.0.0.9:80: denied".into()])));
+        r.planes
+            .lock()
+            .unwrap()
+            .push(Box::new(Plane(vec!["bind 127.0.0.9:80: denied".into()])));
         r.started.store(true, Ordering::Release);
         let (ok, body) = r.report();
         assert!(ok, "a Service that cannot bind is detail, not unreadiness");

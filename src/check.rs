@@ -50,7 +50,9 @@ pub fn render(snap: &Snapshot, domain: &str) -> String {
         .iter()
         .map(|f| match f.listen {
             Listen::Addr(a) => format!("{a}/{} -> {}", f.protocol.as_str(), f.service.id),
-            Listen::NodePort(p) => format!("<node-ip>:{p}/{} -> {}", f.protocol.as_str(), f.service.id),
+            Listen::NodePort(p) => {
+                format!("<node-ip>:{p}/{} -> {}", f.protocol.as_str(), f.service.id)
+            }
         })
         .collect();
     let _ = writeln!(out, "\nL4 frontends ({}):", listens.len());
@@ -73,8 +75,18 @@ pub fn render(snap: &Snapshot, domain: &str) -> String {
             }
             None => "(none: 503)".into(),
         };
-        let host = if r.host.is_empty() { "*".to_string() } else { r.host.to_string() };
-        routes.push([host, r.path.to_string(), format!("{:?}", r.kind), backend, r.ingress.to_string()]);
+        let host = if r.host.is_empty() {
+            "*".to_string()
+        } else {
+            r.host.to_string()
+        };
+        routes.push([
+            host,
+            r.path.to_string(),
+            format!("{:?}", r.kind),
+            backend,
+            r.ingress.to_string(),
+        ]);
     }
     let _ = writeln!(out, "\nIngress routes ({}):", routes.len() - 1);
     table(&mut out, &routes);
@@ -124,13 +136,25 @@ fn port(p: &model::ServicePort) -> String {
         TargetPort::Number(n) => n.to_string(),
         TargetPort::Name(n) => n.clone(),
     };
-    let name = if p.name.is_empty() { String::new() } else { format!("{}:", p.name) };
+    let name = if p.name.is_empty() {
+        String::new()
+    } else {
+        format!("{}:", p.name)
+    };
     format!("{name}{}/{}->{target}", p.port, p.protocol.as_str())
 }
 
 fn node_ports(s: &Service) -> String {
-    let v: Vec<String> = s.ports.iter().filter_map(|p| p.node_port.map(|n| n.to_string())).collect();
-    if v.is_empty() { "-".into() } else { v.join(",") }
+    let v: Vec<String> = s
+        .ports
+        .iter()
+        .filter_map(|p| p.node_port.map(|n| n.to_string()))
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(",")
+    }
 }
 
 fn endpoints(s: &Service) -> String {
@@ -155,7 +179,11 @@ fn dns_names(snap: &Snapshot, domain: &str) -> Vec<(String, String)> {
         } else {
             s.cluster_ips.iter().map(ToString::to_string).collect()
         };
-        let answer = if ips.is_empty() { "NXDOMAIN (no ready endpoints)".into() } else { ips.join(",") };
+        let answer = if ips.is_empty() {
+            "NXDOMAIN (no ready endpoints)".into()
+        } else {
+            ips.join(",")
+        };
         out.push((base.clone(), answer));
         if s.headless {
             for e in s.dns_endpoints() {
@@ -166,7 +194,11 @@ fn dns_names(snap: &Snapshot, domain: &str) -> Vec<(String, String)> {
         }
         for p in s.ports.iter().filter(|p| !p.name.is_empty()) {
             out.push((
-                format!("_{}._{}.{base}", p.name, p.protocol.as_str().to_ascii_lowercase()),
+                format!(
+                    "_{}._{}.{base}",
+                    p.name,
+                    p.protocol.as_str().to_ascii_lowercase()
+                ),
                 format!("SRV {}", p.port),
             ));
         }

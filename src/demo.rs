@@ -8,10 +8,16 @@ use std::net::SocketAddr;
 
 /// configs/demo, embedded so the demo works from any folder.
 pub const FILES: &[(&str, &str)] = &[
-    ("00-namespaces.yaml", include_str!("../configs/demo/00-namespaces.yaml")),
+    (
+        "00-namespaces.yaml",
+        include_str!("../configs/demo/00-namespaces.yaml"),
+    ),
     ("10-web.yaml", include_str!("../configs/demo/10-web.yaml")),
     ("20-shop.yaml", include_str!("../configs/demo/20-shop.yaml")),
-    ("30-ingress.yaml", include_str!("../configs/demo/30-ingress.yaml")),
+    (
+        "30-ingress.yaml",
+        include_str!("../configs/demo/30-ingress.yaml"),
+    ),
     ("40-tls.yaml", include_str!("../configs/demo/40-tls.yaml")),
 ];
 
@@ -21,24 +27,43 @@ pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
     for (name, text) in FILES {
         std::fs::write(dir.join(name), text).with_context(|| format!("writing {name}"))?;
     }
-    let snap = control::load_paths(std::slice::from_ref(&dir), args.model.compile_options(&args.ingress))?;
-    anyhow::ensure!(snap.errors.is_empty(), "demo manifests have errors: {:?}", snap.errors);
+    let snap = control::load_paths(
+        std::slice::from_ref(&dir),
+        args.model.compile_options(&args.ingress),
+    )?;
+    anyhow::ensure!(
+        snap.errors.is_empty(),
+        "demo manifests have errors: {:?}",
+        snap.errors
+    );
 
     // One echo backend per endpoint address, named after its Pod.
     let mut backends: BTreeMap<SocketAddr, String> = BTreeMap::new();
     for s in snap.services.values() {
         for p in &s.ports {
             for b in p.backends.iter() {
-                let name = b.pod.as_deref().map(str::to_string).unwrap_or_else(|| format!("{}-{}", s.name, b.addr.ip()));
+                let name = b
+                    .pod
+                    .as_deref()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}-{}", s.name, b.addr.ip()));
                 backends.entry(b.addr).or_insert(name);
             }
         }
     }
     let mut tasks = Vec::new();
     for (addr, name) in &backends {
-        tasks.push(echo::start(*addr, name).await.with_context(|| format!("echo backend {name} on {addr}"))?);
+        tasks.push(
+            echo::start(*addr, name)
+                .await
+                .with_context(|| format!("echo backend {name} on {addr}"))?,
+        );
     }
-    println!("nodeway demo: manifests in {}; {} echo backends started", dir.display(), tasks.len());
+    println!(
+        "nodeway demo: manifests in {}; {} echo backends started",
+        dir.display(),
+        tasks.len()
+    );
     let guide = guide(&args);
     let result = run::run(
         vec![dir.clone()],
@@ -54,7 +79,11 @@ pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn guide(args: &ServeArgs) -> String {
-    let node = args.node_ips.first().map(ToString::to_string).unwrap_or_else(|| "127.0.0.1".into());
+    let node = args
+        .node_ips
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "127.0.0.1".into());
     let dns = crate::wire_dns::listen_addr(&args.dns);
     let http = crate::wire_ingress::http_addr(&args.ingress);
     let https = crate::wire_ingress::https_addr(&args.ingress);

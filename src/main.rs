@@ -137,7 +137,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
         .unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -149,9 +151,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or("expected FROM-TO, e.g. 30000-32767")?;
-    let a: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port"))?;
-    let b: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected FROM-TO, e.g. 30000-32767")?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port"))?;
     if a == 0 || a > b {
         return Err(format!("{s:?} is not a range of ports"));
     }
@@ -172,7 +182,9 @@ impl ModelArgs {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NODEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -203,17 +215,15 @@ fn main() -> ExitCode {
         Command::Demo(a) => runtime(a.serve.threads)
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(demo::demo(a.serve))),
-        Command::Echo(a) => runtime(None)
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(async {
-                    let task = echo::start(a.listen, &a.name).await?;
-                    tracing::info!(listen = %a.listen, name = %a.name, "echo backend serving");
-                    run::shutdown_signal().await;
-                    task.abort();
-                    Ok(())
-                })
-            }),
+        Command::Echo(a) => runtime(None).map_err(anyhow::Error::from).and_then(|rt| {
+            rt.block_on(async {
+                let task = echo::start(a.listen, &a.name).await?;
+                tracing::info!(listen = %a.listen, name = %a.name, "echo backend serving");
+                run::shutdown_signal().await;
+                task.abort();
+                Ok(())
+            })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@ use anyhow::Context;
 use control::{FolderSource, Store};
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Called once everything is bound (the demo prints its guide).
@@ -59,12 +59,23 @@ pub async fn run(
         common: Common {
             node_ips: args.node_ips.clone(),
             node_name: args.node_name.clone(),
-            cluster_domain: args.cluster_domain.trim_end_matches('.').to_ascii_lowercase(),
+            cluster_domain: args
+                .cluster_domain
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
         },
     };
     let mut planes: Vec<Box<dyn PlaneHandle>> = Vec::new();
-    planes.extend(wire_l4::start(&args.l4, &mut ctx).await.context("L4 plane")?);
-    planes.extend(wire_dns::start(&args.dns, &mut ctx).await.context("DNS plane")?);
+    planes.extend(
+        wire_l4::start(&args.l4, &mut ctx)
+            .await
+            .context("L4 plane")?,
+    );
+    planes.extend(
+        wire_dns::start(&args.dns, &mut ctx)
+            .await
+            .context("DNS plane")?,
+    );
     planes.extend(
         wire_ingress::start(&args.ingress, &mut ctx)
             .await

@@ -36,7 +36,11 @@ fn echo_answers_http_json_hostname_and_udp() {
     let u = UdpSocket::bind((ip, 0)).unwrap();
     u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 1500];
-    for (send, want) in [(&b"hostname"[..], &b"pod-a"[..]), (b"echo hi there", b"hi there"), (b"\x01raw", b"\x01raw")] {
+    for (send, want) in [
+        (&b"hostname"[..], &b"pod-a"[..]),
+        (b"echo hi there", b"hi there"),
+        (b"\x01raw", b"\x01raw"),
+    ] {
         u.send_to(send, addr).unwrap();
         let (n, from) = u.recv_from(&mut buf).unwrap();
         assert_eq!((&buf[..n], from), (want, addr));
@@ -48,7 +52,10 @@ fn echo_speaks_h2c() {
     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 31, 2));
     let addr = SocketAddr::new(ip, free_port(ip));
     let _echo = Echo::start(addr, "pod-h2");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let body = rt.block_on(async {
         use http_body_util::BodyExt;
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -84,16 +91,34 @@ fn run_loads_reloads_isolates_bad_input_and_stops_on_sigterm() {
 
     // A broken file and an invalid object next to a good change.
     write_manifests(dir.path(), "a.yaml", "kind: [unclosed\n");
-    write_manifests(dir.path(), "b.yaml", &(svc("b", "127.0.32.3", 8001) + "---\n" + &svc("c", "127.0.32.4", 8001).replace("8001", "0")));
-    wait_for(Duration::from_secs(10), "errors counted", || n.metric("nodeway_config_errors") == Some(2.0));
+    write_manifests(
+        dir.path(),
+        "b.yaml",
+        &(svc("b", "127.0.32.3", 8001)
+            + "---\n"
+            + &svc("c", "127.0.32.4", 8001).replace("8001", "0")),
+    );
+    wait_for(Duration::from_secs(10), "errors counted", || {
+        n.metric("nodeway_config_errors") == Some(2.0)
+    });
     assert!(n.generation() > g1);
-    assert!(n.metric("nodeway_config_reloads_total{result=\"error\"}").unwrap_or(0.0) >= 1.0);
-    assert!(n.metric("nodeway_config_last_reload_timestamp_seconds").unwrap() > 1.7e9);
+    assert!(
+        n.metric("nodeway_config_reloads_total{result=\"error\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        n.metric("nodeway_config_last_reload_timestamp_seconds")
+            .unwrap()
+            > 1.7e9
+    );
 
     // Fixing the files clears the errors.
     write_manifests(dir.path(), "a.yaml", &svc("a", "127.0.32.1", 8001));
     write_manifests(dir.path(), "b.yaml", &svc("b", "127.0.32.3", 8001));
-    wait_for(Duration::from_secs(10), "errors cleared", || n.metric("nodeway_config_errors") == Some(0.0));
+    wait_for(Duration::from_secs(10), "errors cleared", || {
+        n.metric("nodeway_config_errors") == Some(0.0)
+    });
 
     let status = n.terminate();
     assert!(status.success(), "exit status {status}");
@@ -106,13 +131,20 @@ fn check(paths: &[&Path]) -> (bool, String) {
         c.arg("--config").arg(p);
     }
     let out = c.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
 fn check_lists_every_error_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    write_manifests(dir.path(), "broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x\n");
+    write_manifests(
+        dir.path(),
+        "broken.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x\n",
+    );
     write_manifests(
         dir.path(),
         "bad.yaml",
@@ -122,8 +154,16 @@ fn check_lists_every_error_and_exits_1() {
     assert!(!ok);
     assert!(out.contains("Errors (3):"), "{out}");
     assert!(out.contains("broken.yaml: invalid YAML"), "{out}");
-    assert!(out.contains("bad.yaml: Service team/bad: spec.clusterIP: \"nope\" is not an IP address"), "{out}");
-    assert!(out.contains("bad.yaml: Service team/bad: spec.ports[0].protocol: \"ICMP\" is not TCP, UDP or SCTP"), "{out}");
+    assert!(
+        out.contains("bad.yaml: Service team/bad: spec.clusterIP: \"nope\" is not an IP address"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "bad.yaml: Service team/bad: spec.ports[0].protocol: \"ICMP\" is not TCP, UDP or SCTP"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -157,13 +197,19 @@ fn every_config_file_is_valid() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 files.push(p);
             }
         }
     }
     assert!(files.len() >= 10, "{files:?}");
-    let dirs: std::collections::BTreeSet<_> = files.iter().map(|f| f.parent().unwrap().to_path_buf()).collect();
+    let dirs: std::collections::BTreeSet<_> = files
+        .iter()
+        .map(|f| f.parent().unwrap().to_path_buf())
+        .collect();
     for d in dirs {
         let (ok, out) = check(&[&d]);
         assert!(ok, "{}:\n{out}", d.display());
@@ -171,7 +217,11 @@ fn every_config_file_is_valid() {
             let name = f.file_name().unwrap().to_str().unwrap();
             let bytes = std::fs::read(f).unwrap();
             let parsed = model::parse::parse_file(f, &bytes).unwrap_or_else(|e| panic!("{e}"));
-            assert!(parsed.objects.iter().all(Result::is_ok), "{name}: {:?}", parsed.objects);
+            assert!(
+                parsed.objects.iter().all(Result::is_ok),
+                "{name}: {:?}",
+                parsed.objects
+            );
         }
     }
 }

@@ -88,7 +88,10 @@ impl Builder {
                             file: path.into(),
                             object: Some(key.clone()),
                             field: None,
-                            reason: format!("already defined in {}; this copy is ignored", other.display()),
+                            reason: format!(
+                                "already defined in {}; this copy is ignored",
+                                other.display()
+                            ),
                         });
                         continue;
                     }

@@ -181,13 +181,17 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                 ports
                     .iter()
                     .find(|p| {
-                        (p.name.as_deref().unwrap_or("") == sp.name || ports.len() == 1 && svc.ports.len() == 1)
+                        (p.name.as_deref().unwrap_or("") == sp.name
+                            || ports.len() == 1 && svc.ports.len() == 1)
                             && Protocol::parse(p.protocol.as_deref()) == Some(sp.protocol)
                     })
                     .and_then(|p| u16::try_from(p.port).ok())
             })
             .collect();
-        for (list, ready) in [(&subset.addresses, true), (&subset.not_ready_addresses, false)] {
+        for (list, ready) in [
+            (&subset.addresses, true),
+            (&subset.not_ready_addresses, false),
+        ] {
             for a in list.iter().flatten() {
                 let Ok(ip) = a.ip.parse::<IpAddr>() else {
                     continue;

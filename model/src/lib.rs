@@ -16,6 +16,10 @@ pub mod validate;
 pub use builder::Builder;
 pub use error::{ConfigError, FieldError, ObjectKey, Warning};
 pub use object::Object;
-pub use service::{Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, usable_backends};
-pub use snapshot::{CompileOptions, Frontend, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot};
+pub use service::{
+    Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, usable_backends,
+};
+pub use snapshot::{
+    CompileOptions, Frontend, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot,
+};
 pub use tls::TlsSecret;

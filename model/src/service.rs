@@ -152,10 +152,13 @@ pub fn usable_backends<'a>(
         None => true,
     };
     let any_ready = backends.iter().filter(on_node).any(|b| b.ready);
-    backends
-        .iter()
-        .filter(on_node)
-        .filter(move |b| if any_ready { b.ready } else { b.serving && b.terminating })
+    backends.iter().filter(on_node).filter(move |b| {
+        if any_ready {
+            b.ready
+        } else {
+            b.serving && b.terminating
+        }
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +185,10 @@ mod tests {
 
     #[test]
     fn falls_back_to_serving_terminating() {
-        let b = [be(1, false, false, false, "a"), be(2, false, true, true, "a")];
+        let b = [
+            be(1, false, false, false, "a"),
+            be(2, false, true, true, "a"),
+        ];
         let got: Vec<u16> = usable_backends(&b, None).map(|b| b.addr.port()).collect();
         assert_eq!(got, vec![2]);
     }

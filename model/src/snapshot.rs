@@ -65,7 +65,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn service(&self, namespace: &str, name: &str) -> Option<&Arc<Service>> {
-        self.services.get(&(namespace.to_string(), name.to_string()))
+        self.services
+            .get(&(namespace.to_string(), name.to_string()))
     }
 }
 
@@ -136,7 +137,8 @@ pub fn compile(
     for (file, key, svc) in services {
         let src = sources.get(key.namespace.as_str()).unwrap_or(&empty);
         let s = compile_service(key, svc, src);
-        let s = match prev.and_then(|p| p.services.get(&(key.namespace.clone(), key.name.clone()))) {
+        let s = match prev.and_then(|p| p.services.get(&(key.namespace.clone(), key.name.clone())))
+        {
             Some(old) if **old == s => old.clone(),
             _ => Arc::new(s),
         };
@@ -176,7 +178,12 @@ fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> S
         Some("ExternalName") => ServiceType::ExternalName,
         _ => ServiceType::ClusterIP,
     };
-    let mut ips: Vec<&str> = spec.cluster_ips.iter().flatten().map(String::as_str).collect();
+    let mut ips: Vec<&str> = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
     if ips.is_empty()
         && let Some(ip) = spec.cluster_ip.as_deref()
     {
@@ -247,7 +254,12 @@ fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> S
             port: p.port as u16,
             node_port: p
                 .node_port
-                .filter(|_| matches!(service_type, ServiceType::NodePort | ServiceType::LoadBalancer))
+                .filter(|_| {
+                    matches!(
+                        service_type,
+                        ServiceType::NodePort | ServiceType::LoadBalancer
+                    )
+                })
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|n| *n != 0),
             target_port,
@@ -329,23 +341,56 @@ fn claim_frontends(
         }
         for (pi, p) in s.ports.iter().enumerate() {
             for ip in &s.cluster_ips {
-                wanted.push((Listen::Addr(SocketAddr::new(*ip, p.port)), p.protocol, si, pi, "spec.clusterIP", false));
+                wanted.push((
+                    Listen::Addr(SocketAddr::new(*ip, p.port)),
+                    p.protocol,
+                    si,
+                    pi,
+                    "spec.clusterIP",
+                    false,
+                ));
             }
             for ip in &s.external_ips {
-                wanted.push((Listen::Addr(SocketAddr::new(*ip, p.port)), p.protocol, si, pi, "spec.externalIPs", true));
+                wanted.push((
+                    Listen::Addr(SocketAddr::new(*ip, p.port)),
+                    p.protocol,
+                    si,
+                    pi,
+                    "spec.externalIPs",
+                    true,
+                ));
             }
             for ip in &s.load_balancer_ips {
-                wanted.push((Listen::Addr(SocketAddr::new(*ip, p.port)), p.protocol, si, pi, "status.loadBalancer.ingress", true));
+                wanted.push((
+                    Listen::Addr(SocketAddr::new(*ip, p.port)),
+                    p.protocol,
+                    si,
+                    pi,
+                    "status.loadBalancer.ingress",
+                    true,
+                ));
             }
             if let Some(np) = p.node_port {
-                wanted.push((Listen::NodePort(np), p.protocol, si, pi, "spec.ports.nodePort", true));
+                wanted.push((
+                    Listen::NodePort(np),
+                    p.protocol,
+                    si,
+                    pi,
+                    "spec.ports.nodePort",
+                    true,
+                ));
             }
         }
     }
     let rank = |si: usize, listen: Listen, proto: Protocol| {
         let s = &compiled[si].3;
         let held = previous.get(&(listen, proto)) == Some(&&*s.id);
-        (!held, s.created.unwrap_or(i64::MAX), s.namespace.clone(), s.name.clone())
+        (
+            !held,
+            s.created.unwrap_or(i64::MAX),
+            s.namespace.clone(),
+            s.name.clone(),
+        )
     };
     wanted.sort_by(|a, b| {
         (a.0, a.1)
@@ -354,7 +399,10 @@ fn claim_frontends(
     });
     let mut out: Vec<Frontend> = Vec::new();
     for (listen, protocol, si, pi, field, external) in wanted {
-        if let Some(winner) = out.last().filter(|f| f.listen == listen && f.protocol == protocol) {
+        if let Some(winner) = out
+            .last()
+            .filter(|f| f.listen == listen && f.protocol == protocol)
+        {
             if Arc::ptr_eq(&winner.service, &compiled[si].3) {
                 continue; // the same Service naming an address twice
             }

@@ -94,7 +94,10 @@ fn validate_service(s: &core::Service, opts: &ValidateOptions, errs: &mut Vec<Fi
         return;
     };
     let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
-    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+    if !matches!(
+        ty,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
         errs.push(FieldError::new(
             "spec.type",
             format!("{ty:?} is not one of ClusterIP, NodePort, LoadBalancer, ExternalName"),
@@ -309,12 +312,7 @@ fn validate_slice(s: &discovery::EndpointSlice, errs: &mut Vec<FieldError>) {
         }
     }
     for (pi, p) in s.ports.iter().flatten().enumerate() {
-        check_port(
-            &format!("ports[{pi}]"),
-            p.port,
-            p.protocol.as_deref(),
-            errs,
-        );
+        check_port(&format!("ports[{pi}]"), p.port, p.protocol.as_deref(), errs);
     }
 }
 

@@ -36,7 +36,10 @@ pub fn wait_for(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
         if f() {
             return;
         }
-        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -53,7 +56,10 @@ pub fn write_manifests(dir: &Path, file: &str, yaml: &str) {
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -62,7 +68,10 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u1
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not HTTP: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -97,7 +106,11 @@ impl Nodeway {
         let https = local(free_port(lo));
         let admin = local(free_port(lo));
         let dead = local(free_port(lo));
-        let mut args: Vec<String> = vec!["run".into(), "--config".into(), config.display().to_string()];
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
         let mut flag = |name: &str, value: String| {
             if !extra.contains(&name) {
                 args.push(name.into());
@@ -121,7 +134,14 @@ impl Nodeway {
             .stderr(f)
             .spawn()
             .expect("spawn nodeway");
-        let mut n = Nodeway { child, dns, http, https, admin, log };
+        let mut n = Nodeway {
+            child,
+            dns,
+            http,
+            https,
+            admin,
+            log,
+        };
         n.wait_ready();
         n
     }
@@ -136,7 +156,11 @@ impl Nodeway {
             if matches!(http_get(admin, "admin", "/readyz"), Ok((200, _))) {
                 return;
             }
-            assert!(Instant::now() < end, "nodeway not ready in 30s:\n{}", self.log_text());
+            assert!(
+                Instant::now() < end,
+                "nodeway not ready in 30s:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -146,7 +170,9 @@ impl Nodeway {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.admin, "admin", "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.admin, "admin", "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// A metric's value (first sample whose name and labels start with `prefix`).
@@ -164,9 +190,11 @@ impl Nodeway {
 
     /// Waits until the served generation is at least `at_least`.
     pub fn wait_generation(&self, at_least: u64) {
-        wait_for(Duration::from_secs(10), &format!("generation {at_least}"), || {
-            self.generation() >= at_least
-        });
+        wait_for(
+            Duration::from_secs(10),
+            &format!("generation {at_least}"),
+            || self.generation() >= at_least,
+        );
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -189,7 +217,11 @@ impl Drop for Nodeway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- nodeway log ({}) ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- nodeway log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         } else {
             let _ = std::fs::remove_file(&self.log);
         }
@@ -213,12 +245,16 @@ impl Echo {
             .spawn()
             .expect("spawn echo");
         let mut e = Echo { child, addr };
-        wait_for(Duration::from_secs(10), &format!("echo {name} on {addr}"), || {
-            if let Ok(Some(s)) = e.child.try_wait() {
-                panic!("echo {name} exited: {s}");
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
+        wait_for(
+            Duration::from_secs(10),
+            &format!("echo {name} on {addr}"),
+            || {
+                if let Ok(Some(s)) = e.child.try_wait() {
+                    panic!("echo {name} exited: {s}");
+                }
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            },
+        );
         e
     }
 }

@@ -42,7 +42,10 @@ async fn rewrite_is_picked_up_as_a_new_generation() {
     let f = dir.path().join("svc.yaml");
     fs::write(&f, svc("a", "127.0.0.10")).unwrap();
     let store = start(vec![dir.path().into()]);
-    wait_for(&store, "first load", |s| s.service("default", "a").is_some()).await;
+    wait_for(&store, "first load", |s| {
+        s.service("default", "a").is_some()
+    })
+    .await;
     let first = store.load().generation;
     write_atomic(&f, &svc("a", "127.0.0.11"));
     wait_for(&store, "new clusterIP", |s| {
@@ -78,8 +81,15 @@ async fn configmap_data_symlink_swap_is_picked_up() {
     symlink("..v1", d.join("..data")).unwrap();
     symlink("..data/svc.yaml", d.join("svc.yaml")).unwrap();
     let store = start(vec![d.into()]);
-    wait_for(&store, "first load", |s| s.service("default", "a").is_some()).await;
-    assert_eq!(store.load().services.len(), 1, "hidden ..v1 copy must not count twice");
+    wait_for(&store, "first load", |s| {
+        s.service("default", "a").is_some()
+    })
+    .await;
+    assert_eq!(
+        store.load().services.len(),
+        1,
+        "hidden ..v1 copy must not count twice"
+    );
 
     fs::create_dir(d.join("..v2")).unwrap();
     fs::write(d.join("..v2/svc.yaml"), svc("a", "127.0.0.20")).unwrap();
@@ -110,7 +120,10 @@ async fn broken_file_keeps_last_good_objects_while_others_update() {
     })
     .await;
     let snap = store.load();
-    assert!(snap.service("default", "a").is_some(), "a keeps its last good version");
+    assert!(
+        snap.service("default", "a").is_some(),
+        "a keeps its last good version"
+    );
     assert_eq!(snap.errors.len(), 1);
     assert!(snap.errors[0].file.ends_with("a.yaml"));
 }

@@ -16,16 +16,38 @@ const SVC_A: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n
 fn invalid_object_keeps_last_good_version_and_others_update() {
     let mut b = b();
     up(&mut b, "a.yaml", SVC_A);
-    up(&mut b, "c.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.30, ports: [{port: 80}]}\n");
+    up(
+        &mut b,
+        "c.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.30, ports: [{port: 80}]}\n",
+    );
     assert_eq!(b.build().services.len(), 2);
-    up(&mut b, "a.yaml", &SVC_A.replace("port: 80,", "port: 70000,"));
-    up(&mut b, "c.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.31, ports: [{port: 80}]}\n");
+    up(
+        &mut b,
+        "a.yaml",
+        &SVC_A.replace("port: 80,", "port: 70000,"),
+    );
+    up(
+        &mut b,
+        "c.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.31, ports: [{port: 80}]}\n",
+    );
     let s = b.build();
-    assert_eq!(s.service("default", "a").unwrap().ports[0].port, 80, "last good kept");
-    assert_eq!(s.service("default", "c").unwrap().cluster_ips[0].to_string(), "127.0.0.31");
+    assert_eq!(
+        s.service("default", "a").unwrap().ports[0].port,
+        80,
+        "last good kept"
+    );
+    assert_eq!(
+        s.service("default", "c").unwrap().cluster_ips[0].to_string(),
+        "127.0.0.31"
+    );
     assert_eq!(s.errors.len(), 1);
     let e = s.errors[0].to_string();
-    assert_eq!(e, "a.yaml: Service default/a: spec.ports[0].port: 70000 is outside 1..65535");
+    assert_eq!(
+        e,
+        "a.yaml: Service default/a: spec.ports[0].port: 70000 is outside 1..65535"
+    );
 }
 
 #[test]
@@ -79,11 +101,21 @@ fn addrs(s: &Snapshot, name: &str, port: usize) -> Vec<(SocketAddr, bool)> {
 #[test]
 fn endpointslices_across_two_slices_are_merged_and_deduplicated() {
     let mut b = b();
-    up(&mut b, "s.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  clusterIP: 127.0.0.10\n  ports: [{name: http, port: 80, targetPort: 8080}, {name: dns, port: 53, protocol: UDP}]\n");
+    up(
+        &mut b,
+        "s.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  clusterIP: 127.0.0.10\n  ports: [{name: http, port: 80, targetPort: 8080}, {name: dns, port: 53, protocol: UDP}]\n",
+    );
     let slice = |n: &str, ip: &str, ready: bool| {
-        format!("---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {n}, labels: {{kubernetes.io/service-name: s}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}, {{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [{ip}]\n  conditions: {{ready: {ready}}}\n- addresses: [127.0.1.9]\n")
+        format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {n}, labels: {{kubernetes.io/service-name: s}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}, {{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [{ip}]\n  conditions: {{ready: {ready}}}\n- addresses: [127.0.1.9]\n"
+        )
     };
-    up(&mut b, "e.yaml", &(slice("s-1", "127.0.1.1", true) + &slice("s-2", "127.0.1.2", false)));
+    up(
+        &mut b,
+        "e.yaml",
+        &(slice("s-1", "127.0.1.1", true) + &slice("s-2", "127.0.1.2", false)),
+    );
     let s = b.build();
     assert_eq!(
         addrs(&s, "s", 0),
@@ -102,7 +134,11 @@ fn endpointslices_across_two_slices_are_merged_and_deduplicated() {
 #[test]
 fn endpoints_object_is_the_fallback() {
     let mut b = b();
-    up(&mut b, "s.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {clusterIP: 127.0.0.11, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: ext}\nsubsets:\n- addresses: [{ip: 127.0.2.1}, {ip: 127.0.2.2}]\n  notReadyAddresses: [{ip: 127.0.2.3}]\n  ports: [{port: 8080}]\n");
+    up(
+        &mut b,
+        "s.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {clusterIP: 127.0.0.11, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {name: ext}\nsubsets:\n- addresses: [{ip: 127.0.2.1}, {ip: 127.0.2.2}]\n  notReadyAddresses: [{ip: 127.0.2.3}]\n  ports: [{port: 8080}]\n",
+    );
     let s = b.build();
     let got = addrs(&s, "ext", 0);
     assert_eq!(got.len(), 3);
@@ -114,9 +150,17 @@ fn selector_picks_ready_pods_with_named_target_port() {
     let mut b = b();
     up(&mut b, "a.yaml", SVC_A);
     let pod = |n: &str, ip: &str, ready: &str, app: &str| {
-        format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, labels: {{app: {app}}}}}\nspec:\n  containers: [{{name: c, image: x, ports: [{{name: web, containerPort: 9090}}]}}]\nstatus:\n  podIP: {ip}\n  conditions: [{{type: Ready, status: \"{ready}\"}}]\n")
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, labels: {{app: {app}}}}}\nspec:\n  containers: [{{name: c, image: x, ports: [{{name: web, containerPort: 9090}}]}}]\nstatus:\n  podIP: {ip}\n  conditions: [{{type: Ready, status: \"{ready}\"}}]\n"
+        )
     };
-    up(&mut b, "p.yaml", &(pod("p1", "127.0.3.1", "True", "a") + &pod("p2", "127.0.3.2", "False", "a") + &pod("p3", "127.0.3.3", "True", "b")));
+    up(
+        &mut b,
+        "p.yaml",
+        &(pod("p1", "127.0.3.1", "True", "a")
+            + &pod("p2", "127.0.3.2", "False", "a")
+            + &pod("p3", "127.0.3.3", "True", "b")),
+    );
     let s = b.build();
     assert_eq!(
         addrs(&s, "a", 0),
@@ -130,7 +174,11 @@ fn selector_picks_ready_pods_with_named_target_port() {
 #[test]
 fn two_services_claiming_one_address_older_wins() {
     let mut b = b();
-    up(&mut b, "a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: new, creationTimestamp: \"2024-02-01T00:00:00Z\"}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: old, creationTimestamp: \"2023-01-01T00:00:00Z\"}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n");
+    up(
+        &mut b,
+        "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: new, creationTimestamp: \"2024-02-01T00:00:00Z\"}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: old, creationTimestamp: \"2023-01-01T00:00:00Z\"}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n",
+    );
     let s = b.build();
     assert_eq!(s.frontends.len(), 1);
     assert_eq!(&*s.frontends[0].service.id, "default/old");
@@ -141,34 +189,67 @@ fn two_services_claiming_one_address_older_wins() {
 #[test]
 fn nodeport_range_and_uniqueness() {
     let mut b = b();
-    up(&mut b, "a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {type: NodePort, clusterIP: 127.0.0.10, ports: [{port: 80, nodePort: 30080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {type: NodePort, clusterIP: 127.0.0.11, ports: [{port: 80, nodePort: 30080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {type: NodePort, clusterIP: 127.0.0.12, ports: [{port: 80, nodePort: 80}]}\n");
+    up(
+        &mut b,
+        "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {type: NodePort, clusterIP: 127.0.0.10, ports: [{port: 80, nodePort: 30080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {type: NodePort, clusterIP: 127.0.0.11, ports: [{port: 80, nodePort: 30080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {type: NodePort, clusterIP: 127.0.0.12, ports: [{port: 80, nodePort: 80}]}\n",
+    );
     let s = b.build();
-    let np: Vec<_> = s.frontends.iter().filter(|f| matches!(f.listen, crate::Listen::NodePort(_))).collect();
+    let np: Vec<_> = s
+        .frontends
+        .iter()
+        .filter(|f| matches!(f.listen, crate::Listen::NodePort(_)))
+        .collect();
     assert_eq!(np.len(), 1);
     assert_eq!(s.errors.len(), 2, "{:?}", s.errors);
-    assert!(s.errors.iter().any(|e| e.reason.contains("outside the node port range")));
+    assert!(
+        s.errors
+            .iter()
+            .any(|e| e.reason.contains("outside the node port range"))
+    );
 }
 
 #[test]
 fn unchanged_services_keep_their_arc() {
     let mut b = b();
     up(&mut b, "a.yaml", SVC_A);
-    up(&mut b, "c.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.30, ports: [{port: 80}]}\n");
+    up(
+        &mut b,
+        "c.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.30, ports: [{port: 80}]}\n",
+    );
     let s1 = b.build();
-    up(&mut b, "c.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.31, ports: [{port: 80}]}\n");
+    up(
+        &mut b,
+        "c.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.31, ports: [{port: 80}]}\n",
+    );
     let s2 = b.build();
-    assert!(Arc::ptr_eq(s1.service("default", "a").unwrap(), s2.service("default", "a").unwrap()));
-    assert!(!Arc::ptr_eq(s1.service("default", "c").unwrap(), s2.service("default", "c").unwrap()));
+    assert!(Arc::ptr_eq(
+        s1.service("default", "a").unwrap(),
+        s2.service("default", "a").unwrap()
+    ));
+    assert!(!Arc::ptr_eq(
+        s1.service("default", "c").unwrap(),
+        s2.service("default", "c").unwrap()
+    ));
     assert_eq!(s2.generation, 2);
 }
 
 #[test]
 fn headless_and_externalname() {
     let mut b = b();
-    up(&mut b, "a.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: h}\nspec: {clusterIP: None, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {type: ExternalName, externalName: www.example.com}\n");
+    up(
+        &mut b,
+        "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: h}\nspec: {clusterIP: None, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {type: ExternalName, externalName: www.example.com}\n",
+    );
     let s = b.build();
     assert!(s.service("default", "h").unwrap().headless);
-    assert_eq!(s.service("default", "x").unwrap().external_name.as_deref(), Some("www.example.com"));
+    assert_eq!(
+        s.service("default", "x").unwrap().external_name.as_deref(),
+        Some("www.example.com")
+    );
     assert!(s.frontends.is_empty());
     assert!(s.namespaces.contains("default"));
 }

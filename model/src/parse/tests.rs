@@ -10,10 +10,18 @@ fn multi_document_with_comments_and_empty_docs() {
     let p = parse(
         "---\n# only a comment\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n",
     );
-    let kinds: Vec<&str> = p.objects.iter().map(|o| o.as_ref().unwrap().kind()).collect();
+    let kinds: Vec<&str> = p
+        .objects
+        .iter()
+        .map(|o| o.as_ref().unwrap().kind())
+        .collect();
     assert_eq!(kinds, vec!["Service", "Namespace"]);
     let svc = p.objects[0].as_ref().unwrap();
-    assert_eq!(svc.namespace(), "default", "namespace defaults like kubectl");
+    assert_eq!(
+        svc.namespace(),
+        "default",
+        "namespace defaults like kubectl"
+    );
 }
 
 #[test]
@@ -22,7 +30,10 @@ fn kind_list_and_anchors() {
         "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: &m {name: a, namespace: x}\n  spec: {ports: [{port: 80}]}\n- apiVersion: v1\n  kind: Endpoints\n  metadata: *m\n",
     );
     assert_eq!(p.objects.len(), 2);
-    assert_eq!(p.objects[1].as_ref().unwrap().key().to_string(), "Endpoints x/a");
+    assert_eq!(
+        p.objects[1].as_ref().unwrap().key().to_string(),
+        "Endpoints x/a"
+    );
 }
 
 #[test]
@@ -43,7 +54,9 @@ fn other_kinds_are_skipped() {
 
 #[test]
 fn billion_laughs_is_an_error_not_an_oom() {
-    let mut y = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut y = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     let mut prev = 'a';
     for c in 'b'..='j' {
         y.push_str(&format!(
@@ -52,7 +65,10 @@ fn billion_laughs_is_an_error_not_an_oom() {
         prev = c;
     }
     let e = parse_file(Path::new("laughs.yaml"), y.as_bytes()).unwrap_err();
-    assert!(e.to_string().starts_with("laughs.yaml: invalid YAML"), "{e}");
+    assert!(
+        e.to_string().starts_with("laughs.yaml: invalid YAML"),
+        "{e}"
+    );
 }
 
 #[test]
