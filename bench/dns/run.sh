@@ -74,7 +74,10 @@ zone:
   zonefile: $Z.zone
 CONF
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# CPU ticks (user+sys) of a process and all its descendants (nsd forks);
+# fields counted after the `(comm)`, which may contain spaces ("nsd: server 1").
+tree() { echo "$1"; for c in $(pgrep -P "$1"); do tree "$c"; done; }
+cpu_ticks() { local t=0; for p in $(tree "$1"); do t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}' || echo 0))); done; echo $t; }
 HZ=$(getconf CLK_TCK)
 
 # run NAME PORT PID: prints one result line, keeps numbers in R_*
@@ -108,9 +111,7 @@ kill $NW; wait $NW 2>/dev/null || true
 taskset -c 0 nsd -d -c "$WORK/nsd.conf" > "$WORK/nsd.stdout" 2>&1 &
 NSD=$!
 sleep 1
-# nsd -d forks one server process; measure the whole group (parent + child)
-NSD_CHILD=$(pgrep -P $NSD | head -1 || true)
-run nsd $NSD_PORT "${NSD_CHILD:-$NSD}"
+run nsd $NSD_PORT $NSD
 kill $NSD; wait $NSD 2>/dev/null || true
 
 awk -v a="$R_nodeway_qps" -v b="$R_nsd_qps" -v c="$R_nodeway_us" -v d="$R_nsd_us" \
