@@ -225,3 +225,62 @@ fn every_config_file_is_valid() {
         }
     }
 }
+
+/// `nodeway demo` starts its echo backends and every plane, prints its guide,
+/// and the guide's first command works.
+#[test]
+fn demo_serves_and_prints_its_guide() {
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let admin = support::local(free_port(lo));
+    let out = std::env::temp_dir().join(format!("nodeway-demo-test-{}.out", std::process::id()));
+    let mut child = Command::new(support::bin())
+        .args(["demo", "--node-ip", "127.0.33.1", "--threads", "2"])
+        .args(["--admin-listen", &admin.to_string()])
+        .args(["--dns-listen", &support::local(free_port(lo)).to_string()])
+        .args(["--dns-upstream", &support::local(free_port(lo)).to_string()])
+        .args(["--http-listen", &support::local(free_port(lo)).to_string()])
+        .args(["--https-listen", &support::local(free_port(lo)).to_string()])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = scopeguard(&mut child);
+    wait_for(Duration::from_secs(30), "demo ready", || {
+        matches!(http_get(admin, "admin", "/readyz"), Ok((200, _)))
+    });
+    wait_for(Duration::from_secs(5), "guide printed", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("nodeway demo is ready"))
+    });
+    let guide = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        guide.contains("curl -s http://127.0.100.10:8000/hostname"),
+        "{guide}"
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let (status, body) =
+            http_get("127.0.100.10:8000".parse().unwrap(), "web", "/hostname").unwrap();
+        assert_eq!(status, 200);
+        names.insert(body);
+    }
+    let want: std::collections::BTreeSet<String> =
+        ["web-a".to_string(), "web-b".to_string()].into();
+    assert_eq!(
+        names, want,
+        "round-robin over the two ready Pods, never web-c"
+    );
+    drop(guard);
+    let _ = std::fs::remove_file(&out);
+}
+
+/// Kills the child when the test ends, pass or fail.
+fn scopeguard(child: &mut std::process::Child) -> impl Drop + '_ {
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    Kill(child)
+}
