@@ -17,13 +17,13 @@ pub enum PathError {
 /// The normalized path of a request target's path (no query): percent-decoded
 /// (`%2e` and `%2f` included, as nginx does), `.`/`..` resolved and repeated
 /// slashes merged. A path that climbs above `/` is an error (400).
-pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+pub fn normalize_path(raw: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     // Fast path: nothing to decode or resolve, so the raw path is the answer.
     if !needs_work(raw.as_bytes()) {
-        return Ok(raw.to_string());
+        return Ok(std::borrow::Cow::Borrowed(raw));
     }
     let decoded = percent_decode(raw)?;
     let mut segs: Vec<&str> = Vec::new();
@@ -48,7 +48,7 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     if out.is_empty() || matches!(last, "" | "." | "..") {
         out.push('/');
     }
-    Ok(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 fn needs_work(b: &[u8]) -> bool {

@@ -193,13 +193,17 @@ impl IngressTable {
         self.ingresses
     }
 
-    /// Every route (for `check` and metrics), host by host.
+    /// Every route (for `check`), sorted by host then path; the
+    /// defaultBackend last.
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.hosts
+        let mut all: Vec<&Arc<Route>> = self
+            .hosts
             .values()
             .chain(self.wildcards.values())
             .chain(std::iter::once(&self.any_host))
             .flat_map(HostRoutes::routes)
-            .chain(self.default_backend.iter())
+            .collect();
+        all.sort_by(|a, b| (&a.host, &a.path, &a.ingress).cmp(&(&b.host, &b.path, &b.ingress)));
+        all.into_iter().chain(self.default_backend.iter())
     }
 }

@@ -172,6 +172,9 @@ fn hosts_exact_beats_wildcard_beats_hostless() {
     assert_eq!(pick(&s, "bar.com", "/any").unwrap().0, "/any");
     assert_eq!(pick(&s, "127.0.0.1:80", "/any").unwrap().0, "/any");
     assert_eq!(pick(&s, "[::1]:80", "/any").unwrap().0, "/any");
+    // `check` lists routes sorted by host.
+    let hosts: Vec<String> = s.ingress.routes().map(|r| r.host.to_string()).collect();
+    assert_eq!(hosts, vec!["", "*.bar.com", "foo.bar.com"]);
 }
 
 #[test]

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# L7 benchmark: direct vs nginx (1 worker, upstream keepalive) vs HAProxy
+# (1 thread, http-reuse always) vs nodeway (1 worker thread), in one run,
+# through 50 host+path rules, HTTP/1.1 keep-alive at 64 and 256 connections.
+#
+#   bench/l7/run.sh [seconds]        # default 10 s per measurement
+#
+# Server side (proxy + backend) is pinned to CPU $SERVER_CPU, wrk to
+# $LOAD_CPU. Prints req/s, p50/p99 latency and server CPU microseconds per
+# request (from /proc/<pid>/stat: the steadiest figure on a noisy machine),
+# then the ratios the L7 issue targets. Not run by tests or CI.
+# Needs: wrk, nginx, haproxy (installed with apt-get when missing) and a
+# release build of nodeway (NODEWAY=path, default target/release/nodeway).
+# KEEPALIVE sets nginx's upstream keepalive pool (default 320, ingress-nginx's
+# upstream-keepalive-connections default).
+set -euo pipefail
+
+DUR=${1:-10}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+KEEPALIVE=${KEEPALIVE:-320}
+CONNS=${CONNS:-"64 256"}
+RULES=50
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+NODEWAY=${NODEWAY:-$ROOT/target/release/nodeway}
+
+need() {
+  local missing=()
+  for p in "$@"; do command -v "$p" >/dev/null || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}" >&2
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+need wrk nginx haproxy python3 curl
+[ -x "$NODEWAY" ] || (cd "$ROOT" && cargo build --release --bin nodeway)
+
+# Addresses: backend .1, nginx .2, haproxy .3, nodeway .4; all on port 8081.
+BE=127.0.91.1 NG=127.0.91.2 HA=127.0.91.3 NW=127.0.91.4 PORT=8081
+HOST="h$((RULES - 1)).bench.test"   # the last of the 50 rules
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+pin() { taskset -c "$SERVER_CPU" "$@"; }
+load() { taskset -c "$LOAD_CPU" "$@"; }
+
+pin "$NODEWAY" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); ECHO_PID=$!
+
+# nginx: what ingress-nginx renders for these rules, minus Lua: one server
+# per host, the proxy headers ingress-nginx sets, access log off (as nodeway's
+# is off at NODEWAY_LOG=warn).
+{
+  cat <<CFG
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 65536; }
+http {
+  access_log off;
+  upstream be { server $BE:$PORT; keepalive $KEEPALIVE; keepalive_requests 1000000; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Request-ID \$request_id;
+  proxy_set_header X-Real-IP \$remote_addr;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Host \$host;
+  proxy_set_header X-Forwarded-Port \$server_port;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  keepalive_requests 1000000;
+CFG
+  for i in $(seq 0 $((RULES - 1))); do
+    echo "  server { listen $NG:$PORT; server_name h$i.bench.test; location /hostname { proxy_pass http://be; } location /p$i { proxy_pass http://be; } }"
+  done
+  echo "}"
+} >"$WORK/nginx.conf"
+pin nginx -c "$WORK/nginx.conf" -g "daemon off;" >/dev/null 2>&1 & PIDS+=($!); NG_PID=$!
+
+{
+  cat <<CFG
+global
+  nbthread 1
+  maxconn 100000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1m
+  timeout server 1m
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind $HA:$PORT
+CFG
+  for i in $(seq 0 $((RULES - 1))); do
+    echo "  use_backend be if { hdr(host) -i h$i.bench.test } { path_beg /hostname /p$i }"
+  done
+  cat <<CFG
+backend be
+  server be $BE:$PORT
+CFG
+} >"$WORK/haproxy.cfg"
+pin haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HA_PID=$!
+
+mkdir -p "$WORK/cfg"
+{
+  cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: be, namespace: default}
+spec:
+  clusterIP: None   # headless: the L4 plane binds nothing for it
+  ports: [{name: http, port: 80, targetPort: $PORT}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: be, namespace: default}
+subsets:
+- addresses: [{ip: $BE}]
+  ports: [{name: http, port: $PORT}]
+YAML
+  for i in $(seq 0 $((RULES - 1))); do
+    cat <<YAML
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: r$i, namespace: default, annotations: {kubernetes.io/ingress.class: nginx}}
+spec:
+  rules:
+  - host: h$i.bench.test
+    http:
+      paths:
+      - {path: /hostname, pathType: Prefix, backend: {service: {name: be, port: {number: 80}}}}
+      - {path: /p$i, pathType: Prefix, backend: {service: {name: be, port: {number: 80}}}}
+YAML
+  done
+} >"$WORK/cfg/bench.yaml"
+NODEWAY_LOG=warn pin "$NODEWAY" run --config "$WORK/cfg" --threads 1 \
+  --dns-listen $NW:1053 --http-listen $NW:$PORT --https-listen $NW:18443 \
+  --admin-listen $NW:19090 >"$WORK/nodeway.log" 2>&1 & PIDS+=($!); NW_PID=$!
+
+for i in $(seq 100); do
+  ok=1
+  for a in $BE $NG $HA $NW; do
+    curl -fs -o /dev/null -H "Host: $HOST" "http://$a:$PORT/hostname" || ok=0
+  done
+  [ $ok = 1 ] && break
+  sleep 0.1
+  [ "$i" = 100 ] && { echo "servers did not come up"; cat "$WORK/nodeway.log" "$WORK/nginx-error.log"; exit 1; }
+done
+
+cpu_ticks() { # utime+stime of the given pids, in clock ticks
+  local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t
+}
+HZ=$(getconf CLK_TCK)
+
+# $1 addr, $2 connections, $3.. server pids; prints "req/s p50_ms p99_ms us_per_req"
+measure() {
+  local addr=$1 conns=$2; shift 2
+  load wrk -t1 -c"$conns" -d2s -H "Host: $HOST" "http://$addr:$PORT/hostname" >/dev/null  # warm pools
+  local before; before=$(cpu_ticks "$@")
+  local out; out=$(load wrk -t1 -c"$conns" -d"${DUR}s" --latency -H "Host: $HOST" "http://$addr:$PORT/hostname")
+  local after; after=$(cpu_ticks "$@")
+  echo "$out" | python3 -c '
+import sys, re
+out = sys.stdin.read()
+def ms(v):
+    n, u = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[u]
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+if errs: print("WARNING: %s non-2xx responses" % errs.group(1), file=sys.stderr)
+ticks = int(sys.argv[1]); hz = int(sys.argv[2])
+print("%.0f %.3f %.3f %.1f" % (rps, p50, p99, ticks / hz * 1e6 / max(reqs, 1)))
+' "$((after - before))" "$HZ"
+}
+
+declare -A R P50 P99 C
+for conns in $CONNS; do
+  for name in direct:$BE nginx:$NG haproxy:$HA nodeway:$NW; do
+    n=${name%%:*} a=${name#*:}
+    case $n in
+      direct) pids="$ECHO_PID" ;;
+      nginx) pids="$ECHO_PID $NG_PID" ;;
+      haproxy) pids="$ECHO_PID $HA_PID" ;;
+      nodeway) pids="$ECHO_PID $NW_PID" ;;
+    esac
+    read -r R[$n$conns] P50[$n$conns] P99[$n$conns] C[$n$conns] < <(measure "$a" "$conns" $pids)
+    echo "measured $n c=$conns: ${R[$n$conns]} req/s, p50 ${P50[$n$conns]} ms, p99 ${P99[$n$conns]} ms, ${C[$n$conns]} us server CPU/req" >&2
+  done
+done
+
+echo
+echo "L7 benchmark, $(date -u +%F), ${DUR}s per run, $RULES host+path rules, server CPU $SERVER_CPU, load CPU $LOAD_CPU, nginx keepalive $KEEPALIVE"
+printf '| %-8s | %5s | %9s | %8s | %8s | %15s | %13s |\n' proxy conns "req/s" "p50 ms" "p99 ms" "server us/req" "added us/req"
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------- ------- ----------- ---------- ---------- ----------------- ---------------
+for conns in $CONNS; do
+  for n in direct nginx haproxy nodeway; do
+    added=$(python3 -c "print('%+.1f' % (${C[$n$conns]} - ${C[direct$conns]}))")
+    printf '| %-8s | %5s | %9s | %8s | %8s | %15s | %13s |\n' "$n" "$conns" "${R[$n$conns]}" "${P50[$n$conns]}" "${P99[$n$conns]}" "${C[$n$conns]}" "$added"
+  done
+done
+set -- $CONNS
+lo=$1 hi=${2:-$1}
+python3 - "${R[nodeway$lo]}" "${R[nginx$lo]}" "${R[nodeway$hi]}" "${R[haproxy$hi]}" <<'PY'
+import sys
+nw_lo, ng_lo, nw_hi, ha_hi = map(float, sys.argv[1:])
+print(f"\nnodeway / nginx req/s at low concurrency = {nw_lo/ng_lo:.2f}x (target >= 1.5x)")
+print(f"nodeway / haproxy req/s at high concurrency = {nw_hi/ha_hi:.2f}x (target >= 2x)")
+PY
