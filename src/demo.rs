@@ -85,36 +85,46 @@ fn guide(args: &ServeArgs) -> String {
         .map(ToString::to_string)
         .unwrap_or_else(|| "127.0.0.1".into());
     let dns = crate::wire_dns::listen_addr(&args.dns);
+    let dig = format!("dig +short -p {} @{}", dns.port(), dns.ip());
     let http = crate::wire_ingress::http_addr(&args.ingress);
     let https = crate::wire_ingress::https_addr(&args.ingress);
+    let tls = format!(
+        "curl -sk --resolve shop.demo.test:{port}:{ip} https://shop.demo.test:{port}",
+        ip = https.ip(),
+        port = https.port()
+    );
     let admin = args.admin_listen;
     let d = &args.cluster_domain;
-    format!(
-        "\nnodeway demo is ready. Try:\n\
-\n  # L4: ClusterIP round-robin over the two ready Pods (web-a, web-b; web-c is not ready)\n\
-  for i in 1 2 3 4; do curl -s http://127.0.100.10:8000/hostname; echo; done\n\
-  # L4: the same Pods through a NodePort on the node address\n\
-  curl -s http://{node}:30080/hostname; echo\n\
-  # L4 UDP: shop/api's UDP port answers `hostname` with the endpoint's name\n\
-  echo -n hostname | nc -u -w1 127.0.100.20 9000; echo\n\
-\n  # DNS (answers: 127.0.100.10; two headless addresses; db-0's address; a CNAME; SRV for the named port)\n\
-  dig +short -p {dns_port} @{dns_ip} web.demo.svc.{d}\n\
-  dig +short -p {dns_port} @{dns_ip} db.shop.svc.{d}\n\
-  dig +short -p {dns_port} @{dns_ip} db-0.db.shop.svc.{d}\n\
-  dig +short -p {dns_port} @{dns_ip} search.demo.svc.{d} CNAME\n\
-  dig +short -p {dns_port} @{dns_ip} _http._tcp.api.shop.svc.{d} SRV\n\
-\n  # L7: host and path routing (JSON names the endpoint that answered)\n\
-  curl -s -H 'Host: shop.demo.test' http://{http}/cart         # frontend-1\n\
-  curl -s -H 'Host: shop.demo.test' http://{http}/healthz      # api-1 or api-2 (Exact)\n\
-  curl -s -H 'Host: api.demo.test'  http://{http}/v1/orders?x=1 # rewritten: path /orders?x=1\n\
-  # L7 TLS with the demo certificate (self-signed, hence -k)\n\
-  curl -sk --resolve shop.demo.test:{https_port}:{https_ip} https://shop.demo.test:{https_port}/cart\n\
-\n  # Admin\n\
-  curl -s http://{admin}/readyz; curl -s http://{admin}/metrics | grep nodeway_config\n\
-\nEdit the files in the folder above and watch nodeway reload them. Ctrl-C stops.\n",
-        dns_ip = dns.ip(),
-        dns_port = dns.port(),
-        https_ip = https.ip(),
-        https_port = https.port(),
-    )
+    let lines = [
+        "".to_string(),
+        "nodeway demo is ready. Try:".into(),
+        "".into(),
+        "  # L4: ClusterIP round-robin over the two ready Pods (web-a, web-b; web-c is not ready)".into(),
+        "  for i in 1 2 3 4; do curl -s http://127.0.100.10:8000/hostname; echo; done".into(),
+        "  # L4: the same Pods through a NodePort on the node address".into(),
+        format!("  curl -s http://{node}:30080/hostname; echo"),
+        "  # L4 UDP: shop/api's UDP port answers `hostname` with the endpoint's name".into(),
+        "  echo -n hostname | nc -u -w1 127.0.100.20 9000; echo".into(),
+        "".into(),
+        "  # DNS: a ClusterIP; the two headless addresses; db-0's address; a CNAME; SRV for a named port".into(),
+        format!("  {dig} web.demo.svc.{d}"),
+        format!("  {dig} db.shop.svc.{d}"),
+        format!("  {dig} db-0.db.shop.svc.{d}"),
+        format!("  {dig} search.demo.svc.{d} CNAME"),
+        format!("  {dig} _http._tcp.api.shop.svc.{d} SRV"),
+        "".into(),
+        "  # L7: host and path routing; the JSON's \"name\" is the endpoint that answered".into(),
+        format!("  curl -s -H 'Host: api.demo.test' 'http://{http}/v1/orders?x=1'   # api-1/api-2, path rewritten to /orders?x=1"),
+        format!("  curl -s -H 'Host: api.demo.test' http://{http}/anything          # api-1/api-2, path /anything"),
+        format!("  curl -si -H 'Host: shop.demo.test' http://{http}/cart | head -3  # 308 to https: the host has TLS"),
+        "  # L7 over TLS with the demo certificate (self-signed, hence -k)".into(),
+        format!("  {tls}/cart       # frontend-1 (Prefix /)"),
+        format!("  {tls}/healthz    # api-1/api-2 (Exact /healthz)"),
+        "".into(),
+        "  # Admin".into(),
+        format!("  curl -s http://{admin}/readyz; curl -s http://{admin}/metrics | grep nodeway_config"),
+        "".into(),
+        "Edit the files in the folder above and watch nodeway reload them. Ctrl-C stops.".into(),
+    ];
+    lines.join("\n")
 }

@@ -180,10 +180,13 @@ impl ModelArgs {
 }
 
 fn init_logs(format: LogFormat) {
+    // hickory-server logs every query at info: too much for a DNS server.
+    let default = "info,hickory_server=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_env("NODEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
