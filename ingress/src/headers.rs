@@ -62,33 +62,39 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
         })
 }
 
-/// What the forwarded headers describe.
-pub struct Forwarded<'a> {
-    pub client: IpAddr,
-    pub https: bool,
-    pub host: &'a HeaderValue,
-    pub port: u16,
+/// What the forwarded headers describe; the per-connection values are
+/// rendered once per connection, not per request.
+pub struct Forwarded {
+    pub client_ip: HeaderValue,
+    pub proto: HeaderValue,
+    pub port: HeaderValue,
+}
+
+impl Forwarded {
+    pub fn new(client: IpAddr, https: bool, port: u16) -> Forwarded {
+        Forwarded {
+            client_ip: HeaderValue::from_str(&client.to_string()).expect("an IP is a valid header"),
+            proto: HeaderValue::from_static(if https { "https" } else { "http" }),
+            port: HeaderValue::from(port),
+        }
+    }
 }
 
 /// Adds X-Forwarded-*/X-Real-IP, and X-Request-ID unless the client sent one.
-pub fn add_forwarded(h: &mut HeaderMap, f: &Forwarded<'_>) {
-    let ip = f.client.to_string();
+pub fn add_forwarded(h: &mut HeaderMap, f: &Forwarded, host: &HeaderValue) {
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
+        Some(prev) if !prev.is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", f.client_ip.to_str().unwrap_or(""))).ok()
+        }
+        _ => Some(f.client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        h.insert(X_REAL_IP.clone(), v);
-    }
-    h.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if f.https { "https" } else { "http" }),
-    );
-    h.insert(X_FORWARDED_HOST.clone(), f.host.clone());
-    h.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+    h.insert(X_REAL_IP.clone(), f.client_ip.clone());
+    h.insert(X_FORWARDED_PROTO.clone(), f.proto.clone());
+    h.insert(X_FORWARDED_HOST.clone(), host.clone());
+    h.insert(X_FORWARDED_PORT.clone(), f.port.clone());
     if !h.contains_key(&X_REQUEST_ID) {
         h.insert(X_REQUEST_ID.clone(), request_id());
     }
@@ -108,7 +114,12 @@ pub fn request_id() -> HeaderValue {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let a = splitmix(seed ^ n);
     let b = splitmix(a ^ n.rotate_left(17));
-    HeaderValue::from_str(&format!("{a:016x}{b:016x}")).expect("hex is a valid header")
+    let x = (u128::from(a) << 64) | u128::from(b);
+    let mut buf = [0u8; 32];
+    for (i, c) in buf.iter_mut().enumerate() {
+        *c = b"0123456789abcdef"[((x >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header")
 }
 
 /// A well-mixed 64-bit hash (SplitMix64 finalizer).
@@ -149,15 +160,8 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
         let host = HeaderValue::from_static("x.com");
-        add_forwarded(
-            &mut h,
-            &Forwarded {
-                client: "127.0.0.9".parse().unwrap(),
-                https: true,
-                host: &host,
-                port: 8443,
-            },
-        );
+        let f = Forwarded::new("127.0.0.9".parse().unwrap(), true, 8443);
+        add_forwarded(&mut h, &f, &host);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.9");
         assert_eq!(h[&X_REAL_IP], "127.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");

@@ -11,6 +11,7 @@ use crate::respond::{redirect, status, status_close};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -37,8 +38,9 @@ pub struct Shared {
 /// The downstream connection a request came on.
 pub struct ConnInfo {
     pub client: SocketAddr,
-    pub local: SocketAddr,
     pub tls: bool,
+    /// X-Forwarded-* values of this connection.
+    pub forwarded: Forwarded,
 }
 
 /// What the access log and metrics report about a request.
@@ -199,13 +201,12 @@ async fn serve(
     };
 
     let query = req.uri().query();
-    let pq = match route.rewrite(&norm) {
+    let pq: PathAndQuery = match route.rewrite(&norm) {
         Some(p) => with_query(&p, query),
-        None if norm == raw => req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into()),
+        None if norm == raw => match req.uri().path_and_query() {
+            Some(pq) => pq.clone(),
+            None => PathAndQuery::from_static("/"),
+        },
         // Forward exactly what was routed: a backend must never see `..` or `%2f`.
         None => with_query(&encode_path(&norm), query),
     };
@@ -215,15 +216,7 @@ async fn serve(
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, upgrade, h2);
-    add_forwarded(
-        &mut headers,
-        &Forwarded {
-            client: conn.client.ip(),
-            https: conn.tls,
-            host: &host_hv,
-            port: conn.local.port(),
-        },
-    );
+    add_forwarded(&mut headers, &conn.forwarded, &host_hv);
     if let Some(p) = &ann.x_forwarded_prefix
         && let Ok(v) = HeaderValue::from_str(p)
     {
@@ -265,7 +258,7 @@ async fn serve(
                 "http"
             })
             .authority(addr.to_string())
-            .path_and_query(pq.as_str())
+            .path_and_query(pq.clone())
             .build()
         else {
             return status(StatusCode::BAD_REQUEST);
@@ -313,11 +306,14 @@ async fn serve(
     })
 }
 
-fn with_query(path: &str, query: Option<&str>) -> String {
-    match query {
+fn with_query(path: &str, query: Option<&str>) -> PathAndQuery {
+    let s = match query {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
-    }
+    };
+    // The pieces come from a parsed URI or an encoded path; a rewrite
+    // template with bytes a URI cannot hold falls back to "/".
+    PathAndQuery::try_from(s).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
 fn has_source<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {

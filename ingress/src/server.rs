@@ -2,6 +2,7 @@
 //! ALPN on the other, every connection watched for graceful shutdown.
 
 use crate::balance::Balancer;
+use crate::headers::Forwarded;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Shared, handle};
 use crate::tls::{CertStore, server_config};
@@ -196,8 +197,8 @@ async fn serve_conn(
     let local = tcp.local_addr().unwrap_or(client);
     let info = Arc::new(ConnInfo {
         client,
-        local,
         tls: tls.is_some(),
+        forwarded: Forwarded::new(client.ip(), tls.is_some(), local.port()),
     });
     let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
     let result = match tls {
