@@ -154,6 +154,10 @@ async fn round_robin_reaches_every_endpoint_and_skips_dead_ones() {
         ),
         "{m}"
     );
+    assert!(
+        m.contains("nodeway_ingress_request_duration_seconds_count 20"),
+        "{m}"
+    );
 }
 
 #[tokio::test]

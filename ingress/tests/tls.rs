@@ -207,3 +207,27 @@ async fn ssl_redirect_off_and_force_on() {
     );
     assert_eq!(get(p.http, "nossl.test", "/").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn default_certificate_from_a_secret() {
+    let ca = Ca::new();
+    let (ca_pem, ka_pem, _) = ca.leaf(&["a.test"]);
+    let (cd_pem, kd_pem, d_der) = ca.leaf(&["*.other.test"]);
+    let web = backend("web").await;
+    let yaml = service("web", &[web])
+        + &secret("cert-a", &ca_pem, &ka_pem)
+        + &secret("cert-w", &ca_pem, &ka_pem)
+        + &secret("fallback", &cd_pem, &kd_pem)
+        + &tls_ingress();
+    let cfg = ingress::Config {
+        default_certificate: Some(("default".into(), "fallback".into())),
+        ..Default::default()
+    };
+    let p = Plane::start_with(&yaml, cfg).await;
+    let c = ca.connector(&[b"http/1.1"]);
+    // An SNI name no Ingress names gets the --default-certificate Secret.
+    assert_eq!(
+        leaf_of(&handshake(&c, p.https, "unknown.other.test").await.unwrap()),
+        d_der
+    );
+}
