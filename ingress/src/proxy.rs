@@ -202,7 +202,8 @@ async fn serve(
 
     let query = req.uri().query();
     let pq: PathAndQuery = match route.rewrite(&norm) {
-        Some(p) => with_query(&p, query),
+        // Captures come from the decoded path: encode them back for the URI.
+        Some(p) => with_query(&encode_path(&p), query),
         None if norm == raw => match req.uri().path_and_query() {
             Some(pq) => pq.clone(),
             None => PathAndQuery::from_static("/"),

@@ -27,6 +27,11 @@ async fn rewrite_target_with_captures_keeps_query() {
         get(p.http, "x.test", "/something").await.field("uri"),
         Some("/")
     );
+    // A decoded capture is re-encoded, never spliced raw into the URI.
+    assert_eq!(
+        get(p.http, "x.test", "/something/a%20b%3Fc").await.field("uri"),
+        Some("/a%20b%3Fc")
+    );
     assert_eq!(
         get(p.http, "x.test", "/keep/x").await.field("uri"),
         Some("/keep/x")
