@@ -5,6 +5,7 @@
 
 mod balance;
 mod body;
+mod counted;
 mod headers;
 mod metrics;
 mod proxy;

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub latency: Histogram,
     pub connect_errors: Counter,
     pub upstream_inflight: Gauge,
+    pub upstream_open: Gauge,
 }
 
 impl Metrics {
@@ -38,6 +39,7 @@ impl Metrics {
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             connect_errors: Counter::default(),
             upstream_inflight: Gauge::default(),
+            upstream_open: Gauge::default(),
         };
         registry.register(
             "nodeway_ingress_requests",
@@ -58,6 +60,11 @@ impl Metrics {
             "nodeway_ingress_upstream_in_flight",
             "Upstream requests in flight (pooled connections busy)",
             m.upstream_inflight.clone(),
+        );
+        registry.register(
+            "nodeway_ingress_upstream_connections",
+            "Open upstream connections, busy and idle (the pools' size)",
+            m.upstream_open.clone(),
         );
         m
     }

@@ -93,11 +93,12 @@ pub async fn start(
         })
     };
 
+    let metrics = Metrics::new(registry);
     let shared = Arc::new(Shared {
         snapshots,
-        upstream: Upstream::new(cfg.upstream_idle_per_host),
+        upstream: Upstream::new(cfg.upstream_idle_per_host, metrics.upstream_open.clone()),
         balancer: Balancer::default(),
-        metrics: Metrics::new(registry),
+        metrics,
         server: HeaderValue::from_str(&cfg.server_name)
             .unwrap_or(HeaderValue::from_static("nodeway")),
         https_port: https_addr.map(|a| a.port()),

@@ -4,19 +4,21 @@
 //! endpoint changes need no flush.
 
 use crate::body::Body;
+use crate::counted::Counting;
 use crate::upstream_tls::TlsConnect;
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use model::ingress::BackendProtocol;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::time::Duration;
 
 #[derive(Clone)]
 pub enum AnyClient {
-    Plain(Client<HttpConnector, Body>),
-    Tls(Client<TlsConnect, Body>),
+    Plain(Client<Counting<HttpConnector>, Body>),
+    Tls(Client<Counting<TlsConnect>, Body>),
 }
 
 impl AnyClient {
@@ -30,13 +32,16 @@ impl AnyClient {
 
 pub struct Upstream {
     idle_per_host: usize,
+    /// Open upstream connections (the pools' size).
+    open: Gauge,
     clients: ArcSwap<HashMap<(Duration, BackendProtocol), AnyClient>>,
 }
 
 impl Upstream {
-    pub fn new(idle_per_host: usize) -> Upstream {
+    pub fn new(idle_per_host: usize, open: Gauge) -> Upstream {
         Upstream {
             idle_per_host,
+            open,
             clients: ArcSwap::default(),
         }
     }
@@ -74,9 +79,10 @@ impl Upstream {
             b.http2_only(true);
         }
         if proto.is_tls() {
-            AnyClient::Tls(b.build(TlsConnect::new(conn, proto.is_h2())))
+            let tls = TlsConnect::new(conn, proto.is_h2());
+            AnyClient::Tls(b.build(Counting::new(tls, self.open.clone())))
         } else {
-            AnyClient::Plain(b.build(conn))
+            AnyClient::Plain(b.build(Counting::new(conn, self.open.clone())))
         }
     }
 }

@@ -29,7 +29,9 @@ async fn rewrite_target_with_captures_keeps_query() {
     );
     // A decoded capture is re-encoded, never spliced raw into the URI.
     assert_eq!(
-        get(p.http, "x.test", "/something/a%20b%3Fc").await.field("uri"),
+        get(p.http, "x.test", "/something/a%20b%3Fc")
+            .await
+            .field("uri"),
         Some("/a%20b%3Fc")
     );
     assert_eq!(

@@ -158,6 +158,14 @@ async fn round_robin_reaches_every_endpoint_and_skips_dead_ones() {
         m.contains("nodeway_ingress_request_duration_seconds_count 20"),
         "{m}"
     );
+    // Kept-alive upstream connections are pooled and counted.
+    let open: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("nodeway_ingress_upstream_connections "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&open), "{open}");
 }
 
 #[tokio::test]
