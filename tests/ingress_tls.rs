@@ -1,0 +1,152 @@
+//! The real binary serving TLS: SNI picks the Secret's certificate (the client
+//! verifies it), HTTP/2 over TLS, and a changed Secret file is served without
+//! a restart.
+
+mod support;
+
+use http_body_util::{BodyExt, Empty};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{Echo, Nodeway, free_port, write_manifests};
+
+fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (String, String, Vec<u8>) {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+}
+
+fn manifests(echo: SocketAddr, crt: &str, key: &str) -> String {
+    let ind = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  clusterIP: 10.97.9.1
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-0, namespace: default, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+endpoints: [{{addresses: ["{ip}"]}}]
+ports: [{{name: http, port: {port}}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: site-tls, namespace: default}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{crt}  tls.key: |
+{key}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: site, namespace: default}}
+spec:
+  ingressClassName: nodeway
+  tls: [{{hosts: [site.test], secretName: site-tls}}]
+  rules:
+  - host: site.test
+    http: {{paths: [{{pathType: Prefix, path: /, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
+"#,
+        ip = echo.ip(),
+        port = echo.port(),
+        crt = ind(crt),
+        key = ind(key)
+    )
+}
+
+/// (leaf certificate DER, HTTP version, body) of `GET https://site.test/x` over TLS with ALPN h2.
+async fn fetch(
+    addr: SocketAddr,
+    ca_der: &[u8],
+) -> std::io::Result<(Vec<u8>, http::Version, String)> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("site.test").unwrap(), tcp)
+        .await?;
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let req = http::Request::get("https://site.test/x")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
+    let version = resp.version();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((leaf, version, String::from_utf8_lossy(&body).into()))
+}
+
+#[test]
+fn tls_sni_h2_and_secret_rotation() {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let ca_der = ca.der().to_vec();
+    let (crt, key, der1) = leaf(&ca, "site.test");
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 46, 1));
+    let echo = Echo::start(SocketAddr::new(ip, free_port(ip)), "site-pod");
+    let dir = std::env::temp_dir().join(format!(
+        "nodeway-ingress-tls-{}-{}",
+        std::process::id(),
+        free_port(ip)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_manifests(&dir, "site.yaml", &manifests(echo.addr, &crt, &key));
+    let n = Nodeway::start(&dir, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let (got, version, body) = rt.block_on(fetch(n.https, &ca_der)).unwrap();
+    assert_eq!(got, der1);
+    assert_eq!(version, http::Version::HTTP_2);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["host"].as_str()),
+        (Some("site-pod"), Some("site.test"))
+    );
+    assert_eq!(v["headers"]["x-forwarded-proto"][0], "https");
+
+    // Rotate the certificate: the listener stays, the new one is served.
+    let (crt2, key2, der2) = leaf(&ca, "site.test");
+    let generation = n.generation();
+    write_manifests(&dir, "site.yaml", &manifests(echo.addr, &crt2, &key2));
+    n.wait_generation(generation + 1);
+    support::wait_for(Duration::from_secs(10), "the rotated certificate", || {
+        rt.block_on(fetch(n.https, &ca_der))
+            .map(|(d, _, _)| d == der2)
+            .unwrap_or(false)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
