@@ -1,6 +1,7 @@
 //! The request handler: one table lookup per query for the cluster zone,
 //! the forwarder for everything else.
 
+use crate::fast::MAX_UDP_PAYLOAD;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::table::{Lookup, Table};
@@ -16,9 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The largest UDP answer we send even if a client offers more.
-const MAX_UDP_PAYLOAD: u16 = 4096;
-
+#[derive(Clone)]
 pub struct Handler {
     pub tables: Arc<ArcSwap<Table>>,
     pub forwarder: Arc<Forwarder>,
@@ -90,7 +89,7 @@ fn as_asked<'a>(records: &'a [Record], asked: &Name) -> Cow<'a, [Record]> {
 }
 
 impl Handler {
-    fn may_recurse(&self, ip: IpAddr) -> bool {
+    pub(crate) fn may_recurse(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.allow_recursion.iter().any(|n| n.contains(&ip))
     }

@@ -7,12 +7,15 @@
 //! hash lookup and a copy, served by hickory-server over UDP and TCP.
 
 pub mod cache;
+pub mod fast;
 pub mod forward;
 pub mod handler;
 pub mod metrics;
 pub mod names;
 pub mod server;
 pub mod table;
+mod udp;
+pub mod wire;
 
 pub use forward::resolv_conf_upstreams;
 pub use ipnet::IpNet;

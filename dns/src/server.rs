@@ -6,6 +6,7 @@ use crate::forward::Forwarder;
 use crate::handler::Handler;
 use crate::metrics::Metrics;
 use crate::table::{Table, TableOptions};
+use crate::udp::UdpServer;
 use crate::{Config, Error};
 use arc_swap::ArcSwap;
 use hickory_server::Server;
@@ -24,9 +25,29 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const CACHE_MAX_TTL: u32 = 3600;
 const CACHE_MAX_NEGATIVE_TTL: u32 = 300;
 
+/// Binds UDP and TCP on the same address. With port 0, TCP takes the port
+/// UDP was given; if that TCP port is taken (TCP and UDP ports are separate
+/// spaces), another UDP port is tried, a bounded number of times.
+async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), Error> {
+    let mut attempts = if listen.port() == 0 { 20 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|e| Error::Bind(listen, e))?;
+        let port = udp.local_addr().map_err(|e| Error::Bind(listen, e))?.port();
+        let want = SocketAddr::new(listen.ip(), port);
+        match TcpListener::bind(want).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if attempts > 1 && e.kind() == std::io::ErrorKind::AddrInUse => attempts -= 1,
+            Err(e) => return Err(Error::Bind(want, e)),
+        }
+    }
+}
+
 /// A running DNS plane.
 pub struct DnsServer {
     server: Server<Handler>,
+    udp: UdpServer,
     refresher: JoinHandle<()>,
     tables: Arc<ArcSwap<Table>>,
     udp_addr: SocketAddr,
@@ -58,18 +79,11 @@ impl DnsServer {
         metrics.names.set(first.len() as i64);
         let tables = Arc::new(ArcSwap::from_pointee(first));
 
-        let udp = UdpSocket::bind(config.listen)
-            .await
-            .map_err(|e| Error::Bind(config.listen, e))?;
+        let (udp, tcp) = bind(config.listen).await?;
         let udp_addr = udp
             .local_addr()
             .map_err(|e| Error::Bind(config.listen, e))?;
-        // With port 0, TCP takes the port UDP was given.
-        let tcp_want = SocketAddr::new(config.listen.ip(), udp_addr.port());
-        let tcp = TcpListener::bind(tcp_want)
-            .await
-            .map_err(|e| Error::Bind(tcp_want, e))?;
-        let tcp_addr = tcp.local_addr().map_err(|e| Error::Bind(tcp_want, e))?;
+        let tcp_addr = tcp.local_addr().map_err(|e| Error::Bind(udp_addr, e))?;
 
         let cache = Cache::new(config.cache_size, CACHE_MAX_TTL, CACHE_MAX_NEGATIVE_TTL);
         let forwarder = Forwarder::new(
@@ -85,8 +99,11 @@ impl DnsServer {
             allow_recursion: config.allow_recursion.clone().into(),
             metrics: metrics.clone(),
         };
+        // UDP on our own loops (fast path, slow path in-process), one per
+        // runtime worker; TCP on hickory's server with the same handler.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let udp = UdpServer::start(udp, handler.clone(), workers.min(8));
         let mut server = Server::new(handler);
-        server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 64);
 
         let t = tables.clone();
@@ -125,6 +142,7 @@ impl DnsServer {
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, upstreams = ?config.upstreams, "dns listening");
         Ok(DnsServer {
             server,
+            udp,
             refresher,
             tables,
             udp_addr,
@@ -147,12 +165,12 @@ impl DnsServer {
 
     /// Stop accepting; give in-flight answers up to `grace`.
     pub async fn shutdown(mut self, grace: Duration) {
+        let until = std::time::Instant::now() + grace;
         self.refresher.abort();
         self.server.shutdown_token().cancel();
-        if tokio::time::timeout(grace, self.server.block_until_done())
-            .await
-            .is_err()
-        {
+        let udp = self.udp.shutdown(until);
+        let tcp = tokio::time::timeout(grace, self.server.block_until_done());
+        if tokio::join!(udp, tcp).1.is_err() {
             tracing::warn!("dns shutdown grace expired");
         }
     }

@@ -3,6 +3,7 @@
 //! that a query is a hash lookup and a copy. Built off the query path by a
 //! background task at each new generation; a query sees one whole table.
 
+use crate::fast::FastTable;
 use crate::names::{dashed, parse_dashed};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -69,6 +70,7 @@ pub struct Table {
     soa: Record,
     ttl: u32,
     pod_records: bool,
+    fast: FastTable,
 }
 
 impl Table {
@@ -80,6 +82,11 @@ impl Table {
     /// The SOA to put in Authority of negative answers.
     pub fn soa(&self) -> &Record {
         &self.soa
+    }
+
+    /// The same answers precompiled to wire bytes (the UDP fast path).
+    pub fn fast(&self) -> &FastTable {
+        &self.fast
     }
 
     pub fn len(&self) -> usize {
@@ -166,6 +173,13 @@ impl Table {
         }
         b.finish_ptrs();
         let pod_zone = zone.prepend_label("pod").expect("short label");
+        let fast = FastTable::build(
+            snap.generation,
+            b.nodes.iter(),
+            &soa,
+            &zone,
+            opts.pod_records.then_some(&pod_zone),
+        );
         Table {
             generation: snap.generation,
             zone: LowerName::new(&zone),
@@ -174,6 +188,7 @@ impl Table {
             soa,
             ttl: opts.ttl,
             pod_records: opts.pod_records,
+            fast,
         }
     }
 }

@@ -1,0 +1,184 @@
+//! UDP serving: our own receive loops on the `--dns-listen` socket. A plain
+//! query with a precompiled answer is answered in the loop (no task, no
+//! allocation); everything else is handed, in-process, to the same
+//! hickory `RequestHandler` that serves TCP, in a task of its own so a slow
+//! forward never stalls the loop. TCP stays on hickory's `Server`.
+
+use crate::fast::{self, MAX_UDP_PAYLOAD};
+use crate::handler::Handler;
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Slow-path datagrams in flight at once; beyond it datagrams are dropped
+/// (the client retries), so a flood cannot grow memory without bound.
+const MAX_SLOW: usize = 4096;
+/// Receive buffer: larger requests are not DNS queries we answer.
+const RECV_BUF: usize = 4096;
+
+pub(crate) struct UdpServer {
+    loops: Vec<JoinHandle<()>>,
+    slow: Arc<Semaphore>,
+}
+
+impl UdpServer {
+    /// Starts `loops` receive loops sharing `socket`.
+    pub(crate) fn start(socket: UdpSocket, handler: Handler, loops: usize) -> UdpServer {
+        let socket = Arc::new(socket);
+        let handler = Arc::new(handler);
+        let slow = Arc::new(Semaphore::new(MAX_SLOW));
+        let loops = (0..loops.max(1))
+            .map(|_| tokio::spawn(serve(socket.clone(), handler.clone(), slow.clone())))
+            .collect();
+        UdpServer { loops, slow }
+    }
+
+    /// Stops receiving; waits up to `until` for slow-path answers in flight.
+    pub(crate) async fn shutdown(self, until: Instant) {
+        for l in &self.loops {
+            l.abort();
+        }
+        let all = self.slow.acquire_many(MAX_SLOW as u32);
+        let left = until.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, all).await.is_err() {
+            tracing::warn!("dns: UDP answers still in flight at the end of the grace period");
+        }
+    }
+}
+
+async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, slow: Arc<Semaphore>) {
+    let mut buf = vec![0u8; RECV_BUF];
+    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
+    loop {
+        let (n, src) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "dns: UDP receive failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let start = Instant::now();
+        let pkt = &buf[..n];
+        let answered = {
+            // The guard is dropped before any await.
+            let table = handler.tables.load();
+            table
+                .fast()
+                .answer(pkt, handler.may_recurse(src.ip()), &mut out)
+        };
+        match answered {
+            Some(a) => {
+                if let Err(e) = socket.send_to(&out, src).await {
+                    tracing::debug!(error = %e, client.addr = %src, "dns answer not sent");
+                }
+                let qtype = RecordType::from(a.qtype);
+                handler
+                    .metrics
+                    .query(qtype, fast::rcode(&a), start.elapsed());
+            }
+            None => {
+                let Ok(permit) = slow.clone().try_acquire_owned() else {
+                    tracing::debug!(client.addr = %src, "dns: too many UDP queries in flight; dropped");
+                    continue;
+                };
+                let pkt = pkt.to_vec();
+                let (h, s) = (handler.clone(), socket.clone());
+                tokio::spawn(slow_path(h, s, pkt, src, permit));
+            }
+        }
+    }
+}
+
+/// What hickory's server does with a UDP datagram, minus its request log.
+async fn slow_path(
+    handler: Arc<Handler>,
+    socket: Arc<UdpSocket>,
+    pkt: Vec<u8>,
+    src: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Ok(header) = Header::read(&mut BinDecoder::new(&pkt)) else {
+        return; // shorter than a header: not a DNS query, no answer
+    };
+    let responder = UdpResponder { socket, dst: src };
+    match Request::from_bytes(pkt, src, Protocol::Udp) {
+        Ok(request) => {
+            if request.metadata.message_type == MessageType::Response {
+                return; // never answer responses (reflection)
+            }
+            handler
+                .handle_request::<_, TokioTime>(&request, responder)
+                .await;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, client.addr = %src, "dns: malformed query");
+            let Ok(none) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
+                return;
+            };
+            let response = MessageResponseBuilder::new(&none, None)
+                .error_msg(&header.metadata, ResponseCode::FormErr);
+            let mut r = responder;
+            if let Err(e) = r.send_response(response).await {
+                tracing::debug!(error = %e, "dns: FORMERR not sent");
+            }
+        }
+    }
+}
+
+/// Sends a hickory response over our UDP socket, encoded as hickory's own
+/// UDP response handle does: cut to the client's EDNS size, or 512.
+#[derive(Clone)]
+struct UdpResponder {
+    socket: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpResponder {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let id = response.metadata().id;
+        let max = response.edns().map_or(512, |e| e.max_payload());
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::error!(error = %e, "dns: error encoding an answer; SERVFAIL");
+                bytes.clear();
+                let mut md = Metadata::new(id, MessageType::Response, OpCode::Query);
+                md.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata: md,
+                    counts: HeaderCounts::default(),
+                };
+                header.emit(&mut BinEncoder::new(&mut bytes))?;
+                ResponseInfo::from(header)
+            }
+        };
+        self.socket.send_to(&bytes, self.dst).await?;
+        Ok(info)
+    }
+}
