@@ -123,11 +123,16 @@ async fn serve(
             Some(443) | None => String::new(),
             Some(p) => format!(":{p}"),
         };
-        let pq = req
+        let mut pq = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
+        // As ingress-nginx: the redirect drops one trailing slash of the
+        // request URI unless preserve-trailing-slash is set.
+        if !ann.preserve_trailing_slash {
+            pq = pq.strip_suffix('/').unwrap_or(pq);
+        }
         let loc = format!("https://{}{port}{pq}", normalize_host(host));
         return redirect(StatusCode::PERMANENT_REDIRECT, &loc);
     }

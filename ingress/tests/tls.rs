@@ -195,15 +195,33 @@ async fn ssl_redirect_off_and_force_on() {
             &[("force-ssl-redirect", "true")],
         )
         + &ingress(
+            "keep",
+            "keep.test",
+            &[("Prefix", "/", "web")],
+            &[
+                ("force-ssl-redirect", "true"),
+                ("preserve-trailing-slash", "true"),
+            ],
+        )
+        + &ingress(
             "nossl",
             "nossl.test",
             &[("Prefix", "/", "web")],
             &[("ssl-redirect", "false")],
         );
     let p = Plane::start(&yaml).await;
+    let r = get(p.http, "plain.test", "/dir/").await;
+    assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
+    // ingress-nginx drops one trailing slash unless preserve-trailing-slash.
+    let port = p.https.port();
     assert_eq!(
-        get(p.http, "plain.test", "/").await.status,
-        StatusCode::PERMANENT_REDIRECT
+        r.headers["location"],
+        format!("https://plain.test:{port}/dir").as_str()
+    );
+    let r = get(p.http, "keep.test", "/dir/").await;
+    assert_eq!(
+        r.headers["location"],
+        format!("https://keep.test:{port}/dir/").as_str()
     );
     assert_eq!(get(p.http, "nossl.test", "/").await.status, StatusCode::OK);
 }

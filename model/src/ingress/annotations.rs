@@ -99,6 +99,8 @@ pub struct Annotations {
     /// `None`: default (on for hosts with TLS).
     pub ssl_redirect: Option<bool>,
     pub force_ssl_redirect: bool,
+    /// Keep a trailing `/` on the HTTPS redirect (ingress-nginx drops it by default).
+    pub preserve_trailing_slash: bool,
     pub backend_protocol: BackendProtocol,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -122,6 +124,7 @@ impl Default for Annotations {
             app_root: None,
             ssl_redirect: None,
             force_ssl_redirect: false,
+            preserve_trailing_slash: false,
             backend_protocol: BackendProtocol::Http,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),
@@ -238,6 +241,10 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
             },
             "force-ssl-redirect" => match bool_of(v) {
                 Some(b) => a.force_ssl_redirect = b,
+                None => bad(format!("{v:?} is not true or false")),
+            },
+            "preserve-trailing-slash" => match bool_of(v) {
+                Some(b) => a.preserve_trailing_slash = b,
                 None => bad(format!("{v:?} is not true or false")),
             },
             "backend-protocol" => {
