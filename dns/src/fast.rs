@@ -362,3 +362,6 @@ pub fn rcode(a: &Answered) -> ResponseCode {
         ResponseCode::NoError
     }
 }
+
+#[cfg(test)]
+mod tests;

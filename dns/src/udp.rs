@@ -137,6 +137,42 @@ async fn slow_path(
     }
 }
 
+/// Encodes a response as hickory's own UDP response handle does: cut to
+/// the EDNS size we echo, or 512 without EDNS, setting TC; SERVFAIL if
+/// it cannot be encoded.
+pub(crate) fn encode_udp<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> Result<(ResponseInfo, Vec<u8>), NetError> {
+    let id = response.metadata().id;
+    let max = response.edns().map_or(512, |e| e.max_payload());
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(max);
+    let info = match response.destructive_emit(&mut encoder) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!(error = %e, "dns: error encoding an answer; SERVFAIL");
+            bytes.clear();
+            let mut md = Metadata::new(id, MessageType::Response, OpCode::Query);
+            md.response_code = ResponseCode::ServFail;
+            let header = Header {
+                metadata: md,
+                counts: HeaderCounts::default(),
+            };
+            header.emit(&mut BinEncoder::new(&mut bytes))?;
+            ResponseInfo::from(header)
+        }
+    };
+    Ok((info, bytes))
+}
+
 /// Sends a hickory response over our UDP socket, encoded as hickory's own
 /// UDP response handle does: cut to the client's EDNS size, or 512.
 #[derive(Clone)]
@@ -158,26 +194,7 @@ impl ResponseHandler for UdpResponder {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let id = response.metadata().id;
-        let max = response.edns().map_or(512, |e| e.max_payload());
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::error!(error = %e, "dns: error encoding an answer; SERVFAIL");
-                bytes.clear();
-                let mut md = Metadata::new(id, MessageType::Response, OpCode::Query);
-                md.response_code = ResponseCode::ServFail;
-                let header = Header {
-                    metadata: md,
-                    counts: HeaderCounts::default(),
-                };
-                header.emit(&mut BinEncoder::new(&mut bytes))?;
-                ResponseInfo::from(header)
-            }
-        };
+        let (info, bytes) = encode_udp(response)?;
         self.socket.send_to(&bytes, self.dst).await?;
         Ok(info)
     }

@@ -410,3 +410,22 @@ async fn shutdown_stops_answering() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn fast_path_answers_are_counted() {
+    let p = Plane::start(Some(FIXTURE), |_| {}).await;
+    for _ in 0..3 {
+        let m = udp(p.addr, WEB, RecordType::A, None).await;
+        assert_eq!(rdata(&m), vec!["10.96.0.10"]);
+    }
+    let m = udp(p.addr, "nope.cluster.local.", RecordType::TXT, Some(1232)).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let metrics = p.metrics();
+    for want in [
+        "nodeway_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\"} 3",
+        "nodeway_dns_queries_total{qtype=\"TXT\",rcode=\"NXDOMAIN\"} 1",
+        "nodeway_dns_request_duration_seconds_count 4",
+    ] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
+}
