@@ -7,6 +7,7 @@ mod balance;
 mod body;
 mod counted;
 mod headers;
+mod io;
 mod metrics;
 mod proxy;
 mod respond;

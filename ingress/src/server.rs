@@ -3,6 +3,7 @@
 
 use crate::balance::Balancer;
 use crate::headers::Forwarded;
+use crate::io::FirstByteDeadline;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Shared, handle};
 use crate::tls::{CertStore, server_config};
@@ -205,7 +206,10 @@ async fn serve_conn(
     let result = match tls {
         None => {
             watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc))
+                .watch(builder.serve_connection_with_upgrades(
+                    TokioIo::new(FirstByteDeadline::new(tcp, handshake_timeout)),
+                    svc,
+                ))
                 .await
         }
         Some(acceptor) => {
@@ -218,7 +222,10 @@ async fn serve_conn(
                 Err(_) => return,
             };
             watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc))
+                .watch(builder.serve_connection_with_upgrades(
+                    TokioIo::new(FirstByteDeadline::new(stream, handshake_timeout)),
+                    svc,
+                ))
                 .await
         }
     };

@@ -263,6 +263,13 @@ async fn slow_headers_time_out_and_huge_headers_get_431() {
         ..Default::default()
     };
     let p = Plane::start_with(&yaml, cfg).await;
+    // A client that connects and never sends a byte is dropped.
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("idle connection closed")
+        .unwrap();
     // Slowloris: a head that never completes is dropped.
     let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
