@@ -174,14 +174,27 @@ async fn serve(
     let Some(be) = target.backend.as_ref() else {
         return status(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let backends = be.service.ports[be.port].backends.clone();
+    let port = &be.service.ports[be.port];
+    // An ExternalName Service is reached by its name and the Service port;
+    // the connector resolves it per connection.
+    let external = be
+        .service
+        .external_name
+        .as_deref()
+        .map(|name| format!("{}:{}", name.trim_end_matches('.'), port.port));
+    let backends = port.backends.clone();
     let usable = usable_backends(&backends, None);
-    let n = usable.clone().count();
+    let n = if external.is_some() {
+        1
+    } else {
+        usable.clone().count()
+    };
     if n == 0 {
         return status(StatusCode::SERVICE_UNAVAILABLE);
     }
     let mut set_cookie = None;
     let first = match &ann.affinity {
+        _ if external.is_some() => 0,
         Some(a) => match from_cookie(req.headers(), &a.name, usable.clone()) {
             Some(i) => i,
             None => {
@@ -253,17 +266,23 @@ async fn serve(
         .client(ann.connect_timeout, ann.backend_protocol);
     let mut timed_out = false;
     for attempt in 0..tries {
-        let Some(addr) = usable.clone().nth((first + attempt) % n).map(|b| b.addr) else {
-            break;
+        let authority = match &external {
+            Some(a) => a.clone(),
+            None => {
+                let Some(addr) = usable.clone().nth((first + attempt) % n).map(|b| b.addr) else {
+                    break;
+                };
+                out.upstream = Some(addr);
+                addr.to_string()
+            }
         };
-        out.upstream = Some(addr);
         let Ok(uri) = Uri::builder()
             .scheme(if ann.backend_protocol.is_tls() {
                 "https"
             } else {
                 "http"
             })
-            .authority(addr.to_string())
+            .authority(authority.as_str())
             .path_and_query(pq.clone())
             .build()
         else {
@@ -290,7 +309,7 @@ async fn serve(
             Ok(Err(e)) if e.is_connect() => {
                 sh.metrics.connect_errors.inc();
                 timed_out = is_timeout(&e);
-                tracing::warn!(upstream = %addr, error = %source_chain(&e), "connect to endpoint failed");
+                tracing::warn!(upstream = %authority, error = %source_chain(&e), "connect to endpoint failed");
             }
             Ok(Err(e)) => {
                 if has_source::<LengthLimitError>(&e) {
@@ -299,7 +318,7 @@ async fn serve(
                 if has_source::<IdleTimeout>(&e) {
                     return status_close(StatusCode::REQUEST_TIMEOUT);
                 }
-                tracing::warn!(upstream = %addr, error = %source_chain(&e), "upstream request failed");
+                tracing::warn!(upstream = %authority, error = %source_chain(&e), "upstream request failed");
                 return status(StatusCode::BAD_GATEWAY);
             }
             Ok(Ok(resp)) => return finish(resp, on_upgrade, set_cookie, ann.read_timeout),

@@ -293,3 +293,19 @@ async fn slow_headers_time_out_and_huge_headers_get_431() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
 }
+
+#[tokio::test]
+async fn external_name_service_is_proxied_by_name() {
+    let a = backend("outside").await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: ext, namespace: default}}\nspec:\n  type: ExternalName\n  externalName: localhost\n  ports: [{{name: http, port: {}}}]\n",
+        a.port()
+    ) + &ingress("i", "x.test", &[("Prefix", "/", "ext")], &[]);
+    let p = Plane::start(&yaml).await;
+    let r = get(p.http, "x.test", "/via-name").await;
+    assert_eq!(
+        (r.status, r.field("name")),
+        (StatusCode::OK, Some("outside"))
+    );
+    assert_eq!(r.field("host"), Some("x.test"));
+}
