@@ -9,6 +9,7 @@ mod counted;
 mod headers;
 mod io;
 mod metrics;
+mod policy;
 mod proxy;
 mod respond;
 mod server;

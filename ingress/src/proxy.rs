@@ -7,7 +7,8 @@ use crate::headers::{
     Forwarded, X_FORWARDED_PREFIX, add_forwarded, strip_hop_by_hop, wants_upgrade,
 };
 use crate::metrics::Metrics;
-use crate::respond::{redirect, status, status_close};
+use crate::policy;
+use crate::respond::{status, status_close};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
@@ -17,7 +18,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::encode_path;
-use model::ingress::{Route, normalize_host, normalize_path};
+use model::ingress::{Route, normalize_path};
 use model::{Snapshot, usable_backends};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -118,46 +119,8 @@ async fn serve(
     drop(table);
     out.route = Some(route.clone());
     let ann = &route.annotations;
-    if !conn.tls && route.ssl_redirect {
-        let port = match sh.https_port {
-            Some(443) | None => String::new(),
-            Some(p) => format!(":{p}"),
-        };
-        let mut pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        // As ingress-nginx: the redirect drops one trailing slash of the
-        // request URI unless preserve-trailing-slash is set.
-        if !ann.preserve_trailing_slash {
-            pq = pq.strip_suffix('/').unwrap_or(pq);
-        }
-        let loc = format!("https://{}{port}{pq}", normalize_host(host));
-        return redirect(StatusCode::PERMANENT_REDIRECT, &loc);
-    }
-    if let Some((to, code)) = &ann.redirect {
-        return redirect(
-            StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
-            to,
-        );
-    }
-    if norm == "/"
-        && let Some(root) = &ann.app_root
-    {
-        return redirect(StatusCode::FOUND, root);
-    }
-    if !ann.whitelist.is_empty() && !ann.whitelist.iter().any(|n| n.contains(conn.client.ip())) {
-        return status(StatusCode::FORBIDDEN);
-    }
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let (Some(limit), Some(len)) = (ann.body_size, declared)
-        && len > limit
-    {
-        return status(StatusCode::PAYLOAD_TOO_LARGE);
+    if let Some(answer) = policy::before_proxy(&route, &req, &norm, host, conn, sh.https_port) {
+        return answer;
     }
 
     let target = match &route.canary {

@@ -1,0 +1,65 @@
+//! What a route decides before any endpoint is involved, in ingress-nginx's
+//! phase order: HTTPS redirect, permanent/temporal redirect, app-root (rewrite
+//! phase), then source whitelist and body size (access phase).
+
+use crate::body::Body;
+use crate::proxy::ConnInfo;
+use crate::respond::{redirect, status};
+use http::header::CONTENT_LENGTH;
+use http::{Request, Response, StatusCode};
+use model::ingress::{Route, normalize_host};
+
+/// The response that ends the request here, if any.
+pub fn before_proxy<B>(
+    route: &Route,
+    req: &Request<B>,
+    norm: &str,
+    host: &str,
+    conn: &ConnInfo,
+    https_port: Option<u16>,
+) -> Option<Response<Body>> {
+    let ann = &route.annotations;
+    if !conn.tls && route.ssl_redirect {
+        let port = match https_port {
+            Some(443) | None => String::new(),
+            Some(p) => format!(":{p}"),
+        };
+        let mut pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        // As ingress-nginx: the redirect drops one trailing slash of the
+        // request URI unless preserve-trailing-slash is set.
+        if !ann.preserve_trailing_slash {
+            pq = pq.strip_suffix('/').unwrap_or(pq);
+        }
+        let loc = format!("https://{}{port}{pq}", normalize_host(host));
+        return Some(redirect(StatusCode::PERMANENT_REDIRECT, &loc));
+    }
+    if let Some((to, code)) = &ann.redirect {
+        return Some(redirect(
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+            to,
+        ));
+    }
+    if norm == "/"
+        && let Some(root) = &ann.app_root
+    {
+        return Some(redirect(StatusCode::FOUND, root));
+    }
+    if !ann.whitelist.is_empty() && !ann.whitelist.iter().any(|n| n.contains(conn.client.ip())) {
+        return Some(status(StatusCode::FORBIDDEN));
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(limit), Some(len)) = (ann.body_size, declared)
+        && len > limit
+    {
+        return Some(status(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+
+    None
+}
