@@ -5,7 +5,7 @@
 use super::IngressInput;
 use super::annotations::{self, Annotations};
 use super::class::is_ours;
-use super::path::prefix_key;
+use super::path::{prefix_key, spec_key};
 use super::table::{HostRoutes, IngressTable, PathKind, Route, RouteBackend, TlsEntry};
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
 use crate::snapshot::ServiceMap;
@@ -53,8 +53,11 @@ impl HostBuild {
 
     fn slot(&mut self, kind: PathKind, path: &str) -> Option<&mut Route> {
         match kind {
-            PathKind::Exact => self.exact.get_mut(path),
-            PathKind::Prefix => self.prefix.get_mut(prefix_key(path)).map(|(_, r)| r),
+            PathKind::Exact => self.exact.get_mut(&*spec_key(path)),
+            PathKind::Prefix => self
+                .prefix
+                .get_mut(prefix_key(&spec_key(path)))
+                .map(|(_, r)| r),
             PathKind::Regex => self.regex.iter_mut().find(|r| &*r.path == path),
         }
     }
@@ -294,23 +297,25 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
                         .ssl_redirect
                         .unwrap_or_else(|| tls_covers(&tls_hosts, &host));
                 let hb = hosts.entry(host.clone()).or_default();
+                // Requests are matched decoded: so are the rule paths.
+                let key = spec_key(path);
                 let lost = match kind {
-                    PathKind::Exact => match hb.exact.get(path) {
+                    PathKind::Exact => match hb.exact.get(&*key) {
                         Some(old) => Some(old.ingress.clone()),
                         None => {
-                            hb.exact.insert(path.into(), r);
+                            hb.exact.insert(key.as_ref().into(), r);
                             None
                         }
                     },
                     PathKind::Prefix => {
                         let slash = path.len() > 1 && path.ends_with('/');
-                        match hb.prefix.get(prefix_key(path)) {
+                        match hb.prefix.get(prefix_key(&key)) {
                             // `/foo/` beats `/foo`; otherwise the older claim stays.
                             Some((old_slash, old)) if *old_slash || !slash => {
                                 Some(old.ingress.clone())
                             }
                             _ => {
-                                hb.prefix.insert(prefix_key(path).into(), (slash, r));
+                                hb.prefix.insert(prefix_key(&key).into(), (slash, r));
                                 None
                             }
                         }

@@ -58,6 +58,11 @@ fn needs_work(b: &[u8]) -> bool {
     b.windows(2).any(|w| w == b"//" || w == b"/.")
 }
 
+/// Decoded, without resolving segments (for comparison with the normalized form).
+fn percent_only(raw: &str) -> String {
+    percent_decode(raw).unwrap_or_default()
+}
+
 fn percent_decode(raw: &str) -> Result<String, PathError> {
     let b = raw.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -139,8 +144,14 @@ pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Checks an Exact/Prefix path: absolute, and no segment that normalization
-/// would change (such a rule could never match a normalized request).
+/// The map key of an Exact/Prefix rule path: percent-decoded, as requests are.
+pub fn spec_key(path: &str) -> std::borrow::Cow<'_, str> {
+    normalize_path(path).unwrap_or(std::borrow::Cow::Borrowed(path))
+}
+
+/// Checks an Exact/Prefix path as the API server does: absolute, no `//`,
+/// no `.`/`..` segments, no encoded slash (such a rule could never match a
+/// normalized request).
 pub fn check_spec_path(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
         return Err(format!("{p:?} must be an absolute path (start with '/')"));
@@ -153,10 +164,16 @@ pub fn check_spec_path(p: &str) -> Result<(), String> {
             return Err(format!("{p:?} must not contain '.' or '..' segments"));
         }
     }
-    if p.contains('%') {
-        return Err(format!(
-            "{p:?} must not contain percent-escapes (requests are matched decoded)"
-        ));
+    let lower = p.to_ascii_lowercase();
+    if lower.contains("%2f") {
+        return Err(format!("{p:?} must not contain an encoded '/' (%2F)"));
     }
-    Ok(())
+    match normalize_path(p) {
+        Err(_) => Err(format!("{p:?} holds an invalid percent-escape")),
+        // `%2e%2e` and friends decode to dot segments.
+        Ok(n) if n.trim_end_matches('/') != percent_only(p).trim_end_matches('/') => Err(format!(
+            "{p:?} must not contain '.' or '..' segments, even encoded"
+        )),
+        Ok(_) => Ok(()),
+    }
 }

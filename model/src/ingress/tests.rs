@@ -387,6 +387,23 @@ spec:
 }
 
 #[test]
+fn percent_escaped_rule_paths_match_decoded_requests() {
+    let s = snap(&ingress(
+        "t",
+        Some("x.com"),
+        &[("Prefix", "/a%20b"), ("Exact", "/caf%C3%A9")],
+        "",
+    ));
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(pick(&s, "x.com", "/a b/c").unwrap().0, "/a%20b");
+    assert_eq!(pick(&s, "x.com", "/café").unwrap().0, "/caf%C3%A9");
+    for bad in ["/a%2fb", "/a/%2e%2e/b", "/a%zz"] {
+        let s = snap(&ingress("t", Some("x.com"), &[("Prefix", bad)], ""));
+        assert_eq!(s.ingress.ingress_count(), 0, "{bad}");
+    }
+}
+
+#[test]
 fn invalid_ingress_is_not_served_and_reported() {
     let s = snap(&ingress("t", Some("x.com"), &[("Exact", "/a/./b")], ""));
     assert_eq!(s.ingress.ingress_count(), 0);
