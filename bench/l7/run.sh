@@ -42,13 +42,21 @@ BE=127.0.91.1 NG=127.0.91.2 HA=127.0.91.3 NW=127.0.91.4 PORT=8081
 HOST="h$((RULES - 1)).bench.test"   # the last of the 50 rules
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
-pin() { taskset -c "$SERVER_CPU" "$@"; }
+ulimit -n 65536 2>/dev/null || true
+# Arrays, not functions: `func &` would fork a subshell, and $! (used to
+# kill and to read CPU time) would name the subshell, not the server.
+PIN=(taskset -c "$SERVER_CPU")
 load() { taskset -c "$LOAD_CPU" "$@"; }
 
-pin "$NODEWAY" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); ECHO_PID=$!
+"${PIN[@]}" "$NODEWAY" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); ECHO_PID=$!
 
 # nginx: what ingress-nginx renders for these rules, minus Lua: one server
 # per host, the proxy headers ingress-nginx sets, access log off (as nodeway's
@@ -58,7 +66,7 @@ pin "$NODEWAY" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); E
 worker_processes 1;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
-events { worker_connections 65536; }
+events { worker_connections 8192; }
 http {
   access_log off;
   upstream be { server $BE:$PORT; keepalive $KEEPALIVE; keepalive_requests 1000000; }
@@ -78,13 +86,13 @@ CFG
   done
   echo "}"
 } >"$WORK/nginx.conf"
-pin nginx -c "$WORK/nginx.conf" -g "daemon off;" >/dev/null 2>&1 & PIDS+=($!); NG_PID=$!
+"${PIN[@]}" nginx -c "$WORK/nginx.conf" -g "daemon off;" >/dev/null 2>&1 & PIDS+=($!); NG_PID=$!
 
 {
   cat <<CFG
 global
   nbthread 1
-  maxconn 100000
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
@@ -103,7 +111,7 @@ backend be
   server be $BE:$PORT
 CFG
 } >"$WORK/haproxy.cfg"
-pin haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HA_PID=$!
+"${PIN[@]}" haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!); HA_PID=$!
 
 mkdir -p "$WORK/cfg"
 {
@@ -138,7 +146,7 @@ spec:
 YAML
   done
 } >"$WORK/cfg/bench.yaml"
-NODEWAY_LOG=warn pin "$NODEWAY" run --config "$WORK/cfg" --threads 1 \
+NODEWAY_LOG=warn "${PIN[@]}" "$NODEWAY" run --config "$WORK/cfg" --threads 1 \
   --dns-listen $NW:1053 --http-listen $NW:$PORT --https-listen $NW:18443 \
   --admin-listen $NW:19090 >"$WORK/nodeway.log" 2>&1 & PIDS+=($!); NW_PID=$!
 
