@@ -24,7 +24,7 @@
 
 use crate::table::{Node, RrSet};
 use crate::wire::{self, HEADER_LEN, MAX_NAME, Query};
-use hickory_proto::op::{MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{MessageType, Metadata, OpCode};
 use hickory_proto::rr::{LowerName, Name, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
@@ -351,15 +351,6 @@ impl FastTable {
                 negative(RCODE_NXDOMAIN)
             }
         }
-    }
-}
-
-/// `ResponseCode` of a fast answer (for metrics).
-pub fn rcode(a: &Answered) -> ResponseCode {
-    if a.nxdomain {
-        ResponseCode::NXDomain
-    } else {
-        ResponseCode::NoError
     }
 }
 

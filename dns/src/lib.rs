@@ -11,6 +11,7 @@ pub mod fast;
 pub mod forward;
 pub mod handler;
 pub mod metrics;
+mod mmsg;
 pub mod names;
 pub mod server;
 pub mod table;

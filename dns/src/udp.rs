@@ -4,8 +4,8 @@
 //! hickory `RequestHandler` that serves TCP, in a task of its own so a slow
 //! forward never stalls the loop. TCP stays on hickory's `Server`.
 
-use crate::fast::{self, MAX_UDP_PAYLOAD};
 use crate::handler::Handler;
+use crate::mmsg::{BATCH, RecvBatch, SendBatch};
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
@@ -15,8 +15,10 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -24,8 +26,6 @@ use tokio::task::JoinHandle;
 /// Slow-path datagrams in flight at once; beyond it datagrams are dropped
 /// (the client retries), so a flood cannot grow memory without bound.
 const MAX_SLOW: usize = 4096;
-/// Receive buffer: larger requests are not DNS queries we answer.
-const RECV_BUF: usize = 4096;
 
 pub(crate) struct UdpServer {
     loops: Vec<JoinHandle<()>>,
@@ -58,11 +58,13 @@ impl UdpServer {
 }
 
 async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, slow: Arc<Semaphore>) {
-    let mut buf = vec![0u8; RECV_BUF];
-    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
+    let fd = socket.as_raw_fd();
+    let mut rx = RecvBatch::new();
+    let mut tx = SendBatch::new();
+    let mut answered = [(0u16, false); BATCH];
     loop {
-        let (n, src) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let n = match socket.async_io(Interest::READABLE, || rx.recv(fd)).await {
+            Ok(n) => n,
             Err(e) => {
                 tracing::debug!(error = %e, "dns: UDP receive failed");
                 tokio::task::yield_now().await;
@@ -70,33 +72,55 @@ async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, slow: Arc<Semaphor
             }
         };
         let start = Instant::now();
-        let pkt = &buf[..n];
-        let answered = {
+        tx.len = 0;
+        {
             // The guard is dropped before any await.
             let table = handler.tables.load();
-            table
-                .fast()
-                .answer(pkt, handler.may_recurse(src.ip()), &mut out)
-        };
-        match answered {
-            Some(a) => {
-                if let Err(e) = socket.send_to(&out, src).await {
-                    tracing::debug!(error = %e, client.addr = %src, "dns answer not sent");
-                }
-                let qtype = RecordType::from(a.qtype);
-                handler
-                    .metrics
-                    .query(qtype, fast::rcode(&a), start.elapsed());
-            }
-            None => {
-                let Ok(permit) = slow.clone().try_acquire_owned() else {
-                    tracing::debug!(client.addr = %src, "dns: too many UDP queries in flight; dropped");
+            for i in 0..n {
+                let (len, Some(src)) = rx.got[i] else {
                     continue;
                 };
-                let pkt = pkt.to_vec();
-                let (h, s) = (handler.clone(), socket.clone());
-                tokio::spawn(slow_path(h, s, pkt, src, permit));
+                let pkt = &rx.bufs[i][..len];
+                let ra = handler.may_recurse(src.ip());
+                match table.fast().answer(pkt, ra, tx.next_buf()) {
+                    Some(a) => {
+                        answered[tx.len] = (a.qtype, a.nxdomain);
+                        tx.commit(src);
+                    }
+                    None => match slow.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (h, s) = (handler.clone(), socket.clone());
+                            tokio::spawn(slow_path(h, s, pkt.to_vec(), src, permit));
+                        }
+                        Err(_) => {
+                            tracing::debug!(client.addr = %src, "dns: too many UDP queries in flight; dropped");
+                        }
+                    },
+                }
             }
+        }
+        let mut sent = 0;
+        while sent < tx.len {
+            match socket
+                .async_io(Interest::WRITABLE, || tx.send(fd, sent))
+                .await
+            {
+                Ok(m) => sent += m.max(1),
+                Err(e) => {
+                    // Only the first message of the call failed: skip it.
+                    tracing::debug!(error = %e, "dns answer not sent");
+                    sent += 1;
+                }
+            }
+        }
+        let took = start.elapsed();
+        for &(qtype, nxdomain) in &answered[..tx.len] {
+            let rcode = if nxdomain {
+                ResponseCode::NXDomain
+            } else {
+                ResponseCode::NoError
+            };
+            handler.metrics.query(RecordType::from(qtype), rcode, took);
         }
     }
 }
