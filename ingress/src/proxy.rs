@@ -58,8 +58,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
+    // Only what the access log needs, and only when it is on.
+    let logged = tracing::enabled!(target: "nodeway::access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().clone()));
     let mut out = Outcome::default();
     let mut resp = serve(&sh, &conn, req, &mut out).await;
     resp.headers_mut().insert(SERVER, sh.server.clone());
@@ -73,6 +74,9 @@ pub async fn handle(
         None => (none, none),
     };
     sh.metrics.count(ingress, host, code);
+    let Some((method, uri)) = logged else {
+        return Ok(resp);
+    };
     tracing::info!(
         target: "nodeway::access",
         method = %method,
