@@ -230,16 +230,17 @@ fn every_config_file_is_valid() {
 /// and the guide's first command works.
 #[test]
 fn demo_serves_and_prints_its_guide() {
-    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let admin = support::local(free_port(lo));
+    let lo = support::own_loopback();
+    let at = |ip: IpAddr| SocketAddr::new(ip, free_port(ip));
+    let admin = at(lo);
     let out = std::env::temp_dir().join(format!("nodeway-demo-test-{}.out", std::process::id()));
     let mut child = Command::new(support::bin())
         .args(["demo", "--node-ip", "127.0.33.1", "--threads", "2"])
         .args(["--admin-listen", &admin.to_string()])
-        .args(["--dns-listen", &support::local(free_port(lo)).to_string()])
-        .args(["--dns-upstream", &support::local(free_port(lo)).to_string()])
-        .args(["--http-listen", &support::local(free_port(lo)).to_string()])
-        .args(["--https-listen", &support::local(free_port(lo)).to_string()])
+        .args(["--dns-listen", &at(lo).to_string()])
+        .args(["--dns-upstream", &at(lo).to_string()])
+        .args(["--http-listen", &at(lo).to_string()])
+        .args(["--https-listen", &at(lo).to_string()])
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -24,6 +24,20 @@ pub fn free_port(ip: IpAddr) -> u16 {
     panic!("no free port on {ip}");
 }
 
+/// A loopback address no other test in this run uses: 127.250.<pid>.<n>.
+pub fn own_loopback() -> IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        250,
+        (pid % 250) as u8,
+        (n % 250) as u8 + 1,
+    ))
+}
+
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
@@ -100,12 +114,12 @@ impl Nodeway {
     /// listener and a DNS upstream that is a dead loopback port (tests never
     /// reach the machine's resolver); `extra` may override any of them.
     pub fn start(config: &Path, extra: &[&str]) -> Nodeway {
-        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let dns = local(free_port(lo));
-        let http = local(free_port(lo));
-        let https = local(free_port(lo));
-        let admin = local(free_port(lo));
-        let dead = local(free_port(lo));
+        // Listeners on an address of their own: an ephemeral port taken by
+        // some other socket on 127.0.0.1 between `free_port` and nodeway's
+        // bind cannot collide with them.
+        let lo = own_loopback();
+        let at = |ip: IpAddr| SocketAddr::new(ip, free_port(ip));
+        let (dns, http, https, admin, dead) = (at(lo), at(lo), at(lo), at(lo), at(lo));
         let mut args: Vec<String> = vec![
             "run".into(),
             "--config".into(),
