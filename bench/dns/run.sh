@@ -5,13 +5,18 @@
 # microseconds per query (the steadiest figure on a noisy machine), and the
 # nodeway/NSD ratio. Not run by tests or CI.
 #
-#   bench/dns/run.sh [seconds per run, default 20]
+#   bench/dns/run.sh [seconds per run, default 20] [rounds, default 3]
+#
+# Both servers stay up for the whole run; each round measures both, the
+# order alternating between rounds, so load from other processes on a
+# shared machine hits both alike. The summary is the median of the rounds.
 #
 # Needs a release build (cargo build --release) and installs dnsperf and
 # nsd with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-20}
+ROUNDS=${2:-3}
 BIN=${NODEWAY_BIN:-target/release/nodeway}
 N=1000
 NW_PORT=15353
@@ -95,24 +100,34 @@ run() {
   lat=$(awk '/Average Latency/ {print $4}' "$WORK/$name.out")
   local us; us=$(awk -v d=$((t1-t0)) -v hz="$HZ" -v q="$q" 'BEGIN {printf "%.2f", d/hz*1e6/q}')
   printf "%-8s %10s qps  avg %8s s  lost %6s  server CPU %6s us/query\n" "$name" "$qps" "$lat" "$lost" "$us"
-  eval "R_${name}_qps=$qps; R_${name}_us=$us"
+  echo "$qps $us" >> "$WORK/$name.rounds"
 }
 
-echo "dnsperf -l $SECS -c 8 -T 1, $((2*N)) names (A + SRV for $N Services); server on CPU 0, dnsperf on CPU 1"
+# median of column $2 of file $1
+median() { awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+
+echo "dnsperf -l $SECS -c 8 -T 1, $((2*N)) names (A + SRV for $N Services); server on CPU 0, dnsperf on CPU 1; $ROUNDS rounds"
 
 NODEWAY_LOG=warn taskset -c 0 "$BIN" run --config "$WORK/manifests" --threads 1 --l4-disable \
   --dns-listen 127.0.0.1:$NW_PORT --dns-upstream 127.0.0.1:9 --admin-listen $ADMIN \
   > "$WORK/nodeway.log" 2>&1 &
 NW=$!
 for _ in $(seq 100); do curl -sf "http://$ADMIN/readyz" >/dev/null && break; sleep 0.1; done
-run nodeway $NW_PORT $NW
-kill $NW; wait $NW 2>/dev/null || true
-
 taskset -c 0 nsd -d -c "$WORK/nsd.conf" > "$WORK/nsd.stdout" 2>&1 &
 NSD=$!
 sleep 1
-run nsd $NSD_PORT $NSD
-kill $NSD; wait $NSD 2>/dev/null || true
 
-awk -v a="$R_nodeway_qps" -v b="$R_nsd_qps" -v c="$R_nodeway_us" -v d="$R_nsd_us" \
+for r in $(seq "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then
+    run nodeway $NW_PORT $NW; run nsd $NSD_PORT $NSD
+  else
+    run nsd $NSD_PORT $NSD; run nodeway $NW_PORT $NW
+  fi
+done
+kill $NW $NSD; wait $NW $NSD 2>/dev/null || true
+
+A=$(median "$WORK/nodeway.rounds" 1); B=$(median "$WORK/nsd.rounds" 1)
+C=$(median "$WORK/nodeway.rounds" 2); D=$(median "$WORK/nsd.rounds" 2)
+printf "median   nodeway %.0f qps %s us/query, nsd %.0f qps %s us/query\n" "$A" "$C" "$B" "$D"
+awk -v a="$A" -v b="$B" -v c="$C" -v d="$D" \
   'BEGIN {printf "ratio nodeway/NSD: qps %.2f, CPU per query %.2f\n", a/b, c/d}'
