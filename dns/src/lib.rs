@@ -3,8 +3,10 @@
 //! everything else forwarded to upstream resolvers through a bounded cache.
 //!
 //! Each new Snapshot generation is compiled off the query path into a
-//! [`table::Table`] of precomputed records, swapped in whole; a query is a
-//! hash lookup and a copy, served by hickory-server over UDP and TCP.
+//! [`table::Table`] of precomputed records, swapped in whole. Over UDP a
+//! plain query is answered from the same table precompiled to wire bytes
+//! ([`fast`]): a hash lookup and a copy in our own batched receive loop;
+//! everything else, and TCP, goes through the hickory-server handler.
 
 pub mod cache;
 pub mod fast;

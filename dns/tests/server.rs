@@ -429,3 +429,29 @@ async fn fast_path_answers_are_counted() {
         assert!(metrics.contains(want), "{want} in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn answers_over_ipv6_loopback() {
+    let p = Plane::start(Some(FIXTURE), |c| c.listen = "[::1]:0".parse().unwrap()).await;
+    let sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    sock.connect(p.addr).await.unwrap();
+    // Several at once: they arrive in one receive batch and leave in one send.
+    for id in 0..8u16 {
+        let mut q = query_msg(WEB, RecordType::A, None);
+        q.metadata.id = id;
+        sock.send(&q.to_vec().unwrap()).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..8 {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(rdata(&m), vec!["10.96.0.10"]);
+        ids.push(m.metadata.id);
+    }
+    ids.sort();
+    assert_eq!(ids, (0..8).collect::<Vec<_>>());
+}
