@@ -233,6 +233,9 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     // Rebinding right after a close must not wait for TIME_WAIT. On Linux
     // this never lets two listeners share an address (that is SO_REUSEPORT).
     s.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
+    // setsockopt per listener instead of one per connection.
+    s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     TcpListener::from_std(s.into())
@@ -244,4 +247,20 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let s = socket(addr, Type::DGRAM, socket2::Protocol::UDP)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The data path relies on this instead of a setsockopt per connection.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay() {
+        let l = bind_tcp("127.0.46.201:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        assert!(s.nodelay().unwrap());
+    }
 }

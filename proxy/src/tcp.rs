@@ -86,8 +86,8 @@ async fn serve(
     };
     tracing::Span::current().record("endpoint", tracing::field::display(endpoint));
     route.remember(peer.ip(), endpoint);
-    // Small writes (RPC, TLS handshakes) must not wait for Nagle.
-    let _ = conn.set_nodelay(true);
+    // Small writes (RPC, TLS handshakes) must not wait for Nagle. The
+    // client side inherited TCP_NODELAY from the listener (bind_tcp).
     let _ = server.set_nodelay(true);
     m.active.inc();
     let _active = Dec(&m.active);
