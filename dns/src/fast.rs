@@ -180,6 +180,14 @@ fn filler_name(len: usize) -> Option<Vec<u8>> {
     Some(name)
 }
 
+/// Whether `body` may hold a compression pointer to `from..to`.
+fn points_into(body: &[u8], from: usize, to: usize) -> bool {
+    body.windows(2).any(|w| {
+        let p = usize::from(u16::from_be_bytes([w[0], w[1]]) & 0x3FFF);
+        w[0] & 0xC0 == 0xC0 && (from..to).contains(&p)
+    })
+}
+
 fn label_count(name: &[u8]) -> usize {
     let (mut i, mut n) = (0, 0);
     while let Some(&len) = name.get(i)
@@ -203,14 +211,20 @@ fn compile_set(name: &[u8], set: &RrSet) -> Option<Reply> {
             .is_some_and(|(t, _)| t.strip_prefix(spelled.as_slice()) == Some(body));
         (ok, end)
     };
-    let mut case_from = 0;
-    if let (true, end) = same(labels) {
-        case_from = end;
-    } else {
-        for n in 1..labels {
-            match same(n) {
-                (true, end) => case_from = end,
-                _ => break,
+    // Without a pointer into the owner, its spelling cannot matter (a
+    // pointer-like byte pair inside rdata only costs the checks below).
+    let owner_at = HEADER_LEN + name.len() + 4;
+    let mut case_from = name.len();
+    if points_into(body, owner_at, owner_at + name.len()) && !same(labels).0 {
+        // Upper case up to label n either keeps the bytes or not, and more
+        // upper case never restores a match: bisect for the last n that does.
+        let (mut ok, mut bad) = (0, labels);
+        case_from = 0;
+        while bad - ok > 1 {
+            let mid = (ok + bad) / 2;
+            match same(mid) {
+                (true, end) => (ok, case_from) = (mid, end),
+                _ => bad = mid,
             }
         }
     }

@@ -74,7 +74,13 @@ impl DnsServer {
             ttl: config.ttl,
             pod_records: config.pod_records,
         };
+        let t0 = std::time::Instant::now();
         let first = Table::compile(&snapshots.load(), &opts);
+        tracing::debug!(
+            generation = first.generation,
+            took_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "dns table compiled"
+        );
         metrics.generation.set(first.generation as i64);
         metrics.names.set(first.len() as i64);
         let tables = Arc::new(ArcSwap::from_pointee(first));

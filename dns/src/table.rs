@@ -173,12 +173,19 @@ impl Table {
         }
         b.finish_ptrs();
         let pod_zone = zone.prepend_label("pod").expect("short label");
+        let t0 = std::time::Instant::now();
         let fast = FastTable::build(
             snap.generation,
             b.nodes.iter(),
             &soa,
             &zone,
             opts.pod_records.then_some(&pod_zone),
+        );
+        tracing::debug!(
+            generation = snap.generation,
+            names = b.nodes.len(),
+            took_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "dns fast answers compiled"
         );
         Table {
             generation: snap.generation,
