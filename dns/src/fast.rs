@@ -201,7 +201,9 @@ fn label_count(name: &[u8]) -> usize {
 
 fn compile_set(name: &[u8], set: &RrSet) -> Option<Reply> {
     let qtype = u16::from(set.rtype);
-    let (base, counts) = encode_set(name, qtype, set)?;
+    // The table's owners are the lower-case name itself: as the handler
+    // answers a lower-case query, with no renaming.
+    let (base, counts) = encode(name, qtype, &set.answers, &[], &set.additionals)?;
     // The first owner must be the query name written out in full.
     let body = base.strip_prefix(name)?;
     let labels = label_count(name);
