@@ -208,6 +208,9 @@ async fn send(upstream: &UdpSocket, data: &[u8]) {
 
 /// Relays replies to the client until the session is idle for `idle`
 /// (traffic either way counts), then reports itself expired.
+///
+/// One timer per session, re-armed only when it fires: the hot path (a
+/// reply) touches no timer, only an atomic store.
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     upstream: Arc<UdpSocket>,
@@ -219,50 +222,85 @@ async fn relay(
     route: Arc<Route>,
     (expired, seq): (mpsc::UnboundedSender<(SocketAddr, u64)>, u64),
 ) {
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
     loop {
-        let since = epoch
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-        let Some(left) = idle.checked_sub(since).filter(|d| !d.is_zero()) else {
-            let _ = expired.send((client, seq));
-            return;
-        };
-        match tokio::time::timeout(left, upstream.readable()).await {
-            Err(_) => continue, // re-check: the client may have sent meanwhile
-            Ok(Err(e)) => {
-                debug!(error = %e, "UDP upstream failed");
-                let _ = expired.send((client, seq));
-                return;
+        tokio::select! {
+            r = upstream.readable() => {
+                if let Err(e) = r {
+                    debug!(error = %e, "UDP upstream failed");
+                    let _ = expired.send((client, seq));
+                    return;
+                }
             }
-            Ok(Ok(())) => {}
-        }
-        let pending = REPLY_BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            match upstream.try_recv(&mut b) {
-                Ok(n) => {
-                    last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    route.metrics.bytes_out.inc_by(n as u64);
-                    match frontend.try_send_to(&b[..n], client) {
-                        // Socket buffer full: keep a copy and wait outside
-                        // the borrow of the shared buffer.
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(b[..n].to_vec()),
-                        Err(e) => {
-                            debug!(error = %e, "UDP reply to client failed");
-                            None
-                        }
-                        Ok(_) => None,
+            () = &mut timer => {
+                let since = epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                match idle.checked_sub(since).filter(|d| !d.is_zero()) {
+                    // Traffic since the timer was armed: wait for the rest.
+                    Some(left) => timer.as_mut().reset(tokio::time::Instant::now() + left),
+                    None => {
+                        let _ = expired.send((client, seq));
+                        return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                // ICMP port unreachable from a dead endpoint; keep waiting.
-                Err(e) => {
-                    debug!(error = %e, "UDP receive from endpoint failed");
-                    None
+                continue;
+            }
+        }
+        // Everything queued, until the socket says it is empty.
+        while let Some(data) = relay_one(&upstream, &frontend, client, &last, epoch, &route) {
+            match data {
+                Reply::Sent => {}
+                Reply::Pending(data) => {
+                    let _ = frontend.send_to(&data, client).await;
                 }
             }
-        });
-        if let Some(data) = pending {
-            let _ = frontend.send_to(&data, client).await;
         }
     }
+}
+
+enum Reply {
+    Sent,
+    /// The frontend socket's buffer was full: a copy to send by waiting.
+    Pending(Vec<u8>),
+}
+
+/// Moves one reply from the endpoint to the client; `None` once nothing is
+/// queued (or on an error that concerns only this datagram).
+fn relay_one(
+    upstream: &UdpSocket,
+    frontend: &UdpSocket,
+    client: SocketAddr,
+    last: &AtomicU64,
+    epoch: Instant,
+    route: &Route,
+) -> Option<Reply> {
+    REPLY_BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        match upstream.try_recv(&mut b) {
+            Ok(n) => {
+                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                route.metrics.bytes_out.inc_by(n as u64);
+                match frontend.try_send_to(&b[..n], client) {
+                    // Keep a copy and wait outside the borrow of the shared
+                    // buffer.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        Some(Reply::Pending(b[..n].to_vec()))
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "UDP reply to client failed");
+                        Some(Reply::Sent)
+                    }
+                    Ok(_) => Some(Reply::Sent),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            // ICMP port unreachable from a dead endpoint; keep waiting.
+            Err(e) => {
+                debug!(error = %e, "UDP receive from endpoint failed");
+                None
+            }
+        }
+    })
 }
