@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Events closer together than this are handled as one reload.
@@ -46,6 +47,8 @@ pub struct FolderSource {
     builder: Builder,
     /// Content hash of every file last read, to skip unchanged files.
     seen: BTreeMap<PathBuf, u64>,
+    /// Rescans done (tests use it to prove idle folders cost nothing).
+    scans: Arc<AtomicU64>,
 }
 
 /// Reads the paths once and compiles them: what `nodeway check` uses.
@@ -67,11 +70,18 @@ impl FolderSource {
             roots,
             builder: Builder::new(opts),
             seen: BTreeMap::new(),
+            scans: Arc::default(),
         })
+    }
+
+    /// How many rescans this source has done so far.
+    pub fn scan_counter(&self) -> Arc<AtomicU64> {
+        self.scans.clone()
     }
 
     /// Rereads the paths; returns true when any file appeared, changed or went.
     pub fn scan(&mut self) -> bool {
+        self.scans.fetch_add(1, Ordering::Relaxed);
         let mut files = BTreeSet::new();
         for root in &self.roots {
             collect_files(root, true, 0, &mut files);
@@ -124,7 +134,9 @@ impl FolderSource {
     ) -> Result<(), SourceError> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Our own rescans open and read the files: access events must not
+            // trigger another rescan, or the source would spin.
+            if res.is_ok_and(|e| !e.kind.is_access()) {
                 let _ = tx.send(());
             }
         })

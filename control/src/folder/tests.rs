@@ -138,3 +138,27 @@ fn unchanged_rescan_reports_no_change() {
     assert!(!src.scan());
     assert_eq!(src.build().services.len(), 1);
 }
+
+/// Reading the files (ours or anyone's) is not a change: no rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_files_does_not_trigger_rescans() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.yaml");
+    fs::write(&f, svc("a", "127.0.0.10")).unwrap();
+    let store = Store::new();
+    let src = FolderSource::new(vec![dir.path().into()], CompileOptions::default()).unwrap();
+    let scans = src.scan_counter();
+    let s = store.clone();
+    tokio::spawn(async move { src.run(s, |_, _| {}).await });
+    wait_for(&store, "first load", |s| s.generation == 1).await;
+    for _ in 0..5 {
+        let _ = fs::read(&f).unwrap();
+    }
+    // A real change afterwards is the second scan: nothing came in between,
+    // neither our own reads nor the ones above.
+    write_atomic(&f, &svc("a", "127.0.0.11"));
+    wait_for(&store, "the change", |s| s.generation == 2).await;
+    // Give a spinning watcher the time to show itself (several debounce periods).
+    tokio::time::sleep(DEBOUNCE * 4).await;
+    assert_eq!(scans.load(Ordering::Relaxed), 2);
+}
