@@ -11,8 +11,8 @@
 #
 # Server side (proxy + backend) is pinned to CPU $SERVER_CPU, load
 # generators to CPU $LOAD_CPU. Prints Gbit/s, connections/s, DNS qps, server
-# CPU microseconds per connection / per query (user+sys of proxy and backend
-# process trees from /proc/<pid>/stat: the steadiest figure on a noisy
+# CPU milliseconds per GB / microseconds per connection / per query (user+
+# sys of proxy and backend process trees from /proc/<pid>/stat: the steadiest figure on a noisy
 # machine), and the ratios the issue targets. With several rounds the
 # order of the peers rotates and the median is reported.
 # Not run by tests or CI. Traffic only on 127.0.92.0/24.
@@ -197,9 +197,18 @@ cpu_ticks() {
 }
 HZ=$(getconf CLK_TCK)
 
-gbps() { # $1 addr
-  "${LOAD[@]}" iperf3 -c "$1" -p $IPERF_PORT -t "$DUR" -J | python3 -c \
-    'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+gbps() { # $1 addr, $2.. server pids; prints "Gbit/s server_cpu_ms_per_GB"
+  local addr=$1; shift
+  local before after
+  before=$(cpu_ticks "$@")
+  "${LOAD[@]}" iperf3 -c "$addr" -p $IPERF_PORT -t "$DUR" -J >"$WORK/iperf.json"
+  after=$(cpu_ticks "$@")
+  python3 - "$WORK/iperf.json" $((after - before)) "$HZ" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["end"]["sum_received"]
+ticks, hz = int(sys.argv[2]), int(sys.argv[3])
+print("%.2f %.1f" % (r["bits_per_second"] / 1e9, ticks / hz * 1e3 / (r["bytes"] / 1e9)))
+PY
 }
 rate() { # $1 addr, $2.. server pids; prints "conn/s us_per_conn"
   local addr=$1; shift
@@ -242,10 +251,10 @@ echo "uptime before: $(uptime)" >&2
 for r in $(seq 0 $((ROUNDS - 1))); do
   for n in $(rotate "$r" "${TCP_PEERS[@]}"); do
     a=$(addr_of "$n")
-    g=$(gbps "$a")
+    read -r g gc < <(gbps "$a" $(pids_of "$n" $IPERF_PID))
     read -r cr cc < <(rate "$a" $(pids_of "$n" $ECHO_PID))
-    echo "$g $cr $cc" >>"$WORK/tcp.$n"
-    echo "round $((r + 1)) $n: $g Gbit/s, $cr conn/s, $cc us server CPU/conn" >&2
+    echo "$g $cr $cc $gc" >>"$WORK/tcp.$n"
+    echo "round $((r + 1)) $n: $g Gbit/s ($gc ms server CPU/GB), $cr conn/s, $cc us server CPU/conn" >&2
   done
   for n in $(rotate "$r" "${UDP_PEERS[@]}"); do
     read -r q qc < <(qps "$(addr_of "$n")" $(pids_of "$n" $NSD_PID))
@@ -258,31 +267,34 @@ echo "uptime after: $(uptime)" >&2
 median() { # file column
   awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
 }
-declare -A G R C Q QC
+declare -A G GC R C Q QC
 for n in "${TCP_PEERS[@]}"; do
   G[$n]=$(median "$WORK/tcp.$n" 1) R[$n]=$(median "$WORK/tcp.$n" 2) C[$n]=$(median "$WORK/tcp.$n" 3)
+  GC[$n]=$(median "$WORK/tcp.$n" 4)
 done
 for n in "${UDP_PEERS[@]}"; do Q[$n]=$(median "$WORK/udp.$n" 1) QC[$n]=$(median "$WORK/udp.$n" 2); done
 
 echo
 echo "L4 benchmark, $(date -u +%F), ${DUR}s per measurement, $ROUNDS round(s) (median), server CPU $SERVER_CPU, load CPU $LOAD_CPU, wrk -t1 -c$WRK_CONNS, dnsperf -c $DNS_CLIENTS -T 1"
 echo
-echo "| TCP path | Gbit/s | conn/s | server CPU µs/conn |"
-echo "|---|---|---|---|"
-for n in "${TCP_PEERS[@]}"; do echo "| $n | ${G[$n]} | ${R[$n]} | ${C[$n]} |"; done
+echo "| TCP path | Gbit/s | server CPU ms/GB | conn/s | server CPU µs/conn |"
+echo "|---|---|---|---|---|"
+for n in "${TCP_PEERS[@]}"; do echo "| $n | ${G[$n]} | ${GC[$n]} | ${R[$n]} | ${C[$n]} |"; done
 echo
 echo "| DNS over UDP to NSD | qps | server CPU µs/query |"
 echo "|---|---|---|"
 for n in "${UDP_PEERS[@]}"; do echo "| $n | ${Q[$n]} | ${QC[$n]} |"; done
 python3 - "${G[nodeway]}" "${G[haproxy-splice]}" "${R[nodeway]}" "${R[haproxy]}" \
-  "${C[nodeway]}" "${C[haproxy]}" "${C[direct]}" "${Q[nodeway]}" "${Q[nginx]}" "${QC[nodeway]}" "${QC[nginx]}" "${QC[direct]}" <<'PY'
+  "${C[nodeway]}" "${C[haproxy]}" "${C[direct]}" "${Q[nodeway]}" "${Q[nginx]}" "${QC[nodeway]}" "${QC[nginx]}" "${QC[direct]}" \
+  "${GC[nodeway]}" "${GC[haproxy-splice]}" "${GC[direct]}" <<'PY'
 import sys
-g, gs, r, rh, c, ch, cd, q, qn, qc, qcn, qcd = map(float, sys.argv[1:])
+g, gs, r, rh, c, ch, cd, q, qn, qc, qcn, qcd, gc, gcs, gcd = map(float, sys.argv[1:])
 def verdict(x, t): return "met" if x >= t else "NOT met"
 print()
 print(f"bulk: nodeway / haproxy-splice = {g/gs:.2f}x (target >= 1.3x: {verdict(g/gs, 1.3)})")
 print(f"conn rate: nodeway / haproxy = {r/rh:.2f}x (target >= 1.1x: {verdict(r/rh, 1.1)})")
 print(f"UDP DNS: nodeway / nginx = {q/qn:.2f}x (target >= 1.4x: {verdict(q/qn, 1.4)})")
+print(f"added server CPU per GB: nodeway {gc-gcd:+.0f} ms, haproxy-splice {gcs-gcd:+.0f} ms")
 print(f"added server CPU per connection: nodeway {c-cd:+.1f} us, haproxy {ch-cd:+.1f} us")
 print(f"added server CPU per DNS query: nodeway {qc-qcd:+.2f} us, nginx {qcn-qcd:+.2f} us")
 PY
