@@ -9,9 +9,11 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Pipe capacity we ask for: bigger than the 64 KiB default so a bulk
-/// transfer moves more per syscall. The kernel may refuse (pipe-max-size,
-/// per-user limits); then the default is kept.
-const PIPE_SIZE: libc::c_int = 256 * 1024;
+/// transfer moves more per syscall and wakes the peers less often. Only
+/// directions that moved a full buffer get a pipe at all. The kernel may
+/// refuse (pipe-max-size, per-user pipe limits for non-root); then the
+/// default is kept.
+const PIPE_SIZE: libc::c_int = 1024 * 1024;
 
 pub(crate) struct Pipe {
     r: OwnedFd,
