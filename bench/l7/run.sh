@@ -195,7 +195,7 @@ for conns in $CONNS; do
     n=${name%%:*} a=${name#*:}
     case $n in
       direct) pids="$ECHO_PID" ;;
-      nginx) pids="$ECHO_PID $NG_PID" ;;
+      nginx) pids="$ECHO_PID $NG_PID $(pgrep -P $NG_PID | tr '\n' ' ')" ;;  # master + worker
       haproxy) pids="$ECHO_PID $HA_PID" ;;
       nodeway) pids="$ECHO_PID $NW_PID" ;;
     esac
