@@ -7,7 +7,7 @@
 //! buffer (a bulk transfer) and splice is enabled, it switches to splice(2)
 //! through a pipe (no copy through user space; Linux). Short connections,
 //! the common case, never pay for the pipe (pipe2, resize, four closes):
-//! that was about a third of the proxy's syscalls per connection. Where
+//! that was about a quarter of the proxy's syscalls per connection. Where
 //! splice is refused the buffered copy simply continues.
 
 use prometheus_client::metrics::counter::Counter;
