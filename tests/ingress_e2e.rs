@@ -48,7 +48,7 @@ fn name_of(body: &str) -> String {
 fn routes_balances_and_skips_foreign_classes() {
     let (a, b, c) = (echo(1, "pod-a"), echo(2, "pod-b"), echo(3, "pod-c"));
     let dir = tempdir("route");
-    let yaml = service("web", "10.97.0.1", &[&a, &b, &c])
+    let yaml = service("web", "127.97.0.1", &[&a, &b, &c])
         + &ingress(
             "legacy",
             "  annotations: {kubernetes.io/ingress.class: nginx}\n",
@@ -99,7 +99,7 @@ fn routes_balances_and_skips_foreign_classes() {
 fn reload_swaps_routes_under_traffic_without_errors() {
     let (a, b) = (echo(11, "blue"), echo(12, "green"));
     let dir = tempdir("reload");
-    let svcs = service("blue", "10.97.1.1", &[&a]) + &service("green", "10.97.1.2", &[&b]);
+    let svcs = service("blue", "127.97.1.1", &[&a]) + &service("green", "127.97.1.2", &[&b]);
     write_manifests(
         &dir,
         "all.yaml",

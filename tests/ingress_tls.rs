@@ -28,7 +28,7 @@ fn manifests(echo: SocketAddr, crt: &str, key: &str) -> String {
 kind: Service
 metadata: {{name: web, namespace: default}}
 spec:
-  clusterIP: 10.97.9.1
+  clusterIP: 127.97.9.1
   ports: [{{name: http, port: 80, targetPort: http}}]
 ---
 apiVersion: discovery.k8s.io/v1

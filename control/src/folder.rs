@@ -162,7 +162,7 @@ impl FolderSource {
                     source,
                 })?;
         }
-        self.reload(&store, &mut on_reload, true);
+        self = self.reload(&store, &mut on_reload, true).await;
         loop {
             if rx.recv().await.is_none() {
                 return Ok(());
@@ -175,23 +175,29 @@ impl FolderSource {
                     Err(_) => break,
                 }
             }
-            self.reload(&store, &mut on_reload, false);
+            self = self.reload(&store, &mut on_reload, false).await;
         }
     }
 
-    fn reload(
-        &mut self,
+    /// Rescans off the async workers (file reads block) and publishes the
+    /// result when something changed (always on the first load).
+    async fn reload(
+        mut self,
         store: &Store,
         on_reload: &mut impl FnMut(&Snapshot, &Reload),
         first: bool,
-    ) {
+    ) -> Self {
         let started = Instant::now();
-        // Scanning reads files: keep it off the async workers' hot path.
-        let changed = tokio::task::block_in_place(|| self.scan());
-        if !changed && !first {
-            return;
-        }
-        let snap = tokio::task::block_in_place(|| self.build());
+        let (src, snap) = tokio::task::spawn_blocking(move || {
+            let changed = self.scan();
+            let snap = (changed || first).then(|| self.build());
+            (self, snap)
+        })
+        .await
+        .expect("manifest rescan panicked");
+        let Some(snap) = snap else {
+            return src;
+        };
         let r = Reload {
             generation: snap.generation,
             errors: snap.errors.len(),
@@ -209,6 +215,7 @@ impl FolderSource {
         );
         on_reload(&snap, &r);
         store.publish(snap);
+        src
     }
 }
 

@@ -175,19 +175,19 @@ fn decode<T: DeserializeOwned>(
         _ => "Namespace",
     };
     let namespaced = !matches!(kind, "Namespace" | "IngressClass");
-    let key = ObjectKey::new(
-        kind,
-        if namespaced {
-            doc.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-        } else {
-            ""
-        },
-        doc.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-    );
+    // Name the object even when a field is of the wrong type (`name: off`
+    // is a YAML boolean): the error must say which object it is.
+    let text = |v: Option<&Value>, default: &str| match v {
+        None | Some(Value::Null) => default.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    let namespace = if namespaced {
+        text(doc.pointer("/metadata/namespace"), "default")
+    } else {
+        String::new()
+    };
+    let key = ObjectKey::new(kind, &namespace, &text(doc.pointer("/metadata/name"), ""));
     match serde_path_to_error(doc) {
         Ok(v) => Ok(wrap(v)),
         Err(e) => Err((key, e)),

@@ -95,3 +95,13 @@ fn undecodable_object_names_its_field() {
     assert_eq!(key.to_string(), "Service x/a");
     assert_eq!(fe.field, "spec.ports[0].port");
 }
+
+#[test]
+fn non_string_name_still_names_the_object() {
+    let p = parse(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: off}\nspec: {ports: [{port: 80}]}\n",
+    );
+    let (key, fe) = p.objects[0].as_ref().unwrap_err();
+    assert_eq!(key.to_string(), "Service default/false");
+    assert_eq!(fe.field, "metadata.name");
+}
