@@ -12,26 +12,24 @@ fn up(b: &mut Builder, file: &str, text: &str) {
 
 const SVC_A: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  clusterIP: 127.0.0.10\n  ports: [{name: http, port: 80, targetPort: web}]\n  selector: {app: a}\n";
 
+fn svc_c(cluster_ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: c}}\nspec: {{clusterIP: {cluster_ip}, ports: [{{port: 80}}]}}\n"
+    )
+}
+
 #[test]
 fn invalid_object_keeps_last_good_version_and_others_update() {
     let mut b = b();
     up(&mut b, "a.yaml", SVC_A);
-    up(
-        &mut b,
-        "c.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.30, ports: [{port: 80}]}\n",
-    );
+    up(&mut b, "c.yaml", &svc_c("127.0.0.30"));
     assert_eq!(b.build().services.len(), 2);
     up(
         &mut b,
         "a.yaml",
         &SVC_A.replace("port: 80,", "port: 70000,"),
     );
-    up(
-        &mut b,
-        "c.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.31, ports: [{port: 80}]}\n",
-    );
+    up(&mut b, "c.yaml", &svc_c("127.0.0.31"));
     let s = b.build();
     assert_eq!(
         s.service("default", "a").unwrap().ports[0].port,
@@ -213,17 +211,9 @@ fn nodeport_range_and_uniqueness() {
 fn unchanged_services_keep_their_arc() {
     let mut b = b();
     up(&mut b, "a.yaml", SVC_A);
-    up(
-        &mut b,
-        "c.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.30, ports: [{port: 80}]}\n",
-    );
+    up(&mut b, "c.yaml", &svc_c("127.0.0.30"));
     let s1 = b.build();
-    up(
-        &mut b,
-        "c.yaml",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: c}\nspec: {clusterIP: 127.0.0.31, ports: [{port: 80}]}\n",
-    );
+    up(&mut b, "c.yaml", &svc_c("127.0.0.31"));
     let s2 = b.build();
     assert!(Arc::ptr_eq(
         s1.service("default", "a").unwrap(),
