@@ -35,7 +35,7 @@ async fn servfail_until_the_first_snapshot_then_answers() {
     assert_eq!(p.server.as_ref().unwrap().generation(), 0);
     p.publish(FIXTURE);
     let m = wait_answer(p.addr, WEB, RecordType::A, |m| !m.answers.is_empty()).await;
-    assert_eq!(rdata(&m), vec!["10.96.0.10"]);
+    assert_eq!(rdata(&m), vec!["127.96.0.10"]);
     assert!(m.metadata.authoritative);
 }
 
@@ -49,7 +49,7 @@ async fn hickory_client_over_udp_and_tcp() {
         .query(Name::from_ascii(WEB).unwrap(), DNSClass::IN, RecordType::A)
         .await
         .unwrap();
-    assert_eq!(rdata(&r), vec!["10.96.0.10"]);
+    assert_eq!(rdata(&r), vec!["127.96.0.10"]);
 
     let (stream, sender) = TcpClientStream::new(
         p.addr,
@@ -92,7 +92,7 @@ async fn every_record_kind() {
     );
     assert_eq!(
         rdata(&udp(a, "nginx.default.svc.cluster.local.", RecordType::A, None).await),
-        vec!["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+        vec!["127.0.1.1", "127.0.1.2", "127.0.1.3"]
     );
     assert_eq!(
         rdata(
@@ -104,7 +104,7 @@ async fn every_record_kind() {
             )
             .await
         ),
-        vec!["10.0.1.1"]
+        vec!["127.0.1.1"]
     );
     let m = udp(
         a,
@@ -122,29 +122,29 @@ async fn every_record_kind() {
         4
     );
     assert_eq!(
-        rdata(&udp(a, "10.0.96.10.in-addr.arpa.", RecordType::PTR, None).await),
+        rdata(&udp(a, "10.0.96.127.in-addr.arpa.", RecordType::PTR, None).await),
         vec![WEB]
     );
     assert_eq!(
-        rdata(&udp(a, "2.1.0.10.in-addr.arpa.", RecordType::PTR, None).await),
+        rdata(&udp(a, "2.1.0.127.in-addr.arpa.", RecordType::PTR, None).await),
         vec!["web-1.nginx.default.svc.cluster.local."]
     );
     assert_eq!(
         rdata(
             &udp(
                 a,
-                "10-1-2-3.default.pod.cluster.local.",
+                "127-1-2-3.default.pod.cluster.local.",
                 RecordType::A,
                 None
             )
             .await
         ),
-        vec!["10.1.2.3"]
+        vec!["127.1.2.3"]
     );
     // ExternalName pointing inside the cluster: CNAME + the target's records
     let m = udp(a, "alias.other.svc.cluster.local.", RecordType::A, None).await;
     assert_eq!(m.answers[0].data.to_string(), WEB);
-    assert_eq!(m.answers[1].data.to_string(), "10.96.0.10");
+    assert_eq!(m.answers[1].data.to_string(), "127.96.0.10");
     // apex SOA and NS
     let m = udp(a, "cluster.local.", RecordType::SOA, None).await;
     assert!(
@@ -210,7 +210,7 @@ async fn case_is_preserved_in_owner_names() {
         udp(p.addr, asked, RecordType::A, None).await,
         tcp(p.addr, asked, RecordType::A).await,
     ] {
-        assert_eq!(rdata(&m), vec!["10.96.0.10"]);
+        assert_eq!(rdata(&m), vec!["127.96.0.10"]);
         assert_eq!(m.answers[0].name.to_ascii(), asked);
         assert_eq!(m.queries[0].name().to_ascii(), asked);
     }
@@ -255,11 +255,11 @@ async fn a_reload_changes_the_answer() {
     let mut p = Plane::start(Some(FIXTURE), |_| {}).await;
     assert_eq!(
         rdata(&udp(p.addr, WEB, RecordType::A, None).await),
-        vec!["10.96.0.10"]
+        vec!["127.96.0.10"]
     );
-    p.publish(&FIXTURE.replace("clusterIP: 10.96.0.10", "clusterIP: 10.96.0.99"));
+    p.publish(&FIXTURE.replace("clusterIP: 127.96.0.10", "clusterIP: 127.96.0.99"));
     wait_answer(p.addr, WEB, RecordType::A, |m| {
-        rdata(m) == vec!["10.96.0.99"]
+        rdata(m) == vec!["127.96.0.99"]
     })
     .await;
     let m = udp(p.addr, "cluster.local.", RecordType::SOA, None).await;
@@ -344,7 +344,7 @@ async fn only_allowed_networks_may_recurse() {
     let stub = Stub::start().await;
     let p = Plane::start(Some(FIXTURE), |c| {
         c.upstreams = vec![stub.addr];
-        c.allow_recursion = vec!["10.0.0.0/8".parse().unwrap()];
+        c.allow_recursion = vec!["198.51.100.0/24".parse().unwrap()];
     })
     .await;
     let m = udp(p.addr, "www.example.org.", RecordType::A, None).await;
@@ -354,7 +354,7 @@ async fn only_allowed_networks_may_recurse() {
     // the cluster zone is still answered
     assert_eq!(
         rdata(&udp(p.addr, WEB, RecordType::A, None).await),
-        vec!["10.96.0.10"]
+        vec!["127.96.0.10"]
     );
 }
 
@@ -392,11 +392,11 @@ async fn garbage_is_survived() {
     }
     assert_eq!(
         rdata(&udp(p.addr, WEB, RecordType::A, None).await),
-        vec!["10.96.0.10"]
+        vec!["127.96.0.10"]
     );
     assert_eq!(
         rdata(&tcp(p.addr, WEB, RecordType::A).await),
-        vec!["10.96.0.10"]
+        vec!["127.96.0.10"]
     );
 }
 
@@ -416,7 +416,7 @@ async fn fast_path_answers_are_counted() {
     let p = Plane::start(Some(FIXTURE), |_| {}).await;
     for _ in 0..3 {
         let m = udp(p.addr, WEB, RecordType::A, None).await;
-        assert_eq!(rdata(&m), vec!["10.96.0.10"]);
+        assert_eq!(rdata(&m), vec!["127.96.0.10"]);
     }
     let m = udp(p.addr, "nope.cluster.local.", RecordType::TXT, Some(1232)).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
@@ -449,7 +449,7 @@ async fn answers_over_ipv6_loopback() {
             .expect("an answer")
             .unwrap();
         let m = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
-        assert_eq!(rdata(&m), vec!["10.96.0.10"]);
+        assert_eq!(rdata(&m), vec!["127.96.0.10"]);
         ids.push(m.metadata.id);
     }
     ids.sort();

@@ -105,13 +105,13 @@ async fn whitelist_vhost_prefix_and_body_size() {
             "deny",
             "deny.test",
             &[("Prefix", "/", "web")],
-            &[("whitelist-source-range", "10.0.0.0/8,192.168.0.0/16")],
+            &[("whitelist-source-range", "198.51.100.0/24,203.0.113.0/24")],
         )
         + &ingress(
             "allow",
             "allow.test",
             &[("Prefix", "/", "web")],
-            &[("whitelist-source-range", "10.0.0.0/8, 127.0.0.0/8")],
+            &[("whitelist-source-range", "198.51.100.0/24, 127.0.0.0/8")],
         )
         + &ingress(
             "vh",

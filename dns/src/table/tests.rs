@@ -79,7 +79,7 @@ fn cluster_ip_service_answers_its_cluster_ips() {
     let t = table();
     assert_eq!(
         answers(&t, "web.default.svc.cluster.local.", RecordType::A),
-        vec!["10.96.0.10"]
+        vec!["127.96.0.10"]
     );
     assert_eq!(
         kind(&t, "web.default.svc.cluster.local.", RecordType::AAAA),
@@ -96,15 +96,15 @@ fn cluster_ip_service_answers_its_cluster_ips() {
     // no endpoints at all: still the ClusterIP
     assert_eq!(
         answers(&t, "noeps.default.svc.cluster.local.", RecordType::A),
-        vec!["10.96.0.12"]
+        vec!["127.96.0.12"]
     );
     // ready endpoints get names too; not-ready ones do not
     assert_eq!(
-        answers(&t, "10-0-0-1.web.default.svc.cluster.local.", RecordType::A),
-        vec!["10.0.0.1"]
+        answers(&t, "127-0-0-1.web.default.svc.cluster.local.", RecordType::A),
+        vec!["127.0.0.1"]
     );
     assert_eq!(
-        kind(&t, "10-0-0-3.web.default.svc.cluster.local.", RecordType::A),
+        kind(&t, "127-0-0-3.web.default.svc.cluster.local.", RecordType::A),
         "nxdomain"
     );
 }
@@ -115,20 +115,20 @@ fn headless_service_answers_ready_endpoints_and_hostnames() {
     let n = "nginx.default.svc.cluster.local.";
     assert_eq!(
         answers(&t, n, RecordType::A),
-        vec!["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+        vec!["127.0.1.1", "127.0.1.2", "127.0.1.3"]
     );
     assert_eq!(answers(&t, n, RecordType::AAAA), vec!["fd00::1:5"]);
     assert_eq!(
         answers(&t, "web-0.nginx.default.svc.cluster.local.", RecordType::A),
-        vec!["10.0.1.1"]
+        vec!["127.0.1.1"]
     );
     assert_eq!(
         answers(
             &t,
-            "10-0-1-3.nginx.default.svc.cluster.local.",
+            "127-0-1-3.nginx.default.svc.cluster.local.",
             RecordType::A
         ),
-        vec!["10.0.1.3"]
+        vec!["127.0.1.3"]
     );
     assert_eq!(
         answers(
@@ -163,7 +163,7 @@ fn srv_records_follow_coredns() {
                 set.answers[0].data.to_string(),
                 "0 100 80 web.default.svc.cluster.local."
             );
-            assert_eq!(set.additionals[0].data.to_string(), "10.96.0.10");
+            assert_eq!(set.additionals[0].data.to_string(), "127.96.0.10");
         }
         other => panic!("{other:?}"),
     }
@@ -193,7 +193,7 @@ fn srv_records_follow_coredns() {
     assert_eq!(
         got,
         vec![
-            "0 25 8080 10-0-1-3.nginx.default.svc.cluster.local.",
+            "0 25 8080 127-0-1-3.nginx.default.svc.cluster.local.",
             "0 25 8080 fd00--1-5.nginx.default.svc.cluster.local.",
             "0 25 8080 web-0.nginx.default.svc.cluster.local.",
             "0 25 8080 web-1.nginx.default.svc.cluster.local.",
@@ -239,16 +239,16 @@ fn weights_are_floor_of_100_over_n() {
 fn ptr_for_cluster_ips_and_endpoints() {
     let t = table();
     assert_eq!(
-        answers(&t, "10.0.96.10.in-addr.arpa.", RecordType::PTR),
+        answers(&t, "10.0.96.127.in-addr.arpa.", RecordType::PTR),
         vec!["web.default.svc.cluster.local."]
     );
     assert_eq!(
-        answers(&t, "1.1.0.10.in-addr.arpa.", RecordType::PTR),
+        answers(&t, "1.1.0.127.in-addr.arpa.", RecordType::PTR),
         vec!["web-0.nginx.default.svc.cluster.local."]
     );
     assert_eq!(
-        answers(&t, "2.0.0.10.in-addr.arpa.", RecordType::PTR),
-        vec!["10-0-0-2.web.default.svc.cluster.local."]
+        answers(&t, "2.0.0.127.in-addr.arpa.", RecordType::PTR),
+        vec!["127-0-0-2.web.default.svc.cluster.local."]
     );
     let v6 = Name::from("fd00::11".parse::<IpAddr>().unwrap());
     assert_eq!(
@@ -257,11 +257,11 @@ fn ptr_for_cluster_ips_and_endpoints() {
     );
     // unknown reverse names are not ours: they are forwarded
     assert_eq!(
-        kind(&t, "9.9.9.10.in-addr.arpa.", RecordType::PTR),
+        kind(&t, "9.9.9.127.in-addr.arpa.", RecordType::PTR),
         "notours"
     );
     assert_eq!(
-        kind(&t, "3.0.0.10.in-addr.arpa.", RecordType::PTR),
+        kind(&t, "3.0.0.127.in-addr.arpa.", RecordType::PTR),
         "notours"
     );
 }
@@ -323,7 +323,7 @@ fn lookups_ignore_case() {
     let t = table();
     assert_eq!(
         answers(&t, "WEB.Default.SVC.cluster.LOCAL.", RecordType::A),
-        vec!["10.96.0.10"]
+        vec!["127.96.0.10"]
     );
     assert_eq!(
         kind(
@@ -339,15 +339,15 @@ fn lookups_ignore_case() {
 fn pod_records_are_synthesized_and_can_be_disabled() {
     let t = table();
     assert_eq!(
-        answers(&t, "10-2-3-4.default.pod.cluster.local.", RecordType::A),
-        vec!["10.2.3.4"]
+        answers(&t, "127-2-3-4.default.pod.cluster.local.", RecordType::A),
+        vec!["127.2.3.4"]
     );
     assert_eq!(
         answers(&t, "fd00--7.default.pod.cluster.local.", RecordType::AAAA),
         vec!["fd00::7"]
     );
     assert_eq!(
-        kind(&t, "10-2-3-4.default.pod.cluster.local.", RecordType::AAAA),
+        kind(&t, "127-2-3-4.default.pod.cluster.local.", RecordType::AAAA),
         "nodata"
     );
     assert_eq!(
@@ -364,7 +364,7 @@ fn pod_records_are_synthesized_and_can_be_disabled() {
     };
     let t = table_from(FIXTURE, &off);
     assert_eq!(
-        kind(&t, "10-2-3-4.default.pod.cluster.local.", RecordType::A),
+        kind(&t, "127-2-3-4.default.pod.cluster.local.", RecordType::A),
         "nxdomain"
     );
 }
