@@ -100,11 +100,19 @@ fn cluster_ip_service_answers_its_cluster_ips() {
     );
     // ready endpoints get names too; not-ready ones do not
     assert_eq!(
-        answers(&t, "127-0-0-1.web.default.svc.cluster.local.", RecordType::A),
+        answers(
+            &t,
+            "127-0-0-1.web.default.svc.cluster.local.",
+            RecordType::A
+        ),
         vec!["127.0.0.1"]
     );
     assert_eq!(
-        kind(&t, "127-0-0-3.web.default.svc.cluster.local.", RecordType::A),
+        kind(
+            &t,
+            "127-0-0-3.web.default.svc.cluster.local.",
+            RecordType::A
+        ),
         "nxdomain"
     );
 }
