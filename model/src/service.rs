@@ -118,6 +118,9 @@ pub struct Service {
     pub external_traffic_local: bool,
     pub publish_not_ready_addresses: bool,
     pub annotations: BTreeMap<String, String>,
+    /// Labelled `service.kubernetes.io/service-proxy-name`: another proxy
+    /// serves it, so it gets no L4 frontend (DNS and Ingress still see it).
+    pub proxied_elsewhere: bool,
     /// creationTimestamp as seconds since the epoch, when given.
     pub created: Option<i64>,
 }

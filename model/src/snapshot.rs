@@ -20,6 +20,10 @@ pub type NamespacedName = (String, String);
 pub type ServiceMap = BTreeMap<NamespacedName, Arc<Service>>;
 pub type SecretMap = BTreeMap<NamespacedName, Arc<TlsSecret>>;
 
+/// A Service with this label is handled by another service proxy
+/// (kube-proxy skips it, and so does the L4 plane).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
 /// Where an L4 frontend listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Listen {
@@ -310,6 +314,11 @@ fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> S
         external_traffic_local: spec.external_traffic_policy.as_deref() == Some("Local"),
         publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
         annotations: svc.metadata.annotations.clone().unwrap_or_default(),
+        proxied_elsewhere: svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)),
         created: svc
             .metadata
             .creation_timestamp
@@ -336,7 +345,8 @@ fn claim_frontends(
         .unwrap_or_default();
     let mut wanted: Vec<(Listen, Protocol, usize, usize, &'static str, bool)> = Vec::new();
     for (si, (_, _, _, s)) in compiled.iter().enumerate() {
-        if s.service_type == ServiceType::ExternalName || s.headless {
+        // kube-proxy skips these too: nothing to balance, or another proxy's.
+        if s.service_type == ServiceType::ExternalName || s.headless || s.proxied_elsewhere {
             continue;
         }
         for (pi, p) in s.ports.iter().enumerate() {

@@ -243,3 +243,18 @@ fn headless_and_externalname() {
     assert!(s.frontends.is_empty());
     assert!(s.namespaces.contains("default"));
 }
+
+#[test]
+fn services_of_another_service_proxy_get_no_frontend() {
+    let mut b = b();
+    up(
+        &mut b,
+        "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: other, labels: {service.kubernetes.io/service-proxy-name: cilium}}\nspec: {clusterIP: 127.0.0.40, ports: [{port: 80}]}\n",
+    );
+    up(&mut b, "c.yaml", &svc_c("127.0.0.41"));
+    let s = b.build();
+    assert!(s.service("default", "other").unwrap().proxied_elsewhere);
+    let ids: Vec<&str> = s.frontends.iter().map(|f| &*f.service.id).collect();
+    assert_eq!(ids, vec!["default/c"]);
+}
