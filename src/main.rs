@@ -132,22 +132,10 @@ struct EchoArgs {
     name: String,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+/// Durations on the command line: `500ms`, `30s`, `5m`, `1h` or bare seconds
+/// (one grammar for every flag, the same as the L4 annotations use).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    proxy::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
