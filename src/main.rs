@@ -58,22 +58,22 @@ enum Command {
 #[derive(Args, Clone)]
 pub struct ServeArgs {
     /// Node address(es) NodePorts bind on.
-    #[arg(long = "node-ip", default_value = "127.0.0.1")]
+    #[arg(long = "node-ip", value_name = "IP", default_value = "127.0.0.1")]
     pub node_ips: Vec<IpAddr>,
     /// This node's name, for traffic policy Local.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// The cluster DNS domain.
-    #[arg(long, default_value = "cluster.local")]
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
     /// Admin listener: /metrics /healthz /readyz.
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// How long in-flight work may finish after SIGTERM (e.g. 30s, 500ms).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub grace_period: Duration,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -89,14 +89,14 @@ pub struct ServeArgs {
 #[derive(Args, Clone)]
 pub struct ModelArgs {
     /// The NodePort range, as the API server's --service-node-port-range.
-    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    #[arg(long, value_name = "FROM-TO", default_value = "30000-32767", value_parser = parse_port_range)]
     pub node_port_range: (u16, u16),
 }
 
 #[derive(Args)]
 struct RunArgs {
     /// Manifest folder(s) or file(s); folders are read recursively.
-    #[arg(long = "config", required = true, num_args = 1..)]
+    #[arg(long = "config", value_name = "PATH", required = true, num_args = 1..)]
     config: Vec<PathBuf>,
     #[command(flatten)]
     serve: ServeArgs,
@@ -105,10 +105,10 @@ struct RunArgs {
 #[derive(Args)]
 struct CheckArgs {
     /// Manifest folder(s) or file(s).
-    #[arg(long = "config", required = true, num_args = 1..)]
+    #[arg(long = "config", value_name = "PATH", required = true, num_args = 1..)]
     config: Vec<PathBuf>,
     /// The cluster DNS domain (for the DNS names shown).
-    #[arg(long, default_value = "cluster.local")]
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
     #[command(flatten)]
     model: ModelArgs,
