@@ -121,11 +121,7 @@ async fn streams_100_mb_up_and_down() {
             &[("proxy-body-size", "0")],
         );
     let p = Plane::start(&yaml).await;
-    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Zeros>(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1::<Zeros>(p.http).await;
     let req = http::Request::post("/upload")
         .header("host", "x")
         .header("content-length", N.to_string())
@@ -246,11 +242,7 @@ async fn body_limit_mid_stream_and_stalled_response_body() {
         );
     let p = Plane::start(&yaml).await;
     // A chunked upload (no Content-Length) over the limit is cut off with 413.
-    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Unsized>(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1::<Unsized>(p.http).await;
     let req = http::Request::post("/upload")
         .header("host", "small.test")
         .body(Unsized(Zeros(4 << 20)))
@@ -258,11 +250,7 @@ async fn body_limit_mid_stream_and_stalled_response_body() {
     let r = send.send_request(req).await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Under the limit it passes.
-    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Unsized>(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1::<Unsized>(p.http).await;
     let req = http::Request::post("/upload")
         .header("host", "small.test")
         .body(Unsized(Zeros(1000)))
@@ -273,12 +261,7 @@ async fn body_limit_mid_stream_and_stalled_response_body() {
         Bytes::from_static(b"a got 1000")
     );
     // Head arrives, then the body stalls past proxy-read-timeout: the response is aborted.
-    let tcp = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h1::<Empty<Bytes>>(p.http).await;
     let r = send
         .send_request(
             http::Request::get("/stall")

@@ -306,6 +306,22 @@ impl Plane {
     }
 }
 
+/// One HTTP/1.1 connection to `addr` (its driver spawned), for tests that
+/// need a body type of their own or a connection of their own.
+pub async fn h1<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake::<_, B>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
