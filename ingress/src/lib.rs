@@ -6,6 +6,7 @@
 mod balance;
 mod body;
 mod counted;
+mod h1;
 mod headers;
 mod io;
 mod metrics;

@@ -9,6 +9,7 @@ use crate::headers::{
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::respond::{status, status_close};
+use crate::h1;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
@@ -18,7 +19,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::encode_path;
-use model::ingress::{Route, normalize_path};
+use model::ingress::{BackendProtocol, Route, normalize_path};
 use model::{Snapshot, usable_backends};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +30,8 @@ use std::time::Instant;
 pub struct Shared {
     pub snapshots: Arc<ArcSwap<Snapshot>>,
     pub upstream: Upstream,
+    /// Pooled plain HTTP/1.1 connections, driven from the request's task.
+    pub h1: h1::Pool,
     pub balancer: Balancer,
     pub metrics: Metrics,
     pub server: HeaderValue,
@@ -228,67 +231,57 @@ async fn serve(
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
     let tries = if idempotent && !has_body { n.min(3) } else { 1 };
-    let client = sh
-        .upstream
-        .client(ann.connect_timeout, ann.backend_protocol);
+    // Plain HTTP/1.1 to endpoint addresses (the common case) is driven from
+    // this task; TLS, HTTP/2 and ExternalName go through hyper-util's client.
+    let direct = ann.backend_protocol == BackendProtocol::Http && external.is_none();
     let mut timed_out = false;
     for attempt in 0..tries {
-        let authority = match &external {
-            Some(a) => a.clone(),
-            None => {
-                let Some(addr) = usable.clone().nth((first + attempt) % n).map(|b| b.addr) else {
-                    break;
-                };
-                out.upstream = Some(addr);
-                addr.to_string()
-            }
+        let endpoint = match &external {
+            Some(_) => None,
+            None => match usable.clone().nth((first + attempt) % n) {
+                Some(b) => Some(b.addr),
+                None => break,
+            },
         };
-        let Ok(uri) = Uri::builder()
-            .scheme(if ann.backend_protocol.is_tls() {
-                "https"
-            } else {
-                "http"
-            })
-            .authority(authority.as_str())
-            .path_and_query(pq.clone())
-            .build()
-        else {
-            return status(StatusCode::BAD_REQUEST);
-        };
-        let mut up = Request::new(body.take().unwrap_or_else(body::empty));
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.version_mut() = if h2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        *up.headers_mut() = if attempt + 1 < tries {
-            headers.clone()
-        } else {
-            std::mem::take(&mut headers)
-        };
+        out.upstream = endpoint;
+        let b = body.take().unwrap_or_else(body::empty);
         sh.metrics.upstream_inflight.inc();
-        let res = tokio::time::timeout(ann.read_timeout, client.request(up)).await;
+        let tried = match endpoint {
+            Some(addr) if direct => {
+                let ex = h1::Exchange {
+                    method: &parts.method,
+                    target: &pq,
+                    headers: &headers,
+                    connect_timeout: ann.connect_timeout,
+                    read_timeout: ann.read_timeout,
+                    upgrade,
+                };
+                via_h1(sh, addr, &ex, b).await
+            }
+            _ => {
+                let authority = match (&external, endpoint) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(addr)) => addr.to_string(),
+                    (None, None) => break,
+                };
+                let hdrs = if attempt + 1 < tries {
+                    headers.clone()
+                } else {
+                    std::mem::take(&mut headers)
+                };
+                via_client(sh, &authority, &parts.method, &pq, hdrs, ann, b).await
+            }
+        };
         sh.metrics.upstream_inflight.dec();
-        match res {
-            Err(_) => return status(StatusCode::GATEWAY_TIMEOUT),
-            Ok(Err(e)) if e.is_connect() => {
+        match tried {
+            Tried::Answer(resp, up) => {
+                return finish(resp, on_upgrade, up, set_cookie, ann.read_timeout);
+            }
+            Tried::Failed(resp) => return resp,
+            Tried::Unreachable { timed_out: t } => {
                 sh.metrics.connect_errors.inc();
-                timed_out = is_timeout(&e);
-                tracing::warn!(upstream = %authority, error = %source_chain(&e), "connect to endpoint failed");
+                timed_out = t;
             }
-            Ok(Err(e)) => {
-                if has_source::<LengthLimitError>(&e) {
-                    return status_close(StatusCode::PAYLOAD_TOO_LARGE);
-                }
-                if has_source::<IdleTimeout>(&e) {
-                    return status_close(StatusCode::REQUEST_TIMEOUT);
-                }
-                tracing::warn!(upstream = %authority, error = %source_chain(&e), "upstream request failed");
-                return status(StatusCode::BAD_GATEWAY);
-            }
-            Ok(Ok(resp)) => return finish(resp, on_upgrade, set_cookie, ann.read_timeout),
         }
     }
     status(if timed_out {
@@ -296,6 +289,109 @@ async fn serve(
     } else {
         StatusCode::BAD_GATEWAY
     })
+}
+
+/// What one try at one endpoint came to.
+enum Tried {
+    /// The upstream answered (and how to reach it for a protocol switch).
+    Answer(Response<Body>, Option<UpstreamUpgrade>),
+    /// The endpoint could not be reached: try the next one.
+    Unreachable { timed_out: bool },
+    /// Final: the answer the client gets.
+    Failed(Response<Body>),
+}
+
+/// The upstream side of a 101, by the client that got it.
+enum UpstreamUpgrade {
+    Direct(h1::Tunnel),
+    Client(hyper::upgrade::OnUpgrade),
+}
+
+async fn via_h1(sh: &Shared, addr: SocketAddr, ex: &h1::Exchange<'_>, body: Body) -> Tried {
+    match h1::send(&sh.h1, addr, ex, body).await {
+        Ok(a) => Tried::Answer(a.response, a.tunnel.map(UpstreamUpgrade::Direct)),
+        Err(h1::Error::Connect(e)) => {
+            tracing::warn!(upstream = %addr, error = %e, "connect to endpoint failed");
+            Tried::Unreachable {
+                timed_out: e.kind() == std::io::ErrorKind::TimedOut,
+            }
+        }
+        Err(h1::Error::ReadTimeout) => Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT)),
+        Err(h1::Error::RequestBody(e)) => Tried::Failed(request_body_failed(&*e)),
+        Err(h1::Error::Upstream(e)) => {
+            tracing::warn!(upstream = %addr, error = %source_chain(&*e), "upstream request failed");
+            Tried::Failed(status(StatusCode::BAD_GATEWAY))
+        }
+    }
+}
+
+async fn via_client(
+    sh: &Shared,
+    authority: &str,
+    method: &Method,
+    pq: &PathAndQuery,
+    headers: http::HeaderMap,
+    ann: &model::ingress::Annotations,
+    body: Body,
+) -> Tried {
+    let Ok(uri) = Uri::builder()
+        .scheme(if ann.backend_protocol.is_tls() {
+            "https"
+        } else {
+            "http"
+        })
+        .authority(authority)
+        .path_and_query(pq.clone())
+        .build()
+    else {
+        return Tried::Failed(status(StatusCode::BAD_REQUEST));
+    };
+    let mut up = Request::new(body);
+    *up.method_mut() = method.clone();
+    *up.uri_mut() = uri;
+    *up.version_mut() = if ann.backend_protocol.is_h2() {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    *up.headers_mut() = headers;
+    let client = sh
+        .upstream
+        .client(ann.connect_timeout, ann.backend_protocol);
+    match tokio::time::timeout(ann.read_timeout, client.request(up)).await {
+        Err(_) => Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT)),
+        Ok(Err(e)) if e.is_connect() => {
+            tracing::warn!(upstream = %authority, error = %source_chain(&e), "connect to endpoint failed");
+            Tried::Unreachable {
+                timed_out: is_timeout(&e),
+            }
+        }
+        Ok(Err(e)) => {
+            if has_source::<LengthLimitError>(&e) || has_source::<IdleTimeout>(&e) {
+                return Tried::Failed(request_body_failed(&e));
+            }
+            tracing::warn!(upstream = %authority, error = %source_chain(&e), "upstream request failed");
+            Tried::Failed(status(StatusCode::BAD_GATEWAY))
+        }
+        Ok(Ok(resp)) => {
+            let mut resp = resp;
+            let up = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| UpstreamUpgrade::Client(hyper::upgrade::on(&mut resp)));
+            Tried::Answer(resp.map(body::incoming), up)
+        }
+    }
+}
+
+/// The client's own body failed: too large (413) or stalled (408); either
+/// way its framing is lost, so the connection closes.
+fn request_body_failed(e: &(dyn std::error::Error + 'static)) -> Response<Body> {
+    if has_source::<LengthLimitError>(e) {
+        status_close(StatusCode::PAYLOAD_TOO_LARGE)
+    } else if has_source::<IdleTimeout>(e) {
+        status_close(StatusCode::REQUEST_TIMEOUT)
+    } else {
+        status_close(StatusCode::BAD_REQUEST)
+    }
 }
 
 fn with_query(path: &str, query: Option<&str>) -> PathAndQuery {
@@ -344,26 +440,34 @@ fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn finish(
-    mut resp: Response<Incoming>,
+    resp: Response<Body>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    up: Option<UpstreamUpgrade>,
     set_cookie: Option<String>,
     read_timeout: std::time::Duration,
 ) -> Response<Body> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching && let Some(down) = on_upgrade {
-        let up = hyper::upgrade::on(&mut resp);
+    if switching && let (Some(down), Some(up)) = (on_upgrade, up) {
         // The tunnel lives outside any Snapshot: a reload never cuts it.
         tokio::spawn(async move {
-            let (Ok(d), Ok(u)) = tokio::join!(down, up) else {
-                return;
+            let Ok(d) = down.await else { return };
+            let d = TokioIo::new(d);
+            let r = match up {
+                UpstreamUpgrade::Direct(t) => t.run(d).await,
+                UpstreamUpgrade::Client(u) => match u.await {
+                    Ok(u) => {
+                        let (mut d, mut u) = (d, TokioIo::new(u));
+                        tokio::io::copy_bidirectional(&mut d, &mut u).await.map(|_| ())
+                    }
+                    Err(_) => return,
+                },
             };
-            let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+            if let Err(e) = r {
                 tracing::debug!(error = %e, "upgraded connection ended");
             }
         });
     }
-    let (mut parts, incoming) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching, false);
     if let Some(c) = set_cookie
         && let Ok(v) = HeaderValue::from_str(&c)
@@ -371,5 +475,5 @@ fn finish(
         parts.headers.append(SET_COOKIE, v);
     }
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, Idle::wrap(body::incoming(incoming), read_timeout))
+    Response::from_parts(parts, Idle::wrap(body, read_timeout))
 }

@@ -98,6 +98,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         snapshots,
         upstream: Upstream::new(cfg.upstream_idle_per_host, metrics.upstream_open.clone()),
+        h1: crate::h1::Pool::new(cfg.upstream_idle_per_host, metrics.upstream_open.clone()),
         balancer: Balancer::default(),
         metrics,
         server: HeaderValue::from_str(&cfg.server_name)

@@ -1,0 +1,285 @@
+//! Plain HTTP/1.1 to an endpoint (the default backend protocol), driven
+//! from the request's own task the way nginx drives it from its event loop:
+//! the request head is written and the response head read right here, and
+//! the response body is read from the socket by whoever polls it. A pooled
+//! client with a task per connection (hyper-util's) costs two task
+//! hand-offs and a channel per request; this costs none.
+//! TLS and HTTP/2 upstreams, and ExternalName Services, keep hyper-util's
+//! client (see `upstream.rs`).
+
+mod codec;
+mod pool;
+mod response;
+
+pub use pool::Pool;
+pub use response::Truncated;
+
+use crate::body::{Body, BoxError};
+use bytes::BytesMut;
+use codec::Head;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, Response, StatusCode, uri::PathAndQuery};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use pool::Conn;
+use response::UpstreamBody;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest response head accepted from an upstream (beyond: 502, as
+/// nginx's "upstream sent too big header").
+const MAX_HEAD: usize = 64 * 1024;
+
+/// One request as it goes to the upstream.
+pub struct Exchange<'a> {
+    pub method: &'a Method,
+    pub target: &'a PathAndQuery,
+    /// Final upstream headers (hop-by-hop removed, forwarded added, Host set).
+    pub headers: &'a HeaderMap,
+    pub connect_timeout: Duration,
+    /// How long the response head may take once the request is sent.
+    pub read_timeout: Duration,
+    /// The client asked for a protocol switch: a 101 becomes a tunnel.
+    pub upgrade: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The endpoint could not be reached: the caller may try another.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The client's request body failed (size limit, idle timeout, reset).
+    #[error("request body: {0}")]
+    RequestBody(BoxError),
+    #[error("{0}")]
+    Upstream(BoxError),
+    #[error("no response head within the read timeout")]
+    ReadTimeout,
+}
+
+/// How an exchange failed: `Stale` before the upstream sent a single byte
+/// (a pooled connection it had just closed), when a replay is safe.
+enum Failure {
+    Stale(std::io::Error),
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+/// The upstream's answer; for a 101, the connection to tunnel.
+pub struct Answer {
+    pub response: Response<Body>,
+    pub tunnel: Option<Tunnel>,
+}
+
+/// An upstream connection after `101 Switching Protocols`.
+pub struct Tunnel(Conn);
+
+impl Tunnel {
+    /// Relays bytes both ways until either side closes; bytes the upstream
+    /// sent right behind its 101 go first.
+    pub async fn run<D: AsyncRead + AsyncWrite + Unpin>(self, mut down: D) -> std::io::Result<()> {
+        let mut conn = self.0;
+        if !conn.rbuf.is_empty() {
+            down.write_all(&conn.rbuf).await?;
+            conn.rbuf.clear();
+        }
+        tokio::io::copy_bidirectional(&mut down, &mut conn.io)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Sends one request to `addr` over a pooled or new connection.
+pub async fn send(
+    pool: &Pool,
+    addr: SocketAddr,
+    ex: &Exchange<'_>,
+    body: Body,
+) -> Result<Answer, Error> {
+    // A pooled connection the upstream closed just now fails before any
+    // response byte; a request without a body is then sent again on a new
+    // connection (nginx and hyper do the same). One with a body is not:
+    // its bytes are gone.
+    let replayable = body.is_end_stream();
+    let mut body = Some(body);
+    let mut pooled = pool.checkout(addr);
+    loop {
+        let reused = pooled.is_some();
+        let conn = match pooled.take() {
+            Some(c) => c,
+            None => pool
+                .connect(addr, ex.connect_timeout)
+                .await
+                .map_err(Error::Connect)?,
+        };
+        let b = body.take().unwrap_or_else(crate::body::empty);
+        match exchange(conn, ex, b).await {
+            Ok(answer) => return Ok(answer),
+            Err(Failure::Stale(_)) if reused && replayable => continue,
+            Err(Failure::Stale(e)) => return Err(Error::Upstream(e.into())),
+            Err(Failure::Other(e)) => return Err(e),
+        }
+    }
+}
+
+async fn exchange(mut conn: Conn, ex: &Exchange<'_>, body: Body) -> Result<Answer, Failure> {
+    let has_body = !body.is_end_stream();
+    let chunked = has_body && !ex.headers.contains_key(CONTENT_LENGTH);
+    codec::encode_head(&mut conn.wbuf, ex.method, ex.target, ex.headers, chunked);
+    conn.io.write_all(&conn.wbuf).await.map_err(Failure::Stale)?;
+    let (head, sent) = if has_body {
+        send_and_receive(&mut conn, ex, body, chunked).await?
+    } else {
+        let recv = read_head(&mut conn.io, &mut conn.rbuf, ex.method);
+        match tokio::time::timeout(ex.read_timeout, recv).await {
+            Ok(head) => (head?, true),
+            Err(_) => return Err(Error::ReadTimeout.into()),
+        }
+    };
+    let mut response = Response::new(crate::body::empty());
+    *response.status_mut() = head.status;
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        if !ex.upgrade {
+            return Err(Error::Upstream("101 to a request that asked for no upgrade".into()).into());
+        }
+        *response.headers_mut() = head.headers;
+        return Ok(Answer {
+            response,
+            tunnel: Some(Tunnel(conn)),
+        });
+    }
+    // A connection whose request body was cut short is out of step.
+    let keep_alive = head.keep_alive && sent;
+    *response.headers_mut() = head.headers;
+    *response.body_mut() = UpstreamBody::new(conn, head.framing, keep_alive).boxed();
+    Ok(Answer {
+        response,
+        tunnel: None,
+    })
+}
+
+/// Streams the request body while watching for the response head: an
+/// upstream may answer early (an error, a redirect) and stop reading, and
+/// then the answer is what counts. Returns the head and whether the whole
+/// body was sent.
+async fn send_and_receive(
+    conn: &mut Conn,
+    ex: &Exchange<'_>,
+    body: Body,
+    chunked: bool,
+) -> Result<(Head, bool), Failure> {
+    let (mut rd, mut wr) = conn.io.split();
+    let send = send_body(&mut wr, body, chunked);
+    let recv = read_head(&mut rd, &mut conn.rbuf, ex.method);
+    tokio::pin!(send, recv);
+    // proxy-read-timeout counts from the end of the request, as in nginx;
+    // while the body flows its own idle timeout applies (proxy-send-timeout).
+    let deadline = tokio::time::sleep(ex.read_timeout);
+    tokio::pin!(deadline);
+    let mut sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            head = &mut recv => return Ok((head?, sent)),
+            r = &mut send, if !sent => {
+                r?;
+                sent = true;
+                deadline.as_mut().reset(tokio::time::Instant::now() + ex.read_timeout);
+            }
+            _ = &mut deadline, if sent => return Err(Error::ReadTimeout.into()),
+        }
+    }
+}
+
+async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Head, Failure> {
+    let malformed = |e: codec::Malformed| Failure::Other(Error::Upstream(e.into()));
+    loop {
+        if let Some(head) = codec::parse_head(buf, method).map_err(malformed)? {
+            return Ok(head);
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(malformed(codec::Malformed("response head too large")));
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
+        let first = buf.is_empty();
+        match io.read_buf(buf).await {
+            Ok(0) if first => return Err(Failure::Stale(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(0) => return Err(Error::Upstream(Truncated.into()).into()),
+            Ok(_) => {}
+            Err(e) if first => return Err(Failure::Stale(e)),
+            Err(e) => return Err(Error::Upstream(e.into()).into()),
+        }
+    }
+}
+
+async fn send_body<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut body: Body,
+    chunked: bool,
+) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::Upstream(e.into());
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Error::RequestBody)?;
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            let size = format!("{:x}\r\n", data.len());
+            let mut parts = [
+                IoSlice::new(size.as_bytes()),
+                IoSlice::new(&data),
+                IoSlice::new(b"\r\n"),
+            ];
+            write_all_vectored(w, &mut parts).await.map_err(io)?;
+        } else {
+            w.write_all(&data).await.map_err(io)?;
+        }
+    }
+    if chunked {
+        let mut end = b"0\r\n".to_vec();
+        for (name, value) in trailers.iter().flatten() {
+            end.extend_from_slice(name.as_str().as_bytes());
+            end.extend_from_slice(b": ");
+            end.extend_from_slice(value.as_bytes());
+            end.extend_from_slice(b"\r\n");
+        }
+        end.extend_from_slice(b"\r\n");
+        w.write_all(&end).await.map_err(io)?;
+    }
+    Ok(())
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The response body, read straight from the upstream socket by whoever
+//! polls it (hyper's server connection): no task or channel in between.
+//! When the body ends cleanly the connection goes back to the pool.
+
+use super::codec::{Chunk, Chunked, Framing};
+use super::pool::Conn;
+use crate::body::BoxError;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+pub struct UpstreamBody {
+    /// `None` once the body is complete.
+    conn: Option<Conn>,
+    state: State,
+    keep_alive: bool,
+}
+
+enum State {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+/// The upstream closed before the body was complete.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream closed the connection mid-body")]
+pub struct Truncated;
+
+impl UpstreamBody {
+    pub fn new(conn: Conn, framing: Framing, keep_alive: bool) -> UpstreamBody {
+        let state = match framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunked::default()),
+            Framing::UntilClose => State::UntilClose,
+        };
+        let mut body = UpstreamBody {
+            conn: Some(conn),
+            state,
+            keep_alive,
+        };
+        if matches!(body.state, State::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// Returns the connection to the pool if it can carry another request.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+        {
+            conn.release();
+        }
+    }
+}
+
+/// Reads more from the upstream into the connection's buffer; 0 is EOF.
+fn fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    if conn.rbuf.capacity() - conn.rbuf.len() < 4096 {
+        conn.rbuf.reserve(32 * 1024);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.rbuf)
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.state {
+                State::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                State::Length(left) => {
+                    if conn.rbuf.is_empty() {
+                        if ready!(fill(conn, cx))? == 0 {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(Truncated.into())));
+                        }
+                        continue;
+                    }
+                    let take = (*left).min(conn.rbuf.len() as u64);
+                    let data = conn.rbuf.split_to(take as usize).freeze();
+                    *left -= take;
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::UntilClose => {
+                    if conn.rbuf.is_empty() && ready!(fill(conn, cx))? == 0 {
+                        this.keep_alive = false;
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    let data = conn.rbuf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(dec) => match dec.decode(&mut conn.rbuf) {
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                    Ok(Chunk::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Ok(Chunk::End(trailers)) => {
+                        this.finish();
+                        if trailers.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Chunk::Need) => {
+                        if ready!(fill(conn, cx))? == 0 {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(Truncated.into())));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || matches!(self.state, State::Done | State::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
