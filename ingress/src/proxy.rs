@@ -3,13 +3,13 @@
 
 use crate::balance::{Balancer, cookie_value, from_cookie, use_canary};
 use crate::body::{self, Body, Idle, IdleTimeout};
+use crate::h1;
 use crate::headers::{
     Forwarded, X_FORWARDED_PREFIX, add_forwarded, strip_hop_by_hop, wants_upgrade,
 };
 use crate::metrics::Metrics;
 use crate::policy;
 use crate::respond::{status, status_close};
-use crate::h1;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
@@ -457,7 +457,9 @@ fn finish(
                 UpstreamUpgrade::Client(u) => match u.await {
                     Ok(u) => {
                         let (mut d, mut u) = (d, TokioIo::new(u));
-                        tokio::io::copy_bidirectional(&mut d, &mut u).await.map(|_| ())
+                        tokio::io::copy_bidirectional(&mut d, &mut u)
+                            .await
+                            .map(|_| ())
                     }
                     Err(_) => return,
                 },

@@ -215,7 +215,9 @@ impl Chunked {
                     }
                     let mut n = 0u64;
                     for &c in size {
-                        let d = (c as char).to_digit(16).ok_or(Malformed("invalid chunk size"))?;
+                        let d = (c as char)
+                            .to_digit(16)
+                            .ok_or(Malformed("invalid chunk size"))?;
                         n = n * 16 + u64::from(d);
                     }
                     self.state = if n == 0 {
@@ -338,20 +340,29 @@ mod tests {
     #[test]
     fn framing_follows_rfc9112() {
         let f = |raw: &str, m: Method| head(raw, m).unwrap().unwrap();
-        let h = f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", Method::GET);
+        let h = f(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            Method::GET,
+        );
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
         let h = f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD);
         assert_eq!(h.framing, Framing::Empty);
         let h = f("HTTP/1.1 204 No Content\r\n\r\n", Method::GET);
         assert_eq!(h.framing, Framing::Empty);
-        let h = f("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", Method::GET);
+        let h = f(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            Method::GET,
+        );
         assert_eq!(h.framing, Framing::Empty);
         let h = f(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
             Method::GET,
         );
         assert_eq!(h.framing, Framing::Chunked);
-        assert!(!h.headers.contains_key(CONTENT_LENGTH), "TE wins, CL dropped");
+        assert!(
+            !h.headers.contains_key(CONTENT_LENGTH),
+            "TE wins, CL dropped"
+        );
         let h = f(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             Method::GET,
@@ -371,13 +382,20 @@ mod tests {
             Method::GET,
         );
         assert!(h.keep_alive);
-        let h = f("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", Method::GET);
+        let h = f(
+            "HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n",
+            Method::GET,
+        );
         assert_eq!(h.framing, Framing::Length(4));
     }
 
     #[test]
     fn bad_heads_are_errors_and_partial_heads_wait() {
-        assert!(head("HTTP/1.1 200 OK\r\nContent-Le", Method::GET).unwrap().is_none());
+        assert!(
+            head("HTTP/1.1 200 OK\r\nContent-Le", Method::GET)
+                .unwrap()
+                .is_none()
+        );
         for raw in [
             "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",

@@ -133,7 +133,10 @@ async fn exchange(mut conn: Conn, ex: &Exchange<'_>, body: Body) -> Result<Answe
     let has_body = !body.is_end_stream();
     let chunked = has_body && !ex.headers.contains_key(CONTENT_LENGTH);
     codec::encode_head(&mut conn.wbuf, ex.method, ex.target, ex.headers, chunked);
-    conn.io.write_all(&conn.wbuf).await.map_err(Failure::Stale)?;
+    conn.io
+        .write_all(&conn.wbuf)
+        .await
+        .map_err(Failure::Stale)?;
     let (head, sent) = if has_body {
         send_and_receive(&mut conn, ex, body, chunked).await?
     } else {
@@ -147,7 +150,9 @@ async fn exchange(mut conn: Conn, ex: &Exchange<'_>, body: Body) -> Result<Answe
     *response.status_mut() = head.status;
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if !ex.upgrade {
-            return Err(Error::Upstream("101 to a request that asked for no upgrade".into()).into());
+            return Err(
+                Error::Upstream("101 to a request that asked for no upgrade".into()).into(),
+            );
         }
         *response.headers_mut() = head.headers;
         return Ok(Answer {

@@ -165,7 +165,10 @@ mod tests {
                 break c;
             }
             c.release(); // c1 not yet seen as closed: put it back and retry
-            assert!(Instant::now() < deadline, "closed connection never detected");
+            assert!(
+                Instant::now() < deadline,
+                "closed connection never detected"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         assert_ne!(got.io.local_addr().unwrap(), p1);
