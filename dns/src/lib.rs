@@ -13,7 +13,6 @@ pub mod fast;
 pub mod forward;
 pub mod handler;
 pub mod metrics;
-mod mmsg;
 pub mod names;
 pub mod server;
 pub mod table;

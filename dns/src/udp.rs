@@ -5,7 +5,7 @@
 //! forward never stalls the loop. TCP stays on hickory's `Server`.
 
 use crate::handler::Handler;
-use crate::mmsg::{BATCH, RecvBatch, SendBatch};
+use dgram::{BATCH, RecvBatch, SendBatch};
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 /// Slow-path datagrams in flight at once; beyond it datagrams are dropped
 /// (the client retries), so a flood cannot grow memory without bound.
 const MAX_SLOW: usize = 4096;
+/// Receive buffer per datagram: larger requests are not queries we answer.
+const RECV_BUF: usize = 4096;
 
 pub(crate) struct UdpServer {
     loops: Vec<JoinHandle<()>>,
@@ -59,7 +61,7 @@ impl UdpServer {
 
 async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, slow: Arc<Semaphore>) {
     let fd = socket.as_raw_fd();
-    let mut rx = RecvBatch::new();
+    let mut rx = RecvBatch::new(BATCH, RECV_BUF);
     let mut tx = SendBatch::new();
     let mut answered = [(0u16, false); BATCH];
     loop {
@@ -74,19 +76,18 @@ async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, slow: Arc<Semaphor
             }
         };
         let start = Instant::now();
-        tx.len = 0;
+        tx.clear();
         {
             // The guard is dropped before any await.
             let table = handler.tables.load();
             for i in 0..n {
-                let (len, Some(src)) = rx.got[i] else {
+                let (pkt, Some(src)) = rx.get(i) else {
                     continue;
                 };
-                let pkt = &rx.bufs[i][..len];
                 let ra = handler.may_recurse(src.ip());
                 match table.fast().answer(pkt, ra, tx.next_buf()) {
                     Some(a) => {
-                        answered[tx.len] = (a.qtype, a.nxdomain);
+                        answered[tx.len()] = (a.qtype, a.nxdomain);
                         tx.commit(src);
                     }
                     None => match slow.clone().try_acquire_owned() {
@@ -102,7 +103,7 @@ async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, slow: Arc<Semaphor
             }
         }
         let mut sent = 0;
-        while sent < tx.len {
+        while sent < tx.len() {
             match socket
                 .async_io(Interest::WRITABLE, || tx.send(fd, sent))
                 .await
@@ -117,7 +118,7 @@ async fn serve(socket: Arc<UdpSocket>, handler: Arc<Handler>, slow: Arc<Semaphor
         }
         // Each fast answer's latency: from its batch's arrival to the send.
         let took = start.elapsed();
-        for &(qtype, nxdomain) in &answered[..tx.len] {
+        for &(qtype, nxdomain) in &answered[..tx.len()] {
             let rcode = if nxdomain {
                 ResponseCode::NXDomain
             } else {
