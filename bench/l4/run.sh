@@ -8,6 +8,7 @@
 #       stream proxy (1 worker) and through nodeway's UDP ClusterIP.
 #
 #   bench/l4/run.sh [seconds per measurement, default 10] [rounds, default 1]
+#   PARTS=udp bench/l4/run.sh 10 3     # only the UDP part (or PARTS=tcp)
 #
 # Server side (proxy + backend) is pinned to CPU $SERVER_CPU, load
 # generators to CPU $LOAD_CPU. Prints Gbit/s, connections/s, DNS qps, server
@@ -236,6 +237,9 @@ qps() { # $1 addr, $2.. server pids; prints "qps us_per_query"
 
 TCP_PEERS=(direct haproxy haproxy-splice nginx nodeway)
 UDP_PEERS=(direct nginx nodeway)
+PARTS=${PARTS:-"tcp udp"}
+[[ " $PARTS " == *" tcp "* ]] || TCP_PEERS=()
+[[ " $PARTS " == *" udp "* ]] || UDP_PEERS=()
 addr_of() { case $1 in direct) echo $BE ;; haproxy) echo $HA ;; haproxy-splice) echo $HS ;; nginx) echo $NG ;; nodeway) echo $NW ;; esac; }
 pids_of() { # the server side: backend + proxy
   local be=$2
@@ -284,17 +288,20 @@ echo
 echo "| DNS over UDP to NSD | qps | server CPU µs/query |"
 echo "|---|---|---|"
 for n in "${UDP_PEERS[@]}"; do echo "| $n | ${Q[$n]} | ${QC[$n]} |"; done
-python3 - "${G[nodeway]}" "${G[haproxy-splice]}" "${R[nodeway]}" "${R[haproxy]}" \
-  "${C[nodeway]}" "${C[haproxy]}" "${C[direct]}" "${Q[nodeway]}" "${Q[nginx]}" "${QC[nodeway]}" "${QC[nginx]}" "${QC[direct]}" \
-  "${GC[nodeway]}" "${GC[haproxy-splice]}" "${GC[direct]}" <<'PY'
-import sys
+python3 - "${G[nodeway]:-nan}" "${G[haproxy-splice]:-nan}" "${R[nodeway]:-nan}" "${R[haproxy]:-nan}" \
+  "${C[nodeway]:-nan}" "${C[haproxy]:-nan}" "${C[direct]:-nan}" "${Q[nodeway]:-nan}" "${Q[nginx]:-nan}" \
+  "${QC[nodeway]:-nan}" "${QC[nginx]:-nan}" "${QC[direct]:-nan}" \
+  "${GC[nodeway]:-nan}" "${GC[haproxy-splice]:-nan}" "${GC[direct]:-nan}" <<'PY'
+import math, sys
 g, gs, r, rh, c, ch, cd, q, qn, qc, qcn, qcd, gc, gcs, gcd = map(float, sys.argv[1:])
 def verdict(x, t): return "met" if x >= t else "NOT met"
 print()
-print(f"bulk: nodeway / haproxy-splice = {g/gs:.2f}x (target >= 1.3x: {verdict(g/gs, 1.3)})")
-print(f"conn rate: nodeway / haproxy = {r/rh:.2f}x (target >= 1.1x: {verdict(r/rh, 1.1)})")
-print(f"UDP DNS: nodeway / nginx = {q/qn:.2f}x (target >= 1.4x: {verdict(q/qn, 1.4)})")
-print(f"added server CPU per GB: nodeway {gc-gcd:+.0f} ms, haproxy-splice {gcs-gcd:+.0f} ms")
-print(f"added server CPU per connection: nodeway {c-cd:+.1f} us, haproxy {ch-cd:+.1f} us")
-print(f"added server CPU per DNS query: nodeway {qc-qcd:+.2f} us, nginx {qcn-qcd:+.2f} us")
+if not math.isnan(g):  # the TCP part ran
+    print(f"bulk: nodeway / haproxy-splice = {g/gs:.2f}x (target >= 1.3x: {verdict(g/gs, 1.3)})")
+    print(f"conn rate: nodeway / haproxy = {r/rh:.2f}x (target >= 1.1x: {verdict(r/rh, 1.1)})")
+    print(f"added server CPU per GB: nodeway {gc-gcd:+.0f} ms, haproxy-splice {gcs-gcd:+.0f} ms")
+    print(f"added server CPU per connection: nodeway {c-cd:+.1f} us, haproxy {ch-cd:+.1f} us")
+if not math.isnan(q):  # the UDP part ran
+    print(f"UDP DNS: nodeway / nginx = {q/qn:.2f}x (target >= 1.4x: {verdict(q/qn, 1.4)})")
+    print(f"added server CPU per DNS query: nodeway {qc-qcd:+.2f} us, nginx {qcn-qcd:+.2f} us")
 PY

@@ -2,10 +2,15 @@
 //! session: a connected socket towards one endpoint plus a task relaying the
 //! endpoint's replies back through the frontend socket, so they come from
 //! the Service address and port the client sent to.
+//!
+//! Both directions receive in batches (`recvmmsg`) and treat a short batch
+//! as "queue empty", which clears tokio's readiness without the extra,
+//! empty receive a read-until-`WouldBlock` loop costs per wake-up.
 
 use crate::Shared;
 use crate::routes::Route;
 use model::Protocol;
+use dgram::{BATCH, RecvBatch};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -13,6 +18,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,11 +28,21 @@ use tracing::debug;
 /// Largest UDP payload plus slack: DNS over UDP may use up to 64 KiB.
 const DATAGRAM: usize = 64 * 1024;
 
+/// Replies taken per wake-up of a session (usually one is queued).
+const REPLY_BATCH: usize = 8;
+
 thread_local! {
-    // One receive buffer per worker thread for replies, instead of 64 KiB
-    // per session (65536 sessions would pin 4 GiB). Never held across await.
-    static REPLY_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; DATAGRAM]);
+    // Receive batches per worker thread, not per socket or session (65536
+    // sessions of 64 KiB would pin 4 GiB). Pages are touched only as far
+    // as datagrams reach. Never held across an await.
+    static CLIENT_BATCH: RefCell<RecvBatch> = RefCell::new(RecvBatch::new(BATCH, DATAGRAM));
+    static REPLY_BATCH_BUF: RefCell<RecvBatch> =
+        RefCell::new(RecvBatch::new(REPLY_BATCH, DATAGRAM));
 }
+
+/// Full batches read per wake-up before route changes and expiries get a
+/// turn again.
+const BATCHES_PER_WAKE: usize = 8;
 
 struct Session {
     upstream: Arc<UdpSocket>,
@@ -90,7 +107,7 @@ pub(crate) async fn recv_loop(
         max: shared.cfg.udp_max_sessions.max(1),
         epoch: Instant::now(),
     };
-    let mut buf = vec![0u8; DATAGRAM];
+    let fd = socket.as_raw_fd();
     loop {
         tokio::select! {
             // Biased, route changes first: a datagram sent after a reload
@@ -99,25 +116,58 @@ pub(crate) async fn recv_loop(
             Ok(()) = route_gen.changed() => {
                 let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
                 table.prune(route.as_deref());
+                continue;
             }
             Some((client, seq)) = expired_rx.recv() => {
                 if table.by_client.get(&client).is_some_and(|s| s.seq == seq) {
                     table.remove(&client);
                 }
+                continue;
             }
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, client)) => {
-                    on_datagram(&buf[..n], client, local, &socket, &shared, &mut table, &expired_tx).await;
-                }
+            r = socket.readable() => if let Err(e) = r {
+                debug!(listen = %local, error = %e, "UDP socket failed");
+                return;
+            },
+        }
+        for _ in 0..BATCHES_PER_WAKE {
+            let r = socket.try_io(Interest::READABLE, || {
+                CLIENT_BATCH.with(|b| {
+                    let mut b = b.borrow_mut();
+                    let n = b.recv(fd)?;
+                    for i in 0..n {
+                        if let (data, Some(client)) = b.get(i) {
+                            on_datagram(data, client, local, &socket, &shared, &mut table, &expired_tx);
+                        }
+                    }
+                    short_batch_is_empty(n, b.slots())
+                })
+            });
+            match r {
+                Ok(()) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors surface here on some kernels; they concern one
                 // peer, not the socket.
-                Err(e) => debug!(listen = %local, error = %e, "UDP receive error"),
-            },
+                Err(e) => {
+                    debug!(listen = %local, error = %e, "UDP receive error");
+                    break;
+                }
+            }
         }
     }
 }
 
-async fn on_datagram(
+/// After a batch of `n` from `slots`: a short batch means the queue was
+/// drained, and answering `WouldBlock` lets tokio clear readiness now (a
+/// datagram arriving meanwhile raises a new edge, so none is missed).
+fn short_batch_is_empty(n: usize, slots: usize) -> io::Result<()> {
+    if n < slots {
+        Err(io::ErrorKind::WouldBlock.into())
+    } else {
+        Ok(())
+    }
+}
+
+fn on_datagram(
     data: &[u8],
     client: SocketAddr,
     local: SocketAddr,
@@ -130,7 +180,7 @@ async fn on_datagram(
     if let Some(s) = table.by_client.get(&client) {
         s.last.store(now, Ordering::Relaxed);
         s.route.metrics.bytes_in.inc_by(data.len() as u64);
-        send(&s.upstream, data).await;
+        send(&s.upstream, data);
         return;
     }
     let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
@@ -141,7 +191,7 @@ async fn on_datagram(
         return;
     };
     let endpoint = route.endpoints[start];
-    let upstream = match connect(endpoint).await {
+    let upstream = match connect(endpoint) {
         Ok(u) => Arc::new(u),
         Err(e) => {
             route.metrics.connect_failures.inc();
@@ -172,7 +222,7 @@ async fn on_datagram(
     route.metrics.udp_sessions.inc();
     route.metrics.udp_active.inc();
     route.metrics.bytes_in.inc_by(data.len() as u64);
-    send(&upstream, data).await;
+    send(&upstream, data);
     debug!(client.addr = %client, service = %route.service.id, endpoint = %endpoint, "UDP session");
     table.order.insert(seq, client);
     table.by_client.insert(
@@ -188,20 +238,25 @@ async fn on_datagram(
     );
 }
 
-async fn connect(endpoint: SocketAddr) -> io::Result<UdpSocket> {
+/// A socket connected to `endpoint` (bind and connect do not block for UDP).
+fn connect(endpoint: SocketAddr) -> io::Result<UdpSocket> {
     let any: SocketAddr = if endpoint.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let s = UdpSocket::bind(any).await?;
-    s.connect(endpoint).await?;
-    Ok(s)
+    let s = std::net::UdpSocket::bind(any)?;
+    s.connect(endpoint)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
 }
 
-async fn send(upstream: &UdpSocket, data: &[u8]) {
-    if let Err(e) = upstream.send(data).await {
-        // Typically ECONNREFUSED from an earlier ICMP: the endpoint is down.
+/// Sends straight through the socket, not through tokio's readiness (which
+/// a new socket does not have yet). A full send buffer drops the datagram,
+/// as the kernel's own queues do for UDP.
+fn send(upstream: &UdpSocket, data: &[u8]) {
+    if let Err(e) = socket2::SockRef::from(upstream).send(data) {
+        // ECONNREFUSED from an earlier ICMP (the endpoint is down) or a full buffer.
         debug!(error = %e, "UDP send to endpoint failed");
     }
 }
@@ -248,59 +303,35 @@ async fn relay(
                 continue;
             }
         }
-        // Everything queued, until the socket says it is empty.
-        while let Some(data) = relay_one(&upstream, &frontend, client, &last, epoch, &route) {
-            match data {
-                Reply::Sent => {}
-                Reply::Pending(data) => {
-                    let _ = frontend.send_to(&data, client).await;
+        let fd = upstream.as_raw_fd();
+        let mut waiting = Vec::new();
+        let r = upstream.try_io(Interest::READABLE, || {
+            REPLY_BATCH_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                let n = b.recv(fd)?;
+                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                for i in 0..n {
+                    let (data, _) = b.get(i);
+                    route.metrics.bytes_out.inc_by(data.len() as u64);
+                    match frontend.try_send_to(data, client) {
+                        // Keep a copy and wait outside the borrow of the batch.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => waiting.push(data.to_vec()),
+                        Err(e) => debug!(error = %e, "UDP reply to client failed"),
+                        Ok(_) => {}
+                    }
                 }
-            }
+                short_batch_is_empty(n, b.slots())
+            })
+        });
+        for data in waiting {
+            let _ = frontend.send_to(&data, client).await;
+        }
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // ICMP port unreachable from a dead endpoint; keep waiting.
+            Err(e) => debug!(error = %e, "UDP receive from endpoint failed"),
         }
     }
 }
 
-enum Reply {
-    Sent,
-    /// The frontend socket's buffer was full: a copy to send by waiting.
-    Pending(Vec<u8>),
-}
-
-/// Moves one reply from the endpoint to the client; `None` once nothing is
-/// queued (or on an error that concerns only this datagram).
-fn relay_one(
-    upstream: &UdpSocket,
-    frontend: &UdpSocket,
-    client: SocketAddr,
-    last: &AtomicU64,
-    epoch: Instant,
-    route: &Route,
-) -> Option<Reply> {
-    REPLY_BUF.with(|b| {
-        let mut b = b.borrow_mut();
-        match upstream.try_recv(&mut b) {
-            Ok(n) => {
-                last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                route.metrics.bytes_out.inc_by(n as u64);
-                match frontend.try_send_to(&b[..n], client) {
-                    // Keep a copy and wait outside the borrow of the shared
-                    // buffer.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        Some(Reply::Pending(b[..n].to_vec()))
-                    }
-                    Err(e) => {
-                        debug!(error = %e, "UDP reply to client failed");
-                        Some(Reply::Sent)
-                    }
-                    Ok(_) => Some(Reply::Sent),
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            // ICMP port unreachable from a dead endpoint; keep waiting.
-            Err(e) => {
-                debug!(error = %e, "UDP receive from endpoint failed");
-                None
-            }
-        }
-    })
-}
