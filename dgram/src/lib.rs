@@ -58,9 +58,8 @@ impl RecvBatch {
         )
         .map_err(io::Error::from)?;
         self.got.clear();
-        self.got.extend(
-            results.map(|r| (r.bytes.min(self.size), r.address.as_ref().and_then(to_std))),
-        );
+        self.got
+            .extend(results.map(|r| (r.bytes.min(self.size), r.address.as_ref().and_then(to_std))));
         Ok(self.got.len())
     }
 

@@ -16,7 +16,9 @@ use std::io;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 /// Buffer of the buffered copy, per direction. Large buffers matter: 8 KiB
 /// copies showed long stalls on bulk transfers. A read that fills it is
@@ -41,8 +43,8 @@ pub(crate) struct Counters<'a> {
 /// connection is idle for `idle` (checked every `idle`, so an idle
 /// connection ends between `idle` and `2 * idle`).
 pub(crate) async fn bidirectional(
-    client: &TcpStream,
-    server: &TcpStream,
+    client: &mut TcpStream,
+    server: &mut TcpStream,
     use_splice: bool,
     idle: Duration,
     counters: Counters<'_>,
@@ -53,17 +55,19 @@ pub(crate) async fn bidirectional(
     // Directions finished so far: the second to finish skips its shutdown,
     // as the close right after sends the FIN anyway (one syscall less).
     let finished = AtomicU8::new(0);
+    let (client_rx, client_tx) = client.split();
+    let (server_rx, server_tx) = server.split();
     let up = one_way(
-        client,
-        server,
+        client_rx,
+        server_tx,
         use_splice,
         counters.client_to_server,
         &progress,
         &finished,
     );
     let down = one_way(
-        server,
-        client,
+        server_rx,
+        client_tx,
         use_splice,
         counters.server_to_client,
         &progress,
@@ -88,16 +92,16 @@ pub(crate) async fn bidirectional(
 }
 
 async fn one_way(
-    src: &TcpStream,
-    dst: &TcpStream,
+    mut src: ReadHalf<'_>,
+    mut dst: WriteHalf<'_>,
     use_splice: bool,
     counter: &Counter,
     progress: &AtomicU64,
     finished: &AtomicU8,
 ) -> io::Result<()> {
     let bulk = buffered(
-        src,
-        dst,
+        &mut src,
+        &mut dst,
         counter,
         progress,
         use_splice && cfg!(target_os = "linux"),
@@ -108,20 +112,23 @@ async fn one_way(
         match crate::splice::Pipe::new() {
             // `false`: splice refused before any byte moved; copy instead.
             Ok(pipe) => {
-                if !pipe.copy(src, dst, counter, progress).await? {
-                    buffered(src, dst, counter, progress, false).await?;
+                if !pipe
+                    .copy(src.as_ref(), dst.as_ref(), counter, progress)
+                    .await?
+                {
+                    buffered(&mut src, &mut dst, counter, progress, false).await?;
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "no pipe for splice; buffered copy");
-                buffered(src, dst, counter, progress, false).await?;
+                buffered(&mut src, &mut dst, counter, progress, false).await?;
             }
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = bulk;
     if finished.fetch_add(1, Ordering::AcqRel) == 0 {
-        finish(dst)
+        finish(dst.as_ref())
     } else {
         // Both directions are done and the caller closes both sockets now;
         // `dst` was read to EOF, so that close is a FIN, not a reset.
@@ -143,8 +150,8 @@ fn finish(dst: &TcpStream) -> io::Result<()> {
 /// the whole buffer and everything read is written (`Ok(true)`: the caller
 /// continues with splice).
 async fn buffered(
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: &mut ReadHalf<'_>,
+    dst: &mut WriteHalf<'_>,
     counter: &Counter,
     progress: &AtomicU64,
     upgrade: bool,
@@ -153,23 +160,14 @@ async fn buffered(
     // connection and direction.
     let mut buf = Vec::with_capacity(BUF);
     loop {
-        src.readable().await?;
         buf.clear();
-        let n = match src.try_read_buf(&mut buf) {
-            Ok(0) => return Ok(false),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        let mut off = 0;
-        while off < n {
-            dst.writable().await?;
-            match dst.try_write(&buf[off..n]) {
-                Ok(m) => off += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+        // tokio's read: a short read clears readiness, so the next read
+        // waits for the next event instead of paying an empty recv first.
+        let n = src.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
         }
+        dst.write_all(&buf[..n]).await?;
         counter.inc_by(n as u64);
         progress.fetch_add(n as u64, Ordering::Relaxed);
         if upgrade && n == buf.capacity() {

@@ -9,16 +9,16 @@
 
 use crate::Shared;
 use crate::routes::Route;
-use model::Protocol;
 use dgram::{BATCH, RecvBatch};
+use model::Protocol;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -136,7 +136,15 @@ pub(crate) async fn recv_loop(
                     let n = b.recv(fd)?;
                     for i in 0..n {
                         if let (data, Some(client)) = b.get(i) {
-                            on_datagram(data, client, local, &socket, &shared, &mut table, &expired_tx);
+                            on_datagram(
+                                data,
+                                client,
+                                local,
+                                &socket,
+                                &shared,
+                                &mut table,
+                                &expired_tx,
+                            );
                         }
                     }
                     short_batch_is_empty(n, b.slots())
@@ -315,7 +323,9 @@ async fn relay(
                     route.metrics.bytes_out.inc_by(data.len() as u64);
                     match frontend.try_send_to(data, client) {
                         // Keep a copy and wait outside the borrow of the batch.
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => waiting.push(data.to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            waiting.push(data.to_vec())
+                        }
                         Err(e) => debug!(error = %e, "UDP reply to client failed"),
                         Ok(_) => {}
                     }
@@ -334,4 +344,3 @@ async fn relay(
         }
     }
 }
-
