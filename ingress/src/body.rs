@@ -14,8 +14,12 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
 
-pub fn incoming(b: hyper::body::Incoming) -> Body {
-    b.map_err(|e| Box::new(e) as BoxError).boxed()
+/// An incoming body with the common error type, not yet boxed (to be
+/// wrapped once, e.g. by [`Idle::wrap`]).
+pub fn unboxed(
+    b: hyper::body::Incoming,
+) -> http_body_util::combinators::MapErr<hyper::body::Incoming, fn(hyper::Error) -> BoxError> {
+    b.map_err(|e| Box::new(e) as BoxError)
 }
 
 /// A gap between two body frames longer than the route's timeout (nginx's
@@ -27,14 +31,18 @@ pub struct IdleTimeout(pub std::time::Duration);
 /// A body that fails with [`IdleTimeout`] when no frame arrives in time. The
 /// timer is armed only once the body actually waits, so bodies that are
 /// already buffered cost no timer.
-pub struct Idle {
-    inner: Body,
+pub struct Idle<B> {
+    inner: B,
     timeout: std::time::Duration,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Idle {
-    pub fn wrap(inner: Body, timeout: std::time::Duration) -> Body {
+impl<B> Idle<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Unpin + Send + Sync + 'static,
+{
+    /// Wraps and boxes in one step (one allocation, one indirection).
+    pub fn wrap(inner: B, timeout: std::time::Duration) -> Body {
         Idle {
             inner,
             timeout,
@@ -44,7 +52,10 @@ impl Idle {
     }
 }
 
-impl hyper::body::Body for Idle {
+impl<B> hyper::body::Body for Idle<B>
+where
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 

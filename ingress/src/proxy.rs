@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::encode_path;
@@ -219,12 +219,12 @@ async fn serve(
 
     let has_body = !incoming.is_end_stream();
     let mut body: Option<Body> = Some(match ann.body_size {
-        Some(limit) if has_body => Idle::wrap(
-            Limited::new(incoming, limit as usize).boxed(),
-            ann.send_timeout,
-        ),
-        _ if has_body => Idle::wrap(body::incoming(incoming), ann.send_timeout),
-        _ => body::incoming(incoming),
+        Some(limit) if has_body => {
+            Idle::wrap(Limited::new(incoming, limit as usize), ann.send_timeout)
+        }
+        _ if has_body => Idle::wrap(body::unboxed(incoming), ann.send_timeout),
+        // Nothing to read: no box, no timer (a boxed empty body allocates nothing).
+        _ => body::empty(),
     });
     let idempotent = matches!(
         parts.method,
@@ -275,7 +275,7 @@ async fn serve(
         sh.metrics.upstream_inflight.dec();
         match tried {
             Tried::Answer(resp, up) => {
-                return finish(resp, on_upgrade, up, set_cookie, ann.read_timeout);
+                return finish(resp, on_upgrade, up, set_cookie);
             }
             Tried::Failed(resp) => return resp,
             Tried::Unreachable { timed_out: t } => {
@@ -309,7 +309,13 @@ enum UpstreamUpgrade {
 
 async fn via_h1(sh: &Shared, addr: SocketAddr, ex: &h1::Exchange<'_>, body: Body) -> Tried {
     match h1::send(&sh.h1, addr, ex, body).await {
-        Ok(a) => Tried::Answer(a.response, a.tunnel.map(UpstreamUpgrade::Direct)),
+        Ok(h1::Answer::Response(r)) => {
+            Tried::Answer(r.map(|b| Idle::wrap(b, ex.read_timeout)), None)
+        }
+        Ok(h1::Answer::Switched(r, tunnel)) => Tried::Answer(
+            r.map(|()| body::empty()),
+            Some(UpstreamUpgrade::Direct(tunnel)),
+        ),
         Err(h1::Error::Connect(e)) => {
             tracing::warn!(upstream = %addr, error = %e, "connect to endpoint failed");
             Tried::Unreachable {
@@ -377,7 +383,10 @@ async fn via_client(
             let mut resp = resp;
             let up = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
                 .then(|| UpstreamUpgrade::Client(hyper::upgrade::on(&mut resp)));
-            Tried::Answer(resp.map(body::incoming), up)
+            Tried::Answer(
+                resp.map(|b| Idle::wrap(body::unboxed(b), ann.read_timeout)),
+                up,
+            )
         }
     }
 }
@@ -444,7 +453,6 @@ fn finish(
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     up: Option<UpstreamUpgrade>,
     set_cookie: Option<String>,
-    read_timeout: std::time::Duration,
 ) -> Response<Body> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching && let (Some(down), Some(up)) = (on_upgrade, up) {
@@ -477,5 +485,5 @@ fn finish(
         parts.headers.append(SET_COOKIE, v);
     }
     parts.version = Version::HTTP_11;
-    Response::from_parts(parts, Idle::wrap(body, read_timeout))
+    Response::from_parts(parts, body)
 }

@@ -22,7 +22,7 @@ use http::{HeaderMap, Method, Response, StatusCode, uri::PathAndQuery};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use pool::Conn;
-use response::UpstreamBody;
+pub use response::UpstreamBody;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,10 +72,12 @@ impl From<Error> for Failure {
     }
 }
 
-/// The upstream's answer; for a 101, the connection to tunnel.
-pub struct Answer {
-    pub response: Response<Body>,
-    pub tunnel: Option<Tunnel>,
+/// The upstream's answer.
+pub enum Answer {
+    /// A response whose body streams from the connection.
+    Response(Response<UpstreamBody>),
+    /// `101 Switching Protocols`: its head, and the connection to tunnel.
+    Switched(Response<()>, Tunnel),
 }
 
 /// An upstream connection after `101 Switching Protocols`.
@@ -146,28 +148,20 @@ async fn exchange(mut conn: Conn, ex: &Exchange<'_>, body: Body) -> Result<Answe
             Err(_) => return Err(Error::ReadTimeout.into()),
         }
     };
-    let mut response = Response::new(crate::body::empty());
+    let mut response = Response::new(());
     *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if !ex.upgrade {
-            return Err(
-                Error::Upstream("101 to a request that asked for no upgrade".into()).into(),
-            );
+            let e = Error::Upstream("101 to a request that asked for no upgrade".into());
+            return Err(e.into());
         }
-        *response.headers_mut() = head.headers;
-        return Ok(Answer {
-            response,
-            tunnel: Some(Tunnel(conn)),
-        });
+        return Ok(Answer::Switched(response, Tunnel(conn)));
     }
     // A connection whose request body was cut short is out of step.
     let keep_alive = head.keep_alive && sent;
-    *response.headers_mut() = head.headers;
-    *response.body_mut() = UpstreamBody::new(conn, head.framing, keep_alive).boxed();
-    Ok(Answer {
-        response,
-        tunnel: None,
-    })
+    let body = UpstreamBody::new(conn, head.framing, keep_alive);
+    Ok(Answer::Response(response.map(|()| body)))
 }
 
 /// Streams the request body while watching for the response head: an
