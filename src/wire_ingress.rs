@@ -30,8 +30,9 @@ pub struct IngressArgs {
     /// [default: a self-signed certificate made at start]
     #[arg(long = "default-certificate", value_name = "NS/NAME", value_parser = parse_ns_name)]
     pub default_certificate: Option<(String, String)>,
-    /// Idle upstream connections kept per endpoint; size it to the expected
-    /// concurrency [default: 1024]
+    /// Idle upstream connections kept per endpoint (and worker thread, for
+    /// plain HTTP/1.1 upstreams); size it to the expected concurrency
+    /// [default: 1024]
     #[arg(long = "ingress-upstream-idle", value_name = "N")]
     pub upstream_idle: Option<usize>,
     /// Seconds a client may take to send a request head [default: 30]

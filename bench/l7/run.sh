@@ -3,7 +3,11 @@
 # (1 thread, http-reuse always) vs nodeway (1 worker thread), in one run,
 # through 50 host+path rules, HTTP/1.1 keep-alive at 64 and 256 connections.
 #
-#   bench/l7/run.sh [seconds]        # default 10 s per measurement
+#   bench/l7/run.sh [seconds] [rounds]   # default 10 s per measurement, 1 round
+#
+# With several rounds the order of the peers rotates from round to round
+# and the median of each figure is reported (single runs on a shared
+# machine vary by 30 %).
 #
 # Server side (proxy + backend) is pinned to CPU $SERVER_CPU, wrk to
 # $LOAD_CPU. Prints req/s, p50/p99 latency and server CPU microseconds per
@@ -16,6 +20,7 @@
 set -euo pipefail
 
 DUR=${1:-10}
+ROUNDS=${2:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 KEEPALIVE=${KEEPALIVE:-320}
@@ -189,23 +194,36 @@ print("%.0f %.3f %.3f %.1f" % (rps, p50, p99, ticks / hz * 1e6 / max(reqs, 1)))
 ' "$((after - before))" "$HZ"
 }
 
+PEERS=(direct nginx haproxy nodeway)
+for r in $(seq 0 $((ROUNDS - 1))); do
+  for conns in $CONNS; do
+    for k in 0 1 2 3; do
+      n=${PEERS[(k + r) % 4]}
+      case $n in
+        direct) a=$BE pids="$ECHO_PID" ;;
+        nginx) a=$NG pids="$ECHO_PID $NG_PID $(pgrep -P $NG_PID | tr '\n' ' ')" ;;  # master + worker
+        haproxy) a=$HA pids="$ECHO_PID $HA_PID" ;;
+        nodeway) a=$NW pids="$ECHO_PID $NW_PID" ;;
+      esac
+      read -r rps p50 p99 cpu < <(measure "$a" "$conns" $pids)
+      echo "$rps $p50 $p99 $cpu" >>"$WORK/res.$n.$conns"
+      echo "round $((r + 1)) $n c=$conns: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu us server CPU/req" >&2
+    done
+  done
+done
+median() { # file column
+  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'
+}
 declare -A R P50 P99 C
 for conns in $CONNS; do
-  for name in direct:$BE nginx:$NG haproxy:$HA nodeway:$NW; do
-    n=${name%%:*} a=${name#*:}
-    case $n in
-      direct) pids="$ECHO_PID" ;;
-      nginx) pids="$ECHO_PID $NG_PID $(pgrep -P $NG_PID | tr '\n' ' ')" ;;  # master + worker
-      haproxy) pids="$ECHO_PID $HA_PID" ;;
-      nodeway) pids="$ECHO_PID $NW_PID" ;;
-    esac
-    read -r R[$n$conns] P50[$n$conns] P99[$n$conns] C[$n$conns] < <(measure "$a" "$conns" $pids)
-    echo "measured $n c=$conns: ${R[$n$conns]} req/s, p50 ${P50[$n$conns]} ms, p99 ${P99[$n$conns]} ms, ${C[$n$conns]} us server CPU/req" >&2
+  for n in "${PEERS[@]}"; do
+    f=$WORK/res.$n.$conns
+    R[$n$conns]=$(median "$f" 1) P50[$n$conns]=$(median "$f" 2) P99[$n$conns]=$(median "$f" 3) C[$n$conns]=$(median "$f" 4)
   done
 done
 
 echo
-echo "L7 benchmark, $(date -u +%F), ${DUR}s per run, $RULES host+path rules, server CPU $SERVER_CPU, load CPU $LOAD_CPU, nginx keepalive $KEEPALIVE"
+echo "L7 benchmark, $(date -u +%F), ${DUR}s per run, $ROUNDS round(s) (medians), $RULES host+path rules, server CPU $SERVER_CPU, load CPU $LOAD_CPU, nginx keepalive $KEEPALIVE"
 printf '| %-8s | %5s | %9s | %8s | %8s | %15s | %13s |\n' proxy conns "req/s" "p50 ms" "p99 ms" "server us/req" "added us/req"
 printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------- ------- ----------- ---------- ---------- ----------------- ---------------
 for conns in $CONNS; do

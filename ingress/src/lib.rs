@@ -51,8 +51,9 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// HTTP/2 concurrent streams per connection.
     pub max_h2_streams: u32,
-    /// Idle upstream connections kept per endpoint: size it to the concurrency,
-    /// or requests pay a connect each.
+    /// Idle upstream connections kept per endpoint (per worker thread for
+    /// plain HTTP/1.1, whose pools are thread-local): size it to the
+    /// concurrency, or requests pay a connect each.
     pub upstream_idle_per_host: usize,
     /// Value of the `Server` response header.
     pub server_name: String,
