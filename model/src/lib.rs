@@ -20,6 +20,6 @@ pub use service::{
     Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, usable_backends,
 };
 pub use snapshot::{
-    CompileOptions, Frontend, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot,
+    CompileOptions, Frontend, HealthCheck, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot,
 };
 pub use tls::TlsSecret;

@@ -116,6 +116,10 @@ pub struct Service {
     pub session_affinity: Option<Duration>,
     pub internal_traffic_local: bool,
     pub external_traffic_local: bool,
+    /// `spec.healthCheckNodePort` of a LoadBalancer Service with
+    /// `externalTrafficPolicy: Local`, where kube-proxy answers load-balancer
+    /// health checks.
+    pub health_check_node_port: Option<u16>,
     pub publish_not_ready_addresses: bool,
     pub annotations: BTreeMap<String, String>,
     /// Labelled `service.kubernetes.io/service-proxy-name`: another proxy

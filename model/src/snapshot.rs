@@ -46,6 +46,14 @@ pub struct Frontend {
     pub external: bool,
 }
 
+/// A port on every node address where the node answers whether it has
+/// ready endpoints of `service` (kube-proxy's `healthCheckNodePort`).
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    pub port: u16,
+    pub service: Arc<Service>,
+}
+
 /// Settings that shape compilation.
 #[derive(Clone, Debug, Default)]
 pub struct CompileOptions {
@@ -59,6 +67,9 @@ pub struct Snapshot {
     pub services: Arc<ServiceMap>,
     /// L4 frontends, sorted by (listen, protocol); each claimed at most once.
     pub frontends: Arc<Vec<Frontend>>,
+    /// Load-balancer health-check ports (`spec.healthCheckNodePort`), sorted
+    /// by port; each claimed at most once and never a nodePort.
+    pub health_checks: Arc<Vec<HealthCheck>>,
     /// Namespaces that exist: Namespace objects, or any object in one.
     pub namespaces: Arc<BTreeSet<String>>,
     pub ingress: Arc<IngressTable>,
@@ -151,6 +162,7 @@ pub fn compile(
     }
 
     let frontends = claim_frontends(&compiled, prev, &mut errors);
+    let health_checks = claim_health_checks(&compiled, &frontends, &mut errors);
     let services = Arc::new(service_map);
     let secrets = Arc::new(secrets);
     let table = ingress::compile(IngressInput {
@@ -166,6 +178,7 @@ pub fn compile(
         generation,
         services,
         frontends: Arc::new(frontends),
+        health_checks: Arc::new(health_checks),
         namespaces: Arc::new(namespaces),
         ingress: Arc::new(table),
         tls_secrets: secrets,
@@ -312,6 +325,13 @@ fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> S
         session_affinity,
         internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
         external_traffic_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+        health_check_node_port: spec
+            .health_check_node_port
+            .filter(|_| {
+                service_type == ServiceType::LoadBalancer
+                    && spec.external_traffic_policy.as_deref() == Some("Local")
+            })
+            .and_then(|p| u16::try_from(p).ok()),
         publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
         annotations: svc.metadata.annotations.clone().unwrap_or_default(),
         proxied_elsewhere: svc
@@ -325,6 +345,48 @@ fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> S
             .as_ref()
             .map(|t| t.0.as_second()),
     }
+}
+
+/// Gives each health-check port to one Service: a port that is some
+/// Service's TCP nodePort, or that an older Service already has, is an
+/// error on the Service that asks for it.
+fn claim_health_checks(
+    compiled: &[(&PathBuf, &ObjectKey, &core::Service, Arc<Service>)],
+    frontends: &[Frontend],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<HealthCheck> {
+    let mut asking: Vec<_> = compiled
+        .iter()
+        .filter(|c| !c.3.proxied_elsewhere)
+        .filter_map(|c| Some((c.3.health_check_node_port?, c)))
+        .collect();
+    asking.sort_by_key(|(port, c)| (*port, c.3.created.unwrap_or(i64::MAX), c.1.clone()));
+    let mut out: Vec<HealthCheck> = Vec::new();
+    for (port, (file, key, _, svc)) in asking {
+        let node_port = frontends
+            .iter()
+            .find(|f| f.listen == Listen::NodePort(port) && f.protocol == Protocol::Tcp);
+        let taken = match (node_port, out.last().filter(|h| h.port == port)) {
+            (Some(f), _) => Some(format!("{port} is Service {}'s nodePort", f.service.id)),
+            (None, Some(h)) => Some(format!(
+                "{port} is already used by Service {}",
+                h.service.id
+            )),
+            (None, None) => None,
+        };
+        match taken {
+            Some(why) => errors.push(ConfigError::field(
+                (*file).clone(),
+                (*key).clone(),
+                FieldError::new("spec.healthCheckNodePort", why),
+            )),
+            None => out.push(HealthCheck {
+                port,
+                service: svc.clone(),
+            }),
+        }
+    }
+    out
 }
 
 /// Assigns every (address, port, protocol) and NodePort to exactly one Service.

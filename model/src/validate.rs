@@ -177,6 +177,24 @@ fn validate_service(s: &core::Service, opts: &ValidateOptions, errs: &mut Vec<Fi
             ));
         }
     }
+    if let Some(hc) = spec.health_check_node_port {
+        let local = spec.external_traffic_policy.as_deref() == Some("Local");
+        if ty != "LoadBalancer" || !local {
+            errs.push(FieldError::new(
+                "spec.healthCheckNodePort",
+                "may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
+            ));
+        } else if !(0..=65535).contains(&hc) || !opts.node_port_range.contains(&(hc as u16)) {
+            errs.push(FieldError::new(
+                "spec.healthCheckNodePort",
+                format!(
+                    "{hc} is outside the node port range {}-{}",
+                    opts.node_port_range.start(),
+                    opts.node_port_range.end()
+                ),
+            ));
+        }
+    }
     let ports = spec.ports.as_deref().unwrap_or_default();
     let mut seen_names = std::collections::HashSet::new();
     let mut seen_ports = std::collections::HashSet::new();

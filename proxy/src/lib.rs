@@ -11,6 +11,7 @@
 mod balance;
 mod copy;
 mod error;
+mod health;
 mod listener;
 mod metrics;
 mod pp2;
@@ -79,6 +80,8 @@ pub struct ListenerInfo {
 pub(crate) struct Shared {
     pub cfg: Config,
     pub routes: ArcSwap<routes::RouteMap>,
+    /// What each health-check address reports.
+    pub health: ArcSwap<health::HealthMap>,
     pub metrics: metrics::Metrics,
     /// Fires when the shutdown grace is over: open connections reset.
     pub kill: watch::Receiver<bool>,
@@ -113,6 +116,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             cfg,
             routes: ArcSwap::from_pointee(routes::RouteMap::new()),
+            health: ArcSwap::from_pointee(health::HealthMap::new()),
             metrics: metrics::Metrics::new(registry),
             kill: kill_rx,
             problems: Mutex::new(Vec::new()),

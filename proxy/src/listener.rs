@@ -4,7 +4,7 @@
 
 use crate::balance::BalanceState;
 use crate::routes::{self, Wanted};
-use crate::{Error, ListenerInfo, Shared, tcp, udp};
+use crate::{Error, ListenerInfo, Shared, health, tcp, udp};
 use model::{Protocol, Snapshot};
 use socket2::{Domain, Socket, Type};
 use std::collections::HashMap;
@@ -75,6 +75,9 @@ impl Reconciler {
             &self.shared.metrics,
         );
         self.shared.routes.store(Arc::new(built.routes));
+        let cfg = &self.shared.cfg;
+        let health = health::build(snap, &cfg.node_ips, cfg.node_name.as_deref());
+        self.shared.health.store(Arc::new(health));
         // Tells UDP frontends to drop sessions whose endpoint went away.
         self.route_gen.send_modify(|g| *g += 1);
         for p in &built.problems {
@@ -104,6 +107,8 @@ impl Reconciler {
                 continue;
             }
             let task = match w.protocol {
+                Protocol::Tcp if w.health => bind_tcp(w.addr)
+                    .map(|l| tokio::spawn(health::serve(l, w.addr, self.shared.clone()))),
                 Protocol::Tcp => bind_tcp(w.addr).map(|l| {
                     tokio::spawn(tcp::accept_loop(
                         l,

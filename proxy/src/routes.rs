@@ -51,6 +51,8 @@ pub(crate) struct Wanted {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub service: Arc<str>,
+    /// A load-balancer health-check port, not a Service frontend.
+    pub health: bool,
 }
 
 pub(crate) struct Built {
@@ -161,6 +163,25 @@ pub(crate) fn build(
                 addr,
                 protocol: fe.protocol,
                 service: svc.id.clone(),
+                health: false,
+            });
+        }
+    }
+    for hc in snap.health_checks.iter() {
+        for ip in &cfg.node_ips {
+            let addr = SocketAddr::new(*ip, hc.port);
+            if let Some(other) = routes.get(&(addr, Protocol::Tcp)) {
+                problems.push(format!(
+                    "health check {addr} of Service {} is already used by Service {}",
+                    hc.service.id, other.service.id
+                ));
+                continue;
+            }
+            wanted.push(Wanted {
+                addr,
+                protocol: Protocol::Tcp,
+                service: hc.service.id.clone(),
+                health: true,
             });
         }
     }

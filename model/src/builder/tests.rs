@@ -208,6 +208,70 @@ fn nodeport_range_and_uniqueness() {
 }
 
 #[test]
+fn health_check_node_ports_are_validated_and_claimed_once() {
+    let lb = |name: &str, ip: &str, extra: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: LoadBalancer, clusterIP: {ip}, ports: [{{port: 80, nodePort: 30081}}], {extra}}}\n"
+        )
+    };
+    let mut b = b();
+    let text = [
+        // The one that gets 31000.
+        lb(
+            "a",
+            "127.0.0.10",
+            "externalTrafficPolicy: Local, healthCheckNodePort: 31000",
+        )
+        .replace("30081", "30082"),
+        // Same port again: the later Service loses it.
+        lb(
+            "b",
+            "127.0.0.11",
+            "externalTrafficPolicy: Local, healthCheckNodePort: 31000",
+        )
+        .replace("30081", "30083"),
+        // Another Service's nodePort.
+        lb(
+            "c",
+            "127.0.0.12",
+            "externalTrafficPolicy: Local, healthCheckNodePort: 30082",
+        )
+        .replace("30081", "30084"),
+        // Only for policy Local.
+        lb("d", "127.0.0.13", "healthCheckNodePort: 31001").replace("30081", "30085"),
+        // Within the node port range.
+        lb(
+            "e",
+            "127.0.0.14",
+            "externalTrafficPolicy: Local, healthCheckNodePort: 80",
+        )
+        .replace("30081", "30086"),
+    ]
+    .concat();
+    up(&mut b, "a.yaml", &text);
+    let s = b.build();
+    let hc: Vec<_> = s
+        .health_checks
+        .iter()
+        .map(|h| (h.port, h.service.name.as_str()))
+        .collect();
+    assert_eq!(hc, [(31000, "a")]);
+    let errs: Vec<String> = s.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    for want in [
+        "Service default/b: spec.healthCheckNodePort: 31000 is already used by Service default/a",
+        "Service default/c: spec.healthCheckNodePort: 30082 is Service default/a's nodePort",
+        "Service default/d: spec.healthCheckNodePort: may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
+        "Service default/e: spec.healthCheckNodePort: 80 is outside the node port range",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{want} not in {errs:?}"
+        );
+    }
+}
+
+#[test]
 fn unchanged_services_keep_their_arc() {
     let mut b = b();
     up(&mut b, "a.yaml", SVC_A);

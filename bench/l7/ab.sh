@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A/B of two nodeway builds against nginx, in one run: all three serve the
+# same route side by side (one Ingress, one endpoint: `nodeway echo`), and
+# rounds alternate between them so machine noise hits each alike.
+#
+#   bench/l7/ab.sh OLD_BINARY NEW_BINARY [rounds, default 5] [seconds, default 3]
+#
+# Proxies and backend pinned to CPU $SERVER_CPU, wrk (1 thread, $CONNS
+# keep-alive connections, default 64) to $LOAD_CPU. Prints per round and
+# the medians of req/s and server CPU µs per request (proxy + backend).
+# Not run by tests or CI. Traffic only on 127.0.94.0/24.
+set -euo pipefail
+
+A=${1:?old nodeway binary}
+B=${2:?new nodeway binary}
+ROUNDS=${3:-5}
+DUR=${4:-3}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+CONNS=${CONNS:-64}
+BE=127.0.94.1 NG=127.0.94.2 NA=127.0.94.3 NB=127.0.94.4 PORT=8081 HOST=ab.bench.test
+for c in wrk nginx python3 curl; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+PIN=(taskset -c "$SERVER_CPU")
+
+"${PIN[@]}" "$B" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); BE_PID=$!
+cat >"$WORK/nginx.conf" <<CFG
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream be { server $BE:$PORT; keepalive 320; keepalive_requests 1000000; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Request-ID \$request_id;
+  proxy_set_header X-Real-IP \$remote_addr;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Host \$host;
+  proxy_set_header X-Forwarded-Port \$server_port;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  keepalive_requests 1000000;
+  server { listen $NG:$PORT; server_name $HOST; location / { proxy_pass http://be; } }
+}
+CFG
+"${PIN[@]}" nginx -c "$WORK/nginx.conf" -g "daemon off;" >/dev/null 2>&1 & PIDS+=($!); NG_PID=$!
+mkdir -p "$WORK/cfg"
+cat >"$WORK/cfg/ab.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: be, namespace: default}
+spec:
+  clusterIP: None
+  ports: [{name: http, port: 80, targetPort: $PORT}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: be, namespace: default}
+subsets:
+- addresses: [{ip: $BE}]
+  ports: [{name: http, port: $PORT}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: ab, namespace: default, annotations: {kubernetes.io/ingress.class: nginx}}
+spec:
+  rules:
+  - host: $HOST
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: be, port: {number: 80}}}}
+YAML
+start_nodeway() { # binary addr
+  NODEWAY_LOG=warn "${PIN[@]}" "$1" run --config "$WORK/cfg" --threads 1 --l4-disable \
+    --dns-listen "$2:1053" --http-listen "$2:$PORT" --https-listen "$2:18443" \
+    --admin-listen "$2:19090" >>"$WORK/nodeway.log" 2>&1 &
+}
+start_nodeway "$A" $NA; PIDS+=($!); A_PID=$!
+start_nodeway "$B" $NB; PIDS+=($!); B_PID=$!
+for i in $(seq 100); do
+  ok=1
+  for a in $NG $NA $NB; do curl -fs -o /dev/null -H "Host: $HOST" "http://$a:$PORT/hostname" || ok=0; done
+  [ $ok = 1 ] && break
+  [ "$i" = 100 ] && { echo "servers did not come up" >&2; cat "$WORK/nodeway.log" >&2; exit 1; }
+  sleep 0.1
+done
+NGW=$(pgrep -P $NG_PID | tr '\n' ' ')
+
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+HZ=$(getconf CLK_TCK)
+run() { # name addr pids...
+  local n=$1 a=$2; shift 2
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -H "Host: $HOST" "http://$a:$PORT/hostname" >/dev/null
+  local b e out
+  b=$(ticks "$@")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" -H "Host: $HOST" "http://$a:$PORT/hostname")
+  e=$(ticks "$@")
+  local req rps
+  req=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  echo "$n $rps $(python3 -c "print('%.1f' % (($e - $b) / $HZ * 1e6 / $req))")"
+}
+for r in $(seq "$ROUNDS"); do
+  run nginx $NG $BE_PID $NG_PID $NGW
+  run old $NA $BE_PID $A_PID
+  run new $NB $BE_PID $B_PID
+done | tee "$WORK/rounds"
+python3 - "$WORK/rounds" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, rps, us = line.split()
+    runs.setdefault(name, []).append((float(rps), float(us)))
+print()
+for name, v in runs.items():
+    print(f"{name:6} median {statistics.median(x[0] for x in v):8.0f} req/s  {statistics.median(x[1] for x in v):6.1f} us server CPU/req")
+PY
