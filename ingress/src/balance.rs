@@ -53,14 +53,7 @@ pub fn from_cookie<'a>(
     name: &str,
     usable: impl Iterator<Item = &'a Backend>,
 ) -> Option<usize> {
-    let want = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)?;
+    let want = cookie(headers, name)?;
     usable
         .enumerate()
         .find(|(_, b)| cookie_value(&b.addr) == want)
@@ -68,8 +61,9 @@ pub fn from_cookie<'a>(
 }
 
 /// Whether this request goes to the canary: by header (`always`/`never`, or
-/// an exact value), else by weight.
+/// an exact value), else by cookie (`always`/`never`), else by weight.
 pub fn use_canary(c: &Canary, headers: &HeaderMap) -> bool {
+    // ingress-nginx's order: header, then cookie, then weight.
     if let Some(name) = &c.by_header
         && let Some(v) = headers.get(name.as_str())
     {
@@ -81,13 +75,33 @@ pub fn use_canary(c: &Canary, headers: &HeaderMap) -> bool {
             None => {}
         }
     }
-    c.weight > 0 && roll_percent() < c.weight
+    if let Some(name) = &c.by_cookie {
+        match cookie(headers, name) {
+            Some("always") => return true,
+            Some("never") => return false,
+            _ => {}
+        }
+    }
+    c.weight > 0 && roll(c.weight_total) < c.weight
 }
 
-/// A uniform-enough number in 0..100 without a lock or a syscall.
-fn roll_percent() -> u32 {
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// A uniform-enough number in 0..total without a lock or a syscall.
+fn roll(total: u32) -> u32 {
     static SEQ: AtomicU64 = AtomicU64::new(0x5EED);
-    (splitmix(SEQ.fetch_add(1, Ordering::Relaxed)) % 100) as u32
+    (splitmix(SEQ.fetch_add(1, Ordering::Relaxed)) % u64::from(total.max(1))) as u32
 }
 
 #[cfg(test)]
@@ -111,8 +125,7 @@ mod tests {
         let mut h = HeaderMap::new();
         let c = Canary {
             by_header: Some("x-canary".into()),
-            by_header_value: None,
-            weight: 0,
+            ..Default::default()
         };
         assert!(!use_canary(&c, &h));
         h.insert("x-canary", HeaderValue::from_static("always"));
@@ -139,6 +152,47 @@ mod tests {
             .filter(|_| use_canary(&half, &HeaderMap::new()))
             .count();
         assert!((350..650).contains(&hits), "{hits}");
+        // canary-weight-total: 1 in 1000.
+        let rare = Canary {
+            weight: 1,
+            weight_total: 1000,
+            ..Default::default()
+        };
+        let hits = (0..10_000)
+            .filter(|_| use_canary(&rare, &HeaderMap::new()))
+            .count();
+        assert!((1..40).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn canary_cookie_after_header_before_weight() {
+        let c = Canary {
+            by_header: Some("x-canary".into()),
+            by_cookie: Some("canary".into()),
+            weight: 100,
+            ..Default::default()
+        };
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(!use_canary(&c, &with(&[("cookie", "a=1; canary=never")])));
+        assert!(use_canary(
+            &c,
+            &with(&[("cookie", "canary=never"), ("x-canary", "always")])
+        ));
+        let none = Canary { weight: 0, ..c };
+        assert!(use_canary(
+            &none,
+            &with(&[("cookie", "a=1"), ("cookie", "canary=always")])
+        ));
+        assert!(
+            !use_canary(&none, &with(&[("cookie", "canary=maybe")])),
+            "other values fall through to the weight"
+        );
     }
 
     #[test]

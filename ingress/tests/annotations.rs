@@ -153,7 +153,7 @@ async fn whitelist_vhost_prefix_and_body_size() {
 }
 
 #[tokio::test]
-async fn canary_by_header_and_weight() {
+async fn canary_by_header_cookie_and_weight() {
     let (main, can) = (backend("main").await, backend("canary").await);
     let yaml = service("main", &[main])
         + &service("can", &[can])
@@ -165,6 +165,7 @@ async fn canary_by_header_and_weight() {
             &[
                 ("canary", "true"),
                 ("canary-by-header", "x-canary"),
+                ("canary-by-cookie", "beta"),
                 ("canary-weight", "0"),
             ],
         )
@@ -184,6 +185,25 @@ async fn canary_by_header_and_weight() {
     );
     assert_eq!(
         name(send(p.http, "GET", "x.test", "/", &[("x-canary", "never")], "").await),
+        "main"
+    );
+    let cookie = |v| [("cookie", v)];
+    assert_eq!(
+        name(
+            send(
+                p.http,
+                "GET",
+                "x.test",
+                "/",
+                &cookie("a=1; beta=always"),
+                ""
+            )
+            .await
+        ),
+        "canary"
+    );
+    assert_eq!(
+        name(send(p.http, "GET", "x.test", "/", &cookie("beta=never"), "").await),
         "main"
     );
     let mut seen = HashSet::new();

@@ -33,12 +33,28 @@ impl BackendProtocol {
 }
 
 /// Canary settings of a canary Ingress.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canary {
     pub by_header: Option<String>,
     pub by_header_value: Option<String>,
-    /// Percent (0..=100) of the remaining requests.
+    /// Cookie whose value `always`/`never` decides (after the header).
+    pub by_cookie: Option<String>,
+    /// Share of the remaining requests: `weight` out of `weight_total`.
     pub weight: u32,
+    /// `canary-weight-total`, 100 unless set.
+    pub weight_total: u32,
+}
+
+impl Default for Canary {
+    fn default() -> Self {
+        Canary {
+            by_header: None,
+            by_header_value: None,
+            by_cookie: None,
+            weight: 0,
+            weight_total: 100,
+        }
+    }
 }
 
 /// `affinity: cookie`.
@@ -278,9 +294,15 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
             },
             "canary-by-header" => canary.by_header = Some(v.clone()),
             "canary-by-header-value" => canary.by_header_value = Some(v.clone()),
+            "canary-by-cookie" => canary.by_cookie = Some(v.clone()),
+            // Checked against the total once both are read.
             "canary-weight" => match v.trim().parse::<u32>() {
-                Ok(w) if w <= 100 => canary.weight = w,
-                _ => bad(format!("{v:?} is not a whole percentage 0..100")),
+                Ok(w) => canary.weight = w,
+                _ => bad(format!("{v:?} is not a whole number")),
+            },
+            "canary-weight-total" => match v.trim().parse::<u32>() {
+                Ok(t) if t > 0 => canary.weight_total = t,
+                _ => bad(format!("{v:?} is not a whole number above 0")),
             },
             "affinity" => match v.trim() {
                 "cookie" => affinity_on = true,
@@ -348,6 +370,16 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 "unknown ingress-nginx annotation ignored"
             ),
         }
+    }
+    if canary.weight > canary.weight_total {
+        errs.push(FieldError::new(
+            field("canary-weight"),
+            format!(
+                "{} is above the total weight {} (canary-weight-total, default 100)",
+                canary.weight, canary.weight_total
+            ),
+        ));
+        canary.weight = 0;
     }
     if canary_on {
         a.canary = Some(canary);

@@ -597,3 +597,32 @@ fn annotations_parse() {
     assert_eq!(a.backend_protocol, BackendProtocol::Grpc);
     assert_eq!(a.affinity.unwrap().name, "route");
 }
+
+#[test]
+fn canary_cookie_and_weight_total_parse_and_weight_is_checked_against_total() {
+    let parse = |pairs: &[(&str, &str)]| {
+        let m: std::collections::BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
+            .collect();
+        annotations::parse(Some(&m))
+    };
+    let (a, errs) = parse(&[
+        ("canary", "true"),
+        ("canary-by-cookie", "beta"),
+        ("canary-weight", "250"),
+        ("canary-weight-total", "1000"),
+    ]);
+    assert!(errs.is_empty(), "{errs:?}");
+    let c = a.canary.unwrap();
+    assert_eq!(
+        (c.by_cookie.as_deref(), c.weight, c.weight_total),
+        (Some("beta"), 250, 1000)
+    );
+    let (_, errs) = parse(&[("canary", "true"), ("canary-weight", "101")]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].field.ends_with("canary-weight]"), "{:?}", errs[0]);
+    assert!(errs[0].reason.contains("above the total weight 100"));
+    let (_, errs) = parse(&[("canary-weight-total", "0")]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+}
