@@ -86,7 +86,7 @@ pub fn use_canary(c: &Canary, headers: &HeaderMap) -> bool {
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()

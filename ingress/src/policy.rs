@@ -7,6 +7,8 @@ use crate::proxy::ConnInfo;
 use crate::respond::{redirect, status};
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response, StatusCode};
+use model::ingress::path::encode_path;
+use model::ingress::template::Var;
 use model::ingress::{Route, normalize_host};
 
 /// The response that ends the request here, if any.
@@ -38,9 +40,10 @@ pub fn before_proxy<B>(
         return Some(redirect(StatusCode::PERMANENT_REDIRECT, &loc));
     }
     if let Some((to, code)) = &ann.redirect {
+        let loc = to.render(|v, out| variable(v, req, norm, host, conn, out));
         return Some(redirect(
             StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
-            to,
+            &loc,
         ));
     }
     if norm == "/"
@@ -62,4 +65,56 @@ pub fn before_proxy<B>(
     }
 
     None
+}
+
+/// The value of an nginx variable for this request, as nginx defines it.
+fn variable<B>(
+    v: &Var,
+    req: &Request<B>,
+    norm: &str,
+    host: &str,
+    conn: &ConnInfo,
+    out: &mut String,
+) {
+    use std::fmt::Write;
+    let query = req.uri().query().unwrap_or("");
+    match v {
+        Var::Scheme => out.push_str(if conn.tls { "https" } else { "http" }),
+        Var::Host => out.push_str(&normalize_host(host)),
+        Var::HttpHost => out.push_str(host),
+        Var::ServerPort => out.push_str(conn.forwarded.port.to_str().unwrap_or("")),
+        Var::RequestUri => out.push_str(req.uri().path_and_query().map_or("/", |p| p.as_str())),
+        // The normalized path, encoded again so that it stays a valid URI.
+        Var::Uri => out.push_str(&encode_path(norm)),
+        Var::Args => out.push_str(query),
+        Var::IsArgs if !query.is_empty() => out.push('?'),
+        Var::IsArgs => {}
+        Var::RemoteAddr => {
+            let _ = write!(out, "{}", conn.client.ip());
+        }
+        Var::RequestMethod => out.push_str(req.method().as_str()),
+        Var::Header(name) => {
+            if let Some(h) = req
+                .headers()
+                .get(name.as_str())
+                .and_then(|h| h.to_str().ok())
+            {
+                out.push_str(h);
+            }
+        }
+        Var::Arg(name) => {
+            let found = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                .find(|(k, _)| k == name);
+            if let Some((_, value)) = found {
+                out.push_str(value);
+            }
+        }
+        Var::Cookie(name) => {
+            if let Some(c) = crate::balance::cookie(req.headers(), name) {
+                out.push_str(c);
+            }
+        }
+    }
 }

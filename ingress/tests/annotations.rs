@@ -70,6 +70,15 @@ async fn redirects_app_root_permanent_temporal() {
             "t.test",
             &[("Prefix", "/", "web")],
             &[("temporal-redirect", "/elsewhere")],
+        )
+        + &ingress(
+            "vars",
+            "v.test",
+            &[("Prefix", "/", "web")],
+            &[(
+                "permanent-redirect",
+                "$scheme://new.test$request_uri&from=$host&u=${http_x_user}&a=$arg_b",
+            )],
         );
     let p = Plane::start(&yaml).await;
     let r = get(p.http, "r.test", "/").await;
@@ -94,6 +103,42 @@ async fn redirects_app_root_permanent_temporal() {
     assert_eq!(
         (r.status, r.headers["location"].to_str().unwrap()),
         (StatusCode::FOUND, "/elsewhere")
+    );
+    // nginx variables, as ingress-nginx users write them.
+    let r = send(
+        p.http,
+        "GET",
+        "V.test:8080",
+        "/p/q?b=2",
+        &[("x-user", "ann")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.headers["location"].to_str().unwrap()),
+        (
+            StatusCode::MOVED_PERMANENTLY,
+            "http://new.test/p/q?b=2&from=v.test&u=ann&a=2"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_with_an_unknown_nginx_variable_is_a_config_error() {
+    let yaml = ingress(
+        "bad",
+        "b.test",
+        &[("Prefix", "/", "web")],
+        &[("permanent-redirect", "https://x.test$no_such_var")],
+    );
+    let mut b = model::Builder::new(model::CompileOptions::default());
+    b.update_file(std::path::Path::new("bad.yaml"), Some(yaml.as_bytes()));
+    let snap = b.build();
+    let errs: Vec<String> = snap.errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        errs.iter().any(|e| e.contains("permanent-redirect")
+            && e.contains("unknown nginx variable $no_such_var")),
+        "{errs:?}"
     );
 }
 

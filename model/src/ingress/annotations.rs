@@ -2,6 +2,7 @@
 //! into typed settings. Values are data: none is ever turned into config text.
 
 use crate::error::FieldError;
+use crate::ingress::template::{Piece, Template, Var};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -128,8 +129,8 @@ pub struct Annotations {
     pub whitelist: Vec<IpNet>,
     pub upstream_vhost: Option<String>,
     pub x_forwarded_prefix: Option<String>,
-    /// (target, status)
-    pub redirect: Option<(String, u16)>,
+    /// (target, status); the target may use nginx variables.
+    pub redirect: Option<(Template, u16)>,
 }
 
 impl Default for Annotations {
@@ -203,8 +204,22 @@ pub fn parse_timeout(v: &str) -> Option<Duration> {
     (n > 0 && n <= 86400 * 7).then(|| Duration::from_secs(n * mult))
 }
 
-fn redirect_target(v: &str) -> bool {
-    v.starts_with('/') || v.starts_with("http://") || v.starts_with("https://")
+/// A redirect value: an absolute URL or a path, where nginx variables may
+/// stand for any part after the start (or for the scheme).
+fn redirect_template(v: &str) -> Result<Template, String> {
+    if v.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!("{v:?} is not an absolute URL or path"));
+    }
+    let t = Template::parse(v)?;
+    let starts_as_target =
+        |s: &str| s.starts_with('/') || s.starts_with("http://") || s.starts_with("https://");
+    let scheme_var = matches!(t.0.first(), Some(Piece::Var(Var::Scheme)))
+        && matches!(t.0.get(1), Some(Piece::Text(s)) if s.starts_with("://"));
+    if starts_as_target(t.prefix()) || scheme_var {
+        Ok(t)
+    } else {
+        Err(format!("{v:?} is not an absolute URL or path"))
+    }
 }
 
 /// Parses the annotations; every bad value is an error naming its annotation.
@@ -352,15 +367,11 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                     bad(format!("{v:?} must be printable ASCII"))
                 }
             }
-            "permanent-redirect" | "temporal-redirect" => {
-                if !redirect_target(v) || v.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                    bad(format!("{v:?} is not an absolute URL or path"));
-                } else if name == "permanent-redirect" {
-                    perm = Some(v.clone())
-                } else {
-                    temp = Some(v.clone())
-                }
-            }
+            "permanent-redirect" | "temporal-redirect" => match redirect_template(v) {
+                Err(why) => bad(why),
+                Ok(t) if name == "permanent-redirect" => perm = Some(t),
+                Ok(t) => temp = Some(t),
+            },
             "permanent-redirect-code" => match v.trim().parse::<u16>() {
                 Ok(c) if (300..=308).contains(&c) => perm_code = c,
                 _ => bad(format!("{v:?} is not a redirect status 300..308")),

@@ -9,6 +9,7 @@ mod class;
 mod compile;
 pub mod path;
 mod table;
+pub mod template;
 mod validate;
 
 pub use annotations::{Annotations, BackendProtocol, Canary, CookieAffinity, IpNet};

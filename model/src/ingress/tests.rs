@@ -593,7 +593,11 @@ fn annotations_parse() {
     .collect();
     let (a, errs) = annotations::parse(Some(&m));
     assert!(errs.is_empty(), "{errs:?}");
-    assert_eq!(a.redirect, Some(("https://e.com/x".to_string(), 308)));
+    let (to, code) = a.redirect.unwrap();
+    assert_eq!(
+        (to.prefix(), to.has_vars(), code),
+        ("https://e.com/x", false, 308)
+    );
     assert_eq!(a.backend_protocol, BackendProtocol::Grpc);
     assert_eq!(a.affinity.unwrap().name, "route");
 }
