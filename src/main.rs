@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// This node's name, for traffic policy Local.
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// This node's zone (its topology.kubernetes.io/zone label), for
+    /// topology-aware routing by EndpointSlice zone hints.
+    #[arg(long, value_name = "ZONE")]
+    pub node_zone: Option<String>,
     /// The cluster DNS domain.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,

@@ -59,6 +59,7 @@ pub async fn run(
         common: Common {
             node_ips: args.node_ips.clone(),
             node_name: args.node_name.clone(),
+            node_zone: args.node_zone.clone(),
             cluster_domain: args
                 .cluster_domain
                 .trim_end_matches('.')

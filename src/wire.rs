@@ -15,6 +15,7 @@ use tokio::sync::watch;
 pub struct Common {
     pub node_ips: Vec<IpAddr>,
     pub node_name: Option<String>,
+    pub node_zone: Option<String>,
     pub cluster_domain: String,
 }
 

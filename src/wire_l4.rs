@@ -65,6 +65,7 @@ pub async fn start(args: &L4Args, ctx: &mut Ctx) -> anyhow::Result<Option<Box<dy
     let cfg = proxy::Config {
         node_ips: ctx.common.node_ips.clone(),
         node_name: ctx.common.node_name.clone(),
+        node_zone: ctx.common.node_zone.clone(),
         connect_timeout: args.l4_connect_timeout,
         tcp_idle_timeout: args.l4_tcp_idle_timeout,
         udp_idle_timeout: args.l4_udp_idle_timeout,

@@ -204,6 +204,7 @@ mod tests {
             terminating: false,
             node_name: None,
             pod: None,
+            zone_hints: None,
         };
         let bs = [mk(1), mk(2), mk(3)];
         let mut h = HeaderMap::new();

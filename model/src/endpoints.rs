@@ -144,6 +144,11 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: 
                 .as_ref()
                 .and_then(|r| r.name.as_deref())
                 .map(Arc::from);
+            let zone_hints: Option<Arc<[Arc<str>]>> = ep
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_zones.as_ref())
+                .map(|zones| zones.iter().map(|z| Arc::from(z.name.as_str())).collect());
             acc.add_endpoint(Endpoint {
                 ip,
                 hostname: ep.hostname.clone(),
@@ -163,6 +168,7 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: 
                             terminating,
                             node_name: node.clone(),
                             pod: pod.clone(),
+                            zone_hints: zone_hints.clone(),
                         },
                     );
                 }
@@ -224,6 +230,7 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                                 terminating: false,
                                 node_name: node.clone(),
                                 pod: pod.clone(),
+                                zone_hints: None,
                             },
                         );
                     }
@@ -310,6 +317,7 @@ fn from_pods(
                             terminating,
                             node_name: node.clone(),
                             pod: pod_name.clone(),
+                            zone_hints: None,
                         },
                     );
                 }

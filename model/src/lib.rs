@@ -18,6 +18,7 @@ pub use error::{ConfigError, FieldError, ObjectKey, Warning};
 pub use object::Object;
 pub use service::{
     Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, usable_backends,
+    zone_backends,
 };
 pub use snapshot::{
     CompileOptions, Frontend, HealthCheck, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot,

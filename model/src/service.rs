@@ -68,6 +68,9 @@ pub struct Backend {
     pub node_name: Option<Arc<str>>,
     /// The Pod (targetRef) name when known, for logs.
     pub pod: Option<Arc<str>>,
+    /// EndpointSlice `hints.forZones`: zones whose nodes should use this
+    /// endpoint under topology-aware routing (`None`: no hints).
+    pub zone_hints: Option<Arc<[Arc<str>]>>,
 }
 
 /// One endpoint address of a Service, port-independent (DNS uses these).
@@ -120,6 +123,10 @@ pub struct Service {
     /// `externalTrafficPolicy: Local`, where kube-proxy answers load-balancer
     /// health checks.
     pub health_check_node_port: Option<u16>,
+    /// Topology-aware routing asked for: annotation
+    /// `service.kubernetes.io/topology-mode: Auto` (or the older
+    /// `topology-aware-hints`), or any `spec.trafficDistribution`.
+    pub topology_aware: bool,
     pub publish_not_ready_addresses: bool,
     pub annotations: BTreeMap<String, String>,
     /// Labelled `service.kubernetes.io/service-proxy-name`: another proxy
@@ -168,6 +175,30 @@ pub fn usable_backends<'a>(
     })
 }
 
+/// kube-proxy's topology-aware routing (for cluster-wide traffic policy):
+/// when every ready endpoint carries zone hints and at least one names
+/// `zone`, only the ready endpoints hinted for `zone`; otherwise the
+/// endpoints [`usable_backends`] picks.
+pub fn zone_backends<'a>(backends: &'a [Backend], zone: Option<&str>) -> Vec<&'a Backend> {
+    let hinted_for = |b: &Backend, z: &str| {
+        b.zone_hints
+            .as_deref()
+            .is_some_and(|h| h.iter().any(|x| &**x == z))
+    };
+    let usable = |z: &str| {
+        let ready = || backends.iter().filter(|b| b.ready);
+        ready().all(|b| b.zone_hints.as_deref().is_some_and(|h| !h.is_empty()))
+            && ready().any(|b| hinted_for(b, z))
+    };
+    match zone.filter(|z| !z.is_empty()) {
+        Some(z) if usable(z) => backends
+            .iter()
+            .filter(|b| b.ready && hinted_for(b, z))
+            .collect(),
+        _ => usable_backends(backends, None).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +211,19 @@ mod tests {
             terminating,
             node_name: Some(node.into()),
             pod: None,
+            zone_hints: None,
         }
+    }
+
+    fn hinted(port: u16, ready: bool, zones: &[&str]) -> Backend {
+        Backend {
+            zone_hints: Some(zones.iter().map(|z| Arc::from(*z)).collect()),
+            ..be(port, ready, true, !ready, "n")
+        }
+    }
+
+    fn ports(v: Vec<&Backend>) -> Vec<u16> {
+        v.into_iter().map(|b| b.addr.port()).collect()
     }
 
     #[test]
@@ -208,5 +251,27 @@ mod tests {
             .collect();
         assert_eq!(got, vec![2]);
         assert_eq!(usable_backends(&b, Some("c")).count(), 0);
+    }
+
+    #[test]
+    fn zone_hints_pick_in_zone_endpoints_only_when_every_ready_one_has_hints() {
+        let b = [
+            hinted(1, true, &["zone-a"]),
+            hinted(2, true, &["zone-b"]),
+            hinted(3, true, &["zone-a", "zone-b"]),
+            // Not ready: its missing hint does not matter.
+            be(4, false, false, false, "n"),
+        ];
+        assert_eq!(ports(zone_backends(&b, Some("zone-a"))), vec![1, 3]);
+        assert_eq!(ports(zone_backends(&b, Some("zone-b"))), vec![2, 3]);
+        // No endpoint for the node's zone, or no zone known: all ready ones.
+        assert_eq!(ports(zone_backends(&b, Some("zone-c"))), vec![1, 2, 3]);
+        assert_eq!(ports(zone_backends(&b, None)), vec![1, 2, 3]);
+        // One ready endpoint without hints turns hints off for the port.
+        let mixed = [hinted(1, true, &["zone-a"]), be(2, true, true, false, "n")];
+        assert_eq!(ports(zone_backends(&mixed, Some("zone-a"))), vec![1, 2]);
+        // Only terminating endpoints left: the usual fallback.
+        let ending = [hinted(1, false, &["zone-a"])];
+        assert_eq!(ports(zone_backends(&ending, Some("zone-a"))), vec![1]);
     }
 }

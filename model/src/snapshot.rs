@@ -332,6 +332,7 @@ fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> S
                     && spec.external_traffic_policy.as_deref() == Some("Local")
             })
             .and_then(|p| u16::try_from(p).ok()),
+        topology_aware: topology_aware(svc),
         publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
         annotations: svc.metadata.annotations.clone().unwrap_or_default(),
         proxied_elsewhere: svc
@@ -345,6 +346,24 @@ fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> S
             .as_ref()
             .map(|t| t.0.as_second()),
     }
+}
+
+/// Whether kube-proxy would route by zone hints: any `trafficDistribution`
+/// (it takes precedence), else the topology annotation set to Auto.
+fn topology_aware(svc: &core::Service) -> bool {
+    if svc
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.traffic_distribution.is_some())
+    {
+        return true;
+    }
+    let ann = svc.metadata.annotations.as_ref();
+    let mode = ann.and_then(|a| {
+        a.get("service.kubernetes.io/topology-mode")
+            .or_else(|| a.get("service.kubernetes.io/topology-aware-hints"))
+    });
+    matches!(mode.map(String::as_str), Some("Auto" | "auto"))
 }
 
 /// Gives each health-check port to one Service: a port that is some

@@ -41,6 +41,8 @@ pub struct Config {
     /// This node, for traffic policy Local. Without it, no endpoint counts
     /// as local and Local Services drop traffic.
     pub node_name: Option<String>,
+    /// This node's `topology.kubernetes.io/zone`, for topology-aware routing.
+    pub node_zone: Option<String>,
     /// Per endpoint attempt; the next endpoint is tried after it.
     pub connect_timeout: Duration,
     pub tcp_idle_timeout: Duration,
@@ -58,6 +60,7 @@ impl Default for Config {
         Config {
             node_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             node_name: None,
+            node_zone: None,
             connect_timeout: Duration::from_secs(1),
             tcp_idle_timeout: Duration::from_secs(3600),
             udp_idle_timeout: Duration::from_secs(30),

@@ -105,9 +105,17 @@ pub(crate) fn build(
         // Policy Local without a known node name: no endpoint is local, so
         // traffic is dropped rather than silently sent off-node.
         let local_node = local.then(|| cfg.node_name.as_deref().unwrap_or(""));
-        let endpoints: Arc<[SocketAddr]> = model::usable_backends(&port.backends, local_node)
-            .map(|b| b.addr)
-            .collect();
+        let endpoints: Arc<[SocketAddr]> = if svc.topology_aware && !local {
+            // Zone hints apply to cluster-wide policy only, as in kube-proxy.
+            model::zone_backends(&port.backends, cfg.node_zone.as_deref())
+                .into_iter()
+                .map(|b| b.addr)
+                .collect()
+        } else {
+            model::usable_backends(&port.backends, local_node)
+                .map(|b| b.addr)
+                .collect()
+        };
         let affinity = svc.session_affinity.map(|t| {
             let a = state.affinity(&key);
             let all: HashSet<SocketAddr> = model::usable_backends(&port.backends, None)
