@@ -180,9 +180,22 @@ pub struct Stub {
 
 impl Stub {
     pub async fn start() -> Stub {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // UDP and TCP ports are separate spaces: the UDP port the kernel
+        // picks may be taken for TCP (by another test's connection), so
+        // try again, a bounded number of times.
+        let mut attempts = 0;
+        let (udp, addr, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, addr, tcp),
+                Err(e) if attempts < 20 => {
+                    attempts += 1;
+                    eprintln!("stub: TCP {addr} taken ({e}); another port");
+                }
+                Err(e) => panic!("stub: no port free for both UDP and TCP: {e}"),
+            }
+        };
         let udp_queries = Arc::new(AtomicUsize::new(0));
         let tcp_queries = Arc::new(AtomicUsize::new(0));
         let count = udp_queries.clone();
