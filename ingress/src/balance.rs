@@ -60,16 +60,24 @@ pub fn from_cookie<'a>(
         .map(|(i, _)| i)
 }
 
-/// Whether this request goes to the canary: by header (`always`/`never`, or
-/// an exact value), else by cookie (`always`/`never`), else by weight.
+/// Whether this request goes to the canary: by header (`always`/`never`, an
+/// exact value, or a pattern), else by cookie (`always`/`never`), else by weight.
 pub fn use_canary(c: &Canary, headers: &HeaderMap) -> bool {
     // ingress-nginx's order: header, then cookie, then weight.
     if let Some(name) = &c.by_header
         && let Some(v) = headers.get(name.as_str())
     {
+        let pattern = c.by_header_pattern.as_ref();
         match &c.by_header_value {
             Some(want) if v.as_bytes() == want.as_bytes() => return true,
             Some(_) => {}
+            None if pattern.is_some() => {
+                if v.to_str()
+                    .is_ok_and(|v| pattern.is_some_and(|p| p.0.is_match(v)))
+                {
+                    return true;
+                }
+            }
             None if v == "always" => return true,
             None if v == "never" => return false,
             None => {}
@@ -162,6 +170,40 @@ mod tests {
             .filter(|_| use_canary(&rare, &HeaderMap::new()))
             .count();
         assert!((1..40).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn canary_header_pattern_unless_a_value_is_set() {
+        let p = Canary {
+            by_header: Some("x-canary".into()),
+            by_header_pattern: Some(model::ingress::HeaderPattern(
+                regex::Regex::new("beta|gamma").unwrap(),
+            )),
+            ..Default::default()
+        };
+        let h = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-canary", HeaderValue::from_static(v));
+            h
+        };
+        assert!(
+            use_canary(&p, &h("user-in-beta")),
+            "unanchored, as ingress-nginx"
+        );
+        assert!(!use_canary(&p, &h("alpha")));
+        assert!(
+            !use_canary(&p, &h("always")),
+            "a pattern replaces always/never"
+        );
+        let with_value = Canary {
+            by_header_value: Some("gold".into()),
+            ..p
+        };
+        assert!(
+            !use_canary(&with_value, &h("beta")),
+            "the value wins over the pattern"
+        );
+        assert!(use_canary(&with_value, &h("gold")));
     }
 
     #[test]

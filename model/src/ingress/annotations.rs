@@ -38,6 +38,9 @@ impl BackendProtocol {
 pub struct Canary {
     pub by_header: Option<String>,
     pub by_header_value: Option<String>,
+    /// `canary-by-header-pattern`: the header value matches this regex
+    /// (unanchored, as ingress-nginx); ignored when a value is set.
+    pub by_header_pattern: Option<HeaderPattern>,
     /// Cookie whose value `always`/`never` decides (after the header).
     pub by_cookie: Option<String>,
     /// Share of the remaining requests: `weight` out of `weight_total`.
@@ -51,12 +54,25 @@ impl Default for Canary {
         Canary {
             by_header: None,
             by_header_value: None,
+            by_header_pattern: None,
             by_cookie: None,
             weight: 0,
             weight_total: 100,
         }
     }
 }
+
+/// A compiled `canary-by-header-pattern`, equal when the text is.
+#[derive(Clone, Debug)]
+pub struct HeaderPattern(pub regex::Regex);
+
+impl PartialEq for HeaderPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for HeaderPattern {}
 
 /// `affinity: cookie`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,6 +325,10 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
             },
             "canary-by-header" => canary.by_header = Some(v.clone()),
             "canary-by-header-value" => canary.by_header_value = Some(v.clone()),
+            "canary-by-header-pattern" => match regex::Regex::new(v) {
+                Ok(r) => canary.by_header_pattern = Some(HeaderPattern(r)),
+                Err(e) => bad(format!("{v:?} is not a regular expression: {e}")),
+            },
             "canary-by-cookie" => canary.by_cookie = Some(v.clone()),
             // Checked against the total once both are read.
             "canary-weight" => match v.trim().parse::<u32>() {

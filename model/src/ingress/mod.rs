@@ -12,7 +12,7 @@ mod table;
 pub mod template;
 mod validate;
 
-pub use annotations::{Annotations, BackendProtocol, Canary, CookieAffinity, IpNet};
+pub use annotations::{Annotations, BackendProtocol, Canary, CookieAffinity, HeaderPattern, IpNet};
 pub use class::{CONTROLLER, is_ours};
 pub use compile::compile;
 pub use path::{PathError, normalize_host, normalize_path};

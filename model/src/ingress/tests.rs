@@ -629,4 +629,16 @@ fn canary_cookie_and_weight_total_parse_and_weight_is_checked_against_total() {
     assert!(errs[0].reason.contains("above the total weight 100"));
     let (_, errs) = parse(&[("canary-weight-total", "0")]);
     assert_eq!(errs.len(), 1, "{errs:?}");
+    let (a, errs) = parse(&[
+        ("canary", "true"),
+        ("canary-by-header-pattern", "^b(eta)?$"),
+    ]);
+    assert!(errs.is_empty(), "{errs:?}");
+    let p = a.canary.unwrap().by_header_pattern.unwrap();
+    assert!(p.0.is_match("beta") && !p.0.is_match("gamma"));
+    let (_, errs) = parse(&[("canary-by-header-pattern", "(")]);
+    assert!(
+        errs[0].reason.contains("not a regular expression"),
+        "{errs:?}"
+    );
 }
