@@ -67,20 +67,14 @@ pub fn use_canary(c: &Canary, headers: &HeaderMap) -> bool {
     if let Some(name) = &c.by_header
         && let Some(v) = headers.get(name.as_str())
     {
-        let pattern = c.by_header_pattern.as_ref();
-        match &c.by_header_value {
-            Some(want) if v.as_bytes() == want.as_bytes() => return true,
-            Some(_) => {}
-            None if pattern.is_some() => {
-                if v.to_str()
-                    .is_ok_and(|v| pattern.is_some_and(|p| p.0.is_match(v)))
-                {
-                    return true;
-                }
-            }
-            None if v == "always" => return true,
-            None if v == "never" => return false,
-            None => {}
+        match (&c.by_header_value, &c.by_header_pattern) {
+            (Some(want), _) if v.as_bytes() == want.as_bytes() => return true,
+            (Some(_), _) => {}
+            (None, Some(p)) if v.to_str().is_ok_and(|v| p.0.is_match(v)) => return true,
+            (None, Some(_)) => {}
+            (None, None) if v == "always" => return true,
+            (None, None) if v == "never" => return false,
+            (None, None) => {}
         }
     }
     if let Some(name) = &c.by_cookie {
