@@ -130,6 +130,13 @@ pub(crate) async fn recv_loop(
             },
         }
         for _ in 0..BATCHES_PER_WAKE {
+            // Before each receive, as the select above: a datagram that
+            // follows a reload must see that reload's sessions.
+            if route_gen.has_changed().unwrap_or(false) {
+                route_gen.borrow_and_update();
+                let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
+                table.prune(route.as_deref());
+            }
             let r = socket.try_io(Interest::READABLE, || {
                 CLIENT_BATCH.with(|b| {
                     let mut b = b.borrow_mut();
