@@ -78,7 +78,12 @@ impl Table {
         }
     }
 
-    /// Keeps only sessions whose endpoint the current route still uses.
+    /// Keeps only sessions whose endpoint the current route of `local` still uses.
+    fn prune_to(&mut self, shared: &Shared, local: SocketAddr) {
+        let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
+        self.prune(route.as_deref());
+    }
+
     fn prune(&mut self, route: Option<&Route>) {
         let order = &mut self.order;
         self.by_client.retain(|client, s| {
@@ -114,8 +119,7 @@ pub(crate) async fn recv_loop(
             // must never ride a session whose endpoint that reload removed.
             biased;
             Ok(()) = route_gen.changed() => {
-                let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
-                table.prune(route.as_deref());
+                table.prune_to(&shared, local);
                 continue;
             }
             Some((client, seq)) = expired_rx.recv() => {
@@ -134,8 +138,7 @@ pub(crate) async fn recv_loop(
             // follows a reload must see that reload's sessions.
             if route_gen.has_changed().unwrap_or(false) {
                 route_gen.borrow_and_update();
-                let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
-                table.prune(route.as_deref());
+                table.prune_to(&shared, local);
             }
             let r = socket.try_io(Interest::READABLE, || {
                 CLIENT_BATCH.with(|b| {
