@@ -54,6 +54,12 @@ pub fn render(snap: &Snapshot, domain: &str) -> String {
                 format!("<node-ip>:{p}/{} -> {}", f.protocol.as_str(), f.service.id)
             }
         })
+        .chain(snap.health_checks.iter().map(|h| {
+            format!(
+                "<node-ip>:{}/TCP -> {} (load-balancer health check)",
+                h.port, h.service.id
+            )
+        }))
         .collect();
     let _ = writeln!(out, "\nL4 frontends ({}):", listens.len());
     for l in listens {

@@ -167,6 +167,22 @@ fn check_lists_every_error_and_exits_1() {
 }
 
 #[test]
+fn check_shows_health_check_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(
+        dir.path(),
+        "lb.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: shop}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 31500\n  clusterIP: 127.0.0.20\n  ports: [{port: 80, nodePort: 30500}]\n",
+    );
+    let (ok, out) = check(&[dir.path()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("<node-ip>:31500/TCP -> shop/lb (load-balancer health check)"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_passes_on_seed_examples_and_shows_tables() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (ok, out) = check(&[&root.join("configs/seed-examples")]);
