@@ -1,7 +1,9 @@
 //! Idle keep-alive connections per endpoint address, one pool per worker
 //! thread (nginx's per-worker model): checkout and return take no lock.
 //! A connection is taken most-recently-used first, so a burst's extra
-//! connections age out at the bottom of the stack.
+//! connections age out at the bottom of the stack. Every few seconds a
+//! return also sweeps the whole thread's pool, so connections to endpoints
+//! that are gone (pods replaced) are closed instead of kept forever.
 
 use bytes::BytesMut;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,8 +18,34 @@ use tokio::net::TcpStream;
 /// `keepalive_timeout` for upstreams is 60 s too).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often a thread's whole pool is swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Conn>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<Idle> = RefCell::new(Idle {
+        by_addr: HashMap::new(),
+        swept: Instant::now(),
+    });
+}
+
+/// One worker thread's idle connections.
+struct Idle {
+    by_addr: HashMap<SocketAddr, Vec<Conn>>,
+    swept: Instant,
+}
+
+impl Idle {
+    /// Closes connections idle for too long or closed by their upstream,
+    /// and forgets endpoints with none left.
+    fn sweep(&mut self, now: Instant) {
+        self.by_addr.retain(|_, stack| {
+            stack.retain(|c| {
+                now.saturating_duration_since(c.idle_since) < IDLE_TIMEOUT && c.still_open()
+            });
+            !stack.is_empty()
+        });
+        self.swept = now;
+    }
 }
 
 /// Counts itself in the plane's open-connections gauge while it lives.
@@ -59,7 +87,7 @@ impl Pool {
     pub fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let stack = idle.get_mut(&addr)?;
+            let stack = idle.by_addr.get_mut(&addr)?;
             while let Some(conn) = stack.pop() {
                 if conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.still_open() {
                     return Some(conn);
@@ -97,10 +125,14 @@ impl Conn {
         if !self.rbuf.is_empty() {
             return; // bytes after the response: the upstream is out of step
         }
-        self.idle_since = Instant::now();
+        let now = Instant::now();
+        self.idle_since = now;
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
-            let stack = idle.entry(self.addr).or_default();
+            if now.saturating_duration_since(idle.swept) >= SWEEP_EVERY {
+                idle.sweep(now);
+            }
+            let stack = idle.by_addr.entry(self.addr).or_default();
             // The bottom is the longest idle: expire it here, as nothing else visits it.
             if stack
                 .first()
@@ -175,6 +207,41 @@ mod tests {
         assert!(pool.checkout(addr).is_none(), "c1 was dropped, not reused");
         drop(got);
         assert_eq!(open.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_old_and_closed_connections_of_any_endpoint() {
+        let (l1, l2) = (
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        );
+        let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+        let open = Gauge::default();
+        let pool = Pool::new(8, open.clone());
+        let c1 = pool.connect(a1, Duration::from_secs(1)).await.unwrap();
+        let (mut s1, _) = l1.accept().await.unwrap();
+        let c2 = pool.connect(a2, Duration::from_secs(1)).await.unwrap();
+        let _s2 = l2.accept().await.unwrap();
+        c1.release();
+        c2.release();
+        let sweep = |now| IDLE.with(|i| i.borrow_mut().sweep(now));
+        // a1's upstream goes away; nothing ever asks for a1 again.
+        s1.shutdown().await.unwrap();
+        drop(s1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open.get() > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection was never swept"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            sweep(Instant::now());
+        }
+        assert!(IDLE.with(|i| !i.borrow().by_addr.contains_key(&a1)));
+        // The other one is only old: a sweep past the idle timeout closes it.
+        sweep(Instant::now() + IDLE_TIMEOUT);
+        assert_eq!(open.get(), 0);
+        assert!(IDLE.with(|i| i.borrow().by_addr.is_empty()));
     }
 
     #[tokio::test]
