@@ -72,6 +72,15 @@ async fn scripted() -> (SocketAddr, Arc<AtomicUsize>) {
                             (r, true)
                         }
                         "/garbage" => (b"HTTP/1.1 2x0 nope\r\n\r\n".to_vec(), true),
+                        // Heads that announce a body that is not there.
+                        "/head" => (
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+                            false,
+                        ),
+                        "/no-content" => (
+                            b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n".to_vec(),
+                            false,
+                        ),
                         "/silent" => (Vec::new(), true),
                         // Refuses an upload without reading it.
                         "/early" => (
@@ -221,4 +230,62 @@ async fn an_early_answer_to_an_upload_is_passed_on() {
         .await
         .expect("answered in time");
     assert_eq!(resp.unwrap().status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn bodiless_answers_end_where_their_head_ends_and_keep_the_connection() {
+    let (be, conns) = scripted().await;
+    let p = plane_for(be).await;
+    // HEAD: the Content-Length describes the GET body; none follows.
+    let r = send(p.http, "HEAD", "raw.test", "/head", &[], "").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, ""));
+    assert_eq!(
+        r.headers["content-length"], "5",
+        "HEAD keeps the upstream's length"
+    );
+    let r = get(p.http, "raw.test", "/no-content").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::NO_CONTENT, ""));
+    // Neither left the pooled connection out of step.
+    let r = get(p.http, "raw.test", "/").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "conn=1"));
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn expect_100_continue_uploads_go_through() {
+    let a = backend("a").await;
+    let yaml = service("web", &[a]) + &ingress("i", "up.test", &[("Prefix", "/", "web")], &[]);
+    let p = Plane::start(&yaml).await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // The client waits for 100 Continue before it sends the body.
+    while !String::from_utf8_lossy(&got).contains("100 Continue\r\n\r\n") {
+        let n = tokio::time::timeout(deadline, s.read(&mut chunk))
+            .await
+            .expect("100 Continue in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before 100 Continue: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&chunk[..n]);
+    }
+    s.write_all(b"hello").await.unwrap();
+    while !String::from_utf8_lossy(&got).contains("a got 5") {
+        let n = tokio::time::timeout(deadline, s.read(&mut chunk))
+            .await
+            .expect("final answer in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("HTTP/1.1 200 OK"));
 }
