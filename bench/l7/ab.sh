@@ -10,6 +10,7 @@
 # the medians of req/s and server CPU µs per request (proxy + backend).
 # Not run by tests or CI. Traffic only on 127.0.94.0/24.
 set -euo pipefail
+. "$(dirname "$0")/nginx-head.sh"
 
 A=${1:?old nodeway binary}
 B=${2:?new nodeway binary}
@@ -31,27 +32,11 @@ trap cleanup EXIT
 PIN=(taskset -c "$SERVER_CPU")
 
 "${PIN[@]}" "$B" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); BE_PID=$!
-cat >"$WORK/nginx.conf" <<CFG
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  upstream be { server $BE:$PORT; keepalive 320; keepalive_requests 1000000; }
-  proxy_http_version 1.1;
-  proxy_set_header Connection "";
-  proxy_set_header Host \$host;
-  proxy_set_header X-Request-ID \$request_id;
-  proxy_set_header X-Real-IP \$remote_addr;
-  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-  proxy_set_header X-Forwarded-Host \$host;
-  proxy_set_header X-Forwarded-Port \$server_port;
-  proxy_set_header X-Forwarded-Proto \$scheme;
-  keepalive_requests 1000000;
-  server { listen $NG:$PORT; server_name $HOST; location / { proxy_pass http://be; } }
-}
-CFG
+{
+  nginx_head
+  echo "  server { listen $NG:$PORT; server_name $HOST; location / { proxy_pass http://be; } }"
+  echo "}"
+} >"$WORK/nginx.conf"
 "${PIN[@]}" nginx -c "$WORK/nginx.conf" -g "daemon off;" >/dev/null 2>&1 & PIDS+=($!); NG_PID=$!
 mkdir -p "$WORK/cfg"
 cat >"$WORK/cfg/ab.yaml" <<YAML

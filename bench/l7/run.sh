@@ -27,6 +27,7 @@ KEEPALIVE=${KEEPALIVE:-320}
 CONNS=${CONNS:-"64 256"}
 RULES=50
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/bench/l7/nginx-head.sh"
 NODEWAY=${NODEWAY:-$ROOT/target/release/nodeway}
 
 need() {
@@ -67,25 +68,7 @@ load() { taskset -c "$LOAD_CPU" "$@"; }
 # per host, the proxy headers ingress-nginx sets, access log off (as nodeway's
 # is off at NODEWAY_LOG=warn).
 {
-  cat <<CFG
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  upstream be { server $BE:$PORT; keepalive $KEEPALIVE; keepalive_requests 1000000; }
-  proxy_http_version 1.1;
-  proxy_set_header Connection "";
-  proxy_set_header Host \$host;
-  proxy_set_header X-Request-ID \$request_id;
-  proxy_set_header X-Real-IP \$remote_addr;
-  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-  proxy_set_header X-Forwarded-Host \$host;
-  proxy_set_header X-Forwarded-Port \$server_port;
-  proxy_set_header X-Forwarded-Proto \$scheme;
-  keepalive_requests 1000000;
-CFG
+  nginx_head
   for i in $(seq 0 $((RULES - 1))); do
     echo "  server { listen $NG:$PORT; server_name h$i.bench.test; location /hostname { proxy_pass http://be; } location /p$i { proxy_pass http://be; } }"
   done

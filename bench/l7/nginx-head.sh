@@ -1,0 +1,26 @@
+# Sourced by the L7 benchmarks: prints the part of nginx.conf they share
+# (1 worker, what ingress-nginx renders for proxying, minus Lua), up to the
+# server blocks; the caller adds its servers and the closing brace.
+# Uses WORK, BE, PORT and KEEPALIVE (default 320, ingress-nginx's
+# upstream-keepalive-connections).
+nginx_head() {
+  cat <<CFG
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream be { server $BE:$PORT; keepalive ${KEEPALIVE:-320}; keepalive_requests 1000000; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Request-ID \$request_id;
+  proxy_set_header X-Real-IP \$remote_addr;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Host \$host;
+  proxy_set_header X-Forwarded-Port \$server_port;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  keepalive_requests 1000000;
+CFG
+}
