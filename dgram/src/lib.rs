@@ -109,10 +109,6 @@ impl SendBatch {
         self.len == 0
     }
 
-    pub fn is_full(&self) -> bool {
-        self.len == BATCH
-    }
-
     pub fn clear(&mut self) {
         self.len = 0;
     }

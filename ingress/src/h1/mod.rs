@@ -12,7 +12,7 @@ mod pool;
 mod response;
 
 pub use pool::Pool;
-pub use response::Truncated;
+pub use response::UpstreamBody;
 
 use crate::body::{Body, BoxError};
 use bytes::BytesMut;
@@ -22,7 +22,7 @@ use http::{HeaderMap, Method, Response, StatusCode, uri::PathAndQuery};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use pool::Conn;
-pub use response::UpstreamBody;
+use response::Truncated;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Duration;
