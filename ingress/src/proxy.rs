@@ -226,10 +226,7 @@ async fn serve(
         // Nothing to read: no box, no timer (a boxed empty body allocates nothing).
         _ => body::empty(),
     });
-    let idempotent = matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
+    let idempotent = h1::is_idempotent(&parts.method);
     let tries = if idempotent && !has_body { n.min(3) } else { 1 };
     // Plain HTTP/1.1 to endpoint addresses (the common case) is driven from
     // this task; TLS, HTTP/2 and ExternalName go through hyper-util's client.
@@ -254,6 +251,7 @@ async fn serve(
                     headers: &headers,
                     connect_timeout: ann.connect_timeout,
                     read_timeout: ann.read_timeout,
+                    send_timeout: ann.send_timeout,
                     upgrade,
                 };
                 via_h1(sh, addr, &ex, b).await
@@ -322,7 +320,9 @@ async fn via_h1(sh: &Shared, addr: SocketAddr, ex: &h1::Exchange<'_>, body: Body
                 timed_out: e.kind() == std::io::ErrorKind::TimedOut,
             }
         }
-        Err(h1::Error::ReadTimeout) => Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT)),
+        Err(h1::Error::ReadTimeout | h1::Error::SendTimeout) => {
+            Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT))
+        }
         Err(h1::Error::RequestBody(e)) => Tried::Failed(request_body_failed(&*e)),
         Err(h1::Error::Upstream(e)) => {
             tracing::warn!(upstream = %addr, error = %source_chain(&*e), "upstream request failed");

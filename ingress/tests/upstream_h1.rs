@@ -82,6 +82,11 @@ async fn scripted() -> (SocketAddr, Arc<AtomicUsize>) {
                             false,
                         ),
                         "/silent" => (Vec::new(), true),
+                        // Takes the head, then neither reads nor answers: a hung pod.
+                        "/stalled" => {
+                            std::future::pending::<()>().await;
+                            return;
+                        }
                         // Refuses an upload without reading it.
                         "/early" => (
                             b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope".to_vec(),
@@ -185,6 +190,42 @@ async fn a_request_without_body_is_replayed_when_a_pooled_connection_dies_unansw
     // With a body the request cannot be replayed: 502, as nginx answers.
     let r = send(p.http, "POST", "raw.test", "/flaky", &[], "payload").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn a_post_that_reached_the_upstream_is_never_sent_twice() {
+    let (be, conns) = scripted().await;
+    let p = plane_for(be).await;
+    // The first request leaves a pooled connection; the upstream takes the
+    // bodiless POST on it and dies without answering. It may have acted on
+    // it, so the POST must not go again on a new connection.
+    assert_eq!(
+        get(p.http, "raw.test", "/flaky").await.status,
+        StatusCode::OK
+    );
+    let r = send(p.http, "POST", "raw.test", "/flaky", &[], "").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "no second connection, no replay"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_an_upload_times_out_with_504() {
+    let (be, _) = scripted().await;
+    let p = plane_with(be, &[("proxy-body-size", "0"), ("proxy-send-timeout", "1")]).await;
+    // 16 MiB: far more than the socket buffers between proxy and upstream.
+    let mut send = h1::<Zeros>(p.http).await;
+    let req = http::Request::post("/stalled")
+        .header("host", "raw.test")
+        .body(Zeros(16 << 20))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("the send timeout fires; the request does not hang");
+    assert_eq!(resp.unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
 }
 
 #[tokio::test]

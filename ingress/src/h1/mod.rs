@@ -41,6 +41,8 @@ pub struct Exchange<'a> {
     pub connect_timeout: Duration,
     /// How long the response head may take once the request is sent.
     pub read_timeout: Duration,
+    /// How long one write to the upstream may wait for room.
+    pub send_timeout: Duration,
     /// The client asked for a protocol switch: a 101 becomes a tunnel.
     pub upgrade: bool,
 }
@@ -57,10 +59,13 @@ pub enum Error {
     Upstream(BoxError),
     #[error("no response head within the read timeout")]
     ReadTimeout,
+    #[error("the upstream took no request bytes within the send timeout")]
+    SendTimeout,
 }
 
 /// How an exchange failed: `Stale` before the upstream sent a single byte
-/// (a pooled connection it had just closed), when a replay is safe.
+/// (a pooled connection it had just closed), when an idempotent request
+/// without a body may go again.
 enum Failure {
     Stale(std::io::Error),
     Other(Error),
@@ -105,25 +110,38 @@ pub async fn send(
     ex: &Exchange<'_>,
     body: Body,
 ) -> Result<Answer, Error> {
-    // A pooled connection the upstream closed just now fails before any
-    // response byte; a request without a body is then sent again on a new
-    // connection (nginx and hyper do the same). One with a body is not:
-    // its bytes are gone.
-    let replayable = body.is_end_stream();
+    // A pooled connection the upstream has just closed fails before any
+    // response byte. If the request head could not even be written, the
+    // body is untouched and any request goes again on a new connection
+    // (hyper-util does the same). Once the head went out, the upstream may
+    // have acted on it: only an idempotent request without a body is sent
+    // again (nginx never repeats a POST, LOCK or PATCH that reached an
+    // upstream, and a body's bytes are gone).
+    let replayable = body.is_end_stream() && is_idempotent(ex.method);
+    let has_body = !body.is_end_stream();
+    let chunked = has_body && !ex.headers.contains_key(CONTENT_LENGTH);
     let mut body = Some(body);
     let mut pooled = pool.checkout(addr);
+    // At most two rounds: `continue` only follows a pooled connection, and
+    // the next round's connection is a new one.
     loop {
         let reused = pooled.is_some();
-        let conn = match pooled.take() {
+        let mut conn = match pooled.take() {
             Some(c) => c,
             None => pool
                 .connect(addr, ex.connect_timeout)
                 .await
                 .map_err(Error::Connect)?,
         };
+        codec::encode_head(&mut conn.wbuf, ex.method, ex.target, ex.headers, chunked);
+        match timed(ex.send_timeout, conn.io.write_all(&conn.wbuf)).await {
+            Ok(()) => {}
+            Err(Error::Upstream(_)) if reused => continue,
+            Err(e) => return Err(e),
+        }
         let b = body.take().unwrap_or_else(crate::body::empty);
-        match exchange(conn, ex, b).await {
-            Ok(answer) => return Ok(answer),
+        match exchange(&mut conn, ex, b, has_body, chunked).await {
+            Ok(head) => return answer(conn, ex, head),
             Err(Failure::Stale(_)) if reused && replayable => continue,
             Err(Failure::Stale(e)) => return Err(Error::Upstream(e.into())),
             Err(Failure::Other(e)) => return Err(e),
@@ -131,30 +149,55 @@ pub async fn send(
     }
 }
 
-async fn exchange(mut conn: Conn, ex: &Exchange<'_>, body: Body) -> Result<Answer, Failure> {
-    let has_body = !body.is_end_stream();
-    let chunked = has_body && !ex.headers.contains_key(CONTENT_LENGTH);
-    codec::encode_head(&mut conn.wbuf, ex.method, ex.target, ex.headers, chunked);
-    conn.io
-        .write_all(&conn.wbuf)
-        .await
-        .map_err(Failure::Stale)?;
-    let (head, sent) = if has_body {
-        send_and_receive(&mut conn, ex, body, chunked).await?
-    } else {
-        let recv = read_head(&mut conn.io, &mut conn.rbuf, ex.method);
-        match tokio::time::timeout(ex.read_timeout, recv).await {
-            Ok(head) => (head?, true),
-            Err(_) => return Err(Error::ReadTimeout.into()),
-        }
-    };
+/// Methods a retry may repeat (RFC 9110 9.2.2).
+pub fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Bounds one write to the upstream by proxy-send-timeout, which nginx
+/// applies between two successive writes: an upstream that stops reading
+/// must not hold the request (and its client) forever.
+async fn timed<F: std::future::Future<Output = std::io::Result<()>>>(
+    t: Duration,
+    write: F,
+) -> Result<(), Error> {
+    match tokio::time::timeout(t, write).await {
+        Ok(r) => r.map_err(|e| Error::Upstream(e.into())),
+        Err(_) => Err(Error::SendTimeout),
+    }
+}
+
+/// After the head was written: sends the body (if any) and reads the
+/// response head; returns it and whether the whole body went out.
+async fn exchange(
+    conn: &mut Conn,
+    ex: &Exchange<'_>,
+    body: Body,
+    has_body: bool,
+    chunked: bool,
+) -> Result<(Head, bool), Failure> {
+    if has_body {
+        return send_and_receive(conn, ex, body, chunked).await;
+    }
+    let recv = read_head(&mut conn.io, &mut conn.rbuf, ex.method);
+    match tokio::time::timeout(ex.read_timeout, recv).await {
+        Ok(head) => Ok((head?, true)),
+        Err(_) => Err(Error::ReadTimeout.into()),
+    }
+}
+
+fn answer(conn: Conn, ex: &Exchange<'_>, (head, sent): (Head, bool)) -> Result<Answer, Error> {
     let mut response = Response::new(());
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if !ex.upgrade {
-            let e = Error::Upstream("101 to a request that asked for no upgrade".into());
-            return Err(e.into());
+            return Err(Error::Upstream(
+                "101 to a request that asked for no upgrade".into(),
+            ));
         }
         return Ok(Answer::Switched(response, Tunnel(conn)));
     }
@@ -175,7 +218,7 @@ async fn send_and_receive(
     chunked: bool,
 ) -> Result<(Head, bool), Failure> {
     let (mut rd, mut wr) = conn.io.split();
-    let send = send_body(&mut wr, body, chunked);
+    let send = send_body(&mut wr, body, chunked, ex.send_timeout);
     let recv = read_head(&mut rd, &mut conn.rbuf, ex.method);
     tokio::pin!(send, recv);
     // proxy-read-timeout counts from the end of the request, as in nginx;
@@ -228,8 +271,8 @@ async fn send_body<W: AsyncWrite + Unpin>(
     w: &mut W,
     mut body: Body,
     chunked: bool,
+    send_timeout: Duration,
 ) -> Result<(), Error> {
-    let io = |e: std::io::Error| Error::Upstream(e.into());
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(Error::RequestBody)?;
@@ -250,9 +293,9 @@ async fn send_body<W: AsyncWrite + Unpin>(
                 IoSlice::new(&data),
                 IoSlice::new(b"\r\n"),
             ];
-            write_all_vectored(w, &mut parts).await.map_err(io)?;
+            timed(send_timeout, write_all_vectored(w, &mut parts)).await?;
         } else {
-            w.write_all(&data).await.map_err(io)?;
+            timed(send_timeout, w.write_all(&data)).await?;
         }
     }
     if chunked {
@@ -264,7 +307,7 @@ async fn send_body<W: AsyncWrite + Unpin>(
             end.extend_from_slice(b"\r\n");
         }
         end.extend_from_slice(b"\r\n");
-        w.write_all(&end).await.map_err(io)?;
+        timed(send_timeout, w.write_all(&end)).await?;
     }
     Ok(())
 }
