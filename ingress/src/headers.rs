@@ -19,17 +19,17 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Connection header names. `keep_upgrade` keeps Connection/Upgrade for a
 /// protocol switch; `keep_te_trailers` keeps `TE: trailers` (gRPC needs it).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers: bool) {
-    if let Some(conn) = h.get(header::CONNECTION).cloned()
-        && let Ok(list) = conn.to_str()
-    {
-        for name in list.split(',').map(str::trim) {
-            if name.is_empty() || (keep_upgrade && name.eq_ignore_ascii_case("upgrade")) {
-                continue;
-            }
-            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                h.remove(n);
-            }
-        }
+    // Every Connection line counts, not only the first (RFC 9110 §5.3).
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !n.is_empty() && !(keep_upgrade && n.eq_ignore_ascii_case(b"upgrade")))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
     }
     h.remove(&KEEP_ALIVE);
     h.remove(&PROXY_CONNECTION);
@@ -48,6 +48,24 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers:
     } else {
         h.remove(header::CONNECTION);
         h.remove(header::UPGRADE);
+    }
+}
+
+/// HTTP/2 may split the Cookie header into one field per cookie; an
+/// HTTP/1.1 hop must get them joined into one line (RFC 9113 §8.2.3), as
+/// many servers read only the first.
+pub fn join_cookies(h: &mut HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in h.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
     }
 }
 
@@ -152,6 +170,30 @@ mod tests {
         assert!(h.contains_key("x-keep"));
         strip_hop_by_hop(&mut grpc, false, true);
         assert_eq!(grpc.get(header::TE).unwrap(), "trailers");
+    }
+
+    #[test]
+    fn every_connection_line_names_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-internal"));
+        h.insert("x-internal", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn split_cookies_are_joined_for_http1() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
+        let mut one = HeaderMap::new();
+        one.insert(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one[header::COOKIE], "a=1");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::balance::{Balancer, cookie_value, from_cookie, use_canary};
 use crate::body::{self, Body, Idle, IdleTimeout};
 use crate::h1;
 use crate::headers::{
-    Forwarded, X_FORWARDED_PREFIX, add_forwarded, strip_hop_by_hop, wants_upgrade,
+    Forwarded, X_FORWARDED_PREFIX, add_forwarded, join_cookies, strip_hop_by_hop, wants_upgrade,
 };
 use crate::metrics::Metrics;
 use crate::policy;
@@ -205,6 +205,9 @@ async fn serve(
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, upgrade, h2);
+    if parts.version == Version::HTTP_2 && !h2 {
+        join_cookies(&mut headers);
+    }
     add_forwarded(&mut headers, &conn.forwarded, &host_hv);
     if let Some(p) = &ann.x_forwarded_prefix
         && let Ok(v) = HeaderValue::from_str(p)

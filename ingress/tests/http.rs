@@ -93,6 +93,11 @@ async fn not_found_and_normalization_guards_prefixes() {
         get(p.http, "x.test", "/public/%zz").await.status,
         StatusCode::BAD_REQUEST
     );
+    // `..;` is `..` to Java servers: refused, never routed as a name under /public.
+    assert_eq!(
+        get(p.http, "x.test", "/public/..;/private").await.status,
+        StatusCode::BAD_REQUEST
+    );
     // What is forwarded is what was routed: dot segments and encoded slashes resolved.
     let r = get(p.http, "x.test", "/public/a/../b%2f..%2fc//d?x=%2e").await;
     assert_eq!(r.field("uri"), Some("/public/c/d?x=%2e"));

@@ -90,6 +90,15 @@ async fn h2c_downstream_and_grpc_upstream_with_trailers() {
         body.contains("version=HTTP/1.1") && body.contains("host: h1.test"),
         "{body}"
     );
+    // Cookies split into HTTP/2 fields reach an HTTP/1.1 backend as one line.
+    let mut req = get2("h1.test", "/x");
+    req.headers_mut().append("cookie", "a=1".parse().unwrap());
+    req.headers_mut().append("cookie", "b=2".parse().unwrap());
+    let r = send.send_request(req).await.unwrap();
+    let body =
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert_eq!(body.matches("cookie: ").count(), 1, "{body}");
+    assert!(body.contains("cookie: a=1; b=2\n"), "{body}");
     // backend-protocol GRPC: HTTP/2 to the backend, trailers come back.
     let r = send.send_request(get2("g.test", "/x")).await.unwrap();
     let body =

@@ -98,8 +98,13 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, M
                 .map_err(|_| Malformed("header value"))?;
             headers.append(name, value);
         }
+        // Both framings at once is a response-splitting sign (RFC 9112
+        // §6.3): Transfer-Encoding wins, and the connection is not reused.
+        let ambiguous =
+            headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
         let framing = framing(&mut headers, status, method)?;
-        let keep_alive = connection_persists(&headers, http10) && framing != Framing::UntilClose;
+        let keep_alive =
+            connection_persists(&headers, http10) && framing != Framing::UntilClose && !ambiguous;
         return Ok(Some(Head {
             status,
             headers,
@@ -363,6 +368,7 @@ mod tests {
             !h.headers.contains_key(CONTENT_LENGTH),
             "TE wins, CL dropped"
         );
+        assert!(!h.keep_alive, "a connection that sent both is not reused");
         let h = f(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             Method::GET,

@@ -12,6 +12,10 @@ pub enum PathError {
     BadByte,
     /// `..` segments climb above the root.
     AboveRoot,
+    /// A `.` or `..` segment with `;` parameters (`/..;/`): Tomcat, Jetty and
+    /// Spring resolve it as `..`, so routing on it as a plain name would let
+    /// a backend be reached outside the matched prefix.
+    DotWithParameters,
 }
 
 /// The normalized path of a request target's path (no query): percent-decoded
@@ -34,6 +38,9 @@ pub fn normalize_path(raw: &str) -> Result<std::borrow::Cow<'_, str>, PathError>
                 if segs.pop().is_none() {
                     return Err(PathError::AboveRoot);
                 }
+            }
+            s if matches!(s.split(';').next(), Some("." | "..")) => {
+                return Err(PathError::DotWithParameters);
             }
             s => segs.push(s),
         }

@@ -543,6 +543,19 @@ fn normalization() {
     assert_eq!(normalize_path("/a%zz"), Err(PathError::BadEscape));
     assert_eq!(normalize_path("/a%00"), Err(PathError::BadByte));
     assert_eq!(normalize_path("a"), Err(PathError::NotAbsolute));
+    // Java servers read `..;x` as `..`: never route it as a plain name.
+    for p in [
+        "/public/..;/private",
+        "/public/.;x/a",
+        "/public/%2e%2e;/private",
+    ] {
+        assert_eq!(normalize_path(p), Err(PathError::DotWithParameters), "{p}");
+    }
+    assert_eq!(
+        normalize_path("/a/..b;c/./d").as_deref(),
+        Ok("/a/..b;c/d"),
+        "only a whole `.`/`..` before the `;` counts"
+    );
     assert_eq!(encode_path("/a b/%?#"), "/a%20b/%25%3F%23");
     let c: Vec<_> = prefix_candidates("/a/b/").collect();
     assert_eq!(c, vec!["/a/b", "/a", ""]);
