@@ -94,3 +94,46 @@ where
         self.inner.size_hint()
     }
 }
+
+/// A body that reports when it is done: its last frame was taken, it
+/// failed, or it was dropped (the receiver resolves either way).
+pub struct Watched {
+    inner: Body,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Watched {
+    pub fn wrap(inner: Body) -> (Body, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = Watched {
+            inner,
+            done: Some(tx),
+        };
+        (body.boxed(), rx)
+    }
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(r, std::task::Poll::Ready(None | Some(Err(_)))) {
+            this.done.take().map(|d| d.send(()));
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

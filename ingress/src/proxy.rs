@@ -2,7 +2,7 @@
 //! pick an endpoint, forward over a pooled connection, stream the answer back.
 
 use crate::balance::{Balancer, cookie_value, from_cookie, use_canary};
-use crate::body::{self, Body, Idle, IdleTimeout};
+use crate::body::{self, Body, Idle, IdleTimeout, Watched};
 use crate::h1;
 use crate::headers::{
     Forwarded, X_FORWARDED_PREFIX, add_forwarded, join_cookies, strip_hop_by_hop, wants_upgrade,
@@ -355,6 +355,12 @@ async fn via_client(
     else {
         return Tried::Failed(status(StatusCode::BAD_REQUEST));
     };
+    let (body, sent) = if body.is_end_stream() {
+        (body, None)
+    } else {
+        let (body, sent) = Watched::wrap(body);
+        (body, Some(sent))
+    };
     let mut up = Request::new(body);
     *up.method_mut() = method.clone();
     *up.uri_mut() = uri;
@@ -364,25 +370,38 @@ async fn via_client(
         Version::HTTP_11
     };
     *up.headers_mut() = headers;
+    // proxy-read-timeout counts from the end of the request body, as in
+    // nginx (and the h1 path): a slow upload is bounded by its own idle
+    // timeout, not by the time its response head may take.
+    let read_deadline = async {
+        if let Some(sent) = sent {
+            let _ = sent.await;
+        }
+        tokio::time::sleep(ann.read_timeout).await;
+    };
     let client = sh
         .upstream
         .client(ann.connect_timeout, ann.backend_protocol);
-    match tokio::time::timeout(ann.read_timeout, client.request(up)).await {
-        Err(_) => Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT)),
-        Ok(Err(e)) if e.is_connect() => {
+    let answer = tokio::select! {
+        r = client.request(up) => Some(r),
+        () = read_deadline => None,
+    };
+    match answer {
+        None => Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT)),
+        Some(Err(e)) if e.is_connect() => {
             tracing::warn!(upstream = %authority, error = %source_chain(&e), "connect to endpoint failed");
             Tried::Unreachable {
                 timed_out: is_timeout(&e),
             }
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             if has_source::<LengthLimitError>(&e) || has_source::<IdleTimeout>(&e) {
                 return Tried::Failed(request_body_failed(&e));
             }
             tracing::warn!(upstream = %authority, error = %source_chain(&e), "upstream request failed");
             Tried::Failed(status(StatusCode::BAD_GATEWAY))
         }
-        Ok(Ok(resp)) => {
+        Some(Ok(resp)) => {
             let mut resp = resp;
             let up = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
                 .then(|| UpstreamUpgrade::Client(hyper::upgrade::on(&mut resp)));

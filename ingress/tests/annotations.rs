@@ -331,3 +331,63 @@ async fn backend_protocol_https_and_grpcs() {
         StatusCode::BAD_GATEWAY
     );
 }
+
+/// Sends `n` chunks of 1 KiB, `gap` apart: an upload that flows, slowly.
+struct Paced {
+    left: u32,
+    gap: std::time::Duration,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for Paced {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::future::Future;
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let gap = self.gap;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+        std::task::ready!(sleep.as_mut().poll(cx));
+        self.sleep = None;
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            bytes::Bytes::from_static(&[b'x'; 1024]),
+        ))))
+    }
+}
+
+#[tokio::test]
+async fn read_timeout_starts_when_the_upload_ends_on_every_backend_protocol() {
+    let a = tls_backend("secure").await;
+    let yaml = service("web", &[a])
+        + &ingress(
+            "s",
+            "s.test",
+            &[("Prefix", "/", "web")],
+            &[("backend-protocol", "HTTPS"), ("proxy-read-timeout", "1")],
+        );
+    let p = Plane::start(&yaml).await;
+    // 2.4 s of upload, never idle for longer than 300 ms: longer than the
+    // read timeout, which must not count while the body still flows.
+    let mut send = h1::<Paced>(p.http).await;
+    let req = http::Request::post("/upload")
+        .header("host", "s.test")
+        .body(Paced {
+            left: 8,
+            gap: std::time::Duration::from_millis(300),
+            sleep: None,
+        })
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
