@@ -25,7 +25,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers:
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
-        .filter(|n| !n.is_empty() && !(keep_upgrade && n.eq_ignore_ascii_case(b"upgrade")))
+        .filter(|n| !n.is_empty())
+        .filter(|n| !(keep_upgrade && n.eq_ignore_ascii_case(b"upgrade")))
         .filter_map(|n| HeaderName::from_bytes(n).ok())
         .collect();
     for n in named {
