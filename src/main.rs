@@ -142,6 +142,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     proxy::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// A timeout flag: as `parse_duration`, but above zero.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    proxy::parse_timeout(s).map_err(|e| e.to_string())
+}
+
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s
         .split_once('-')
@@ -240,6 +245,7 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("x").is_err());
+        assert!(parse_timeout("0s").is_err(), "a zero timeout is refused");
         assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
         assert!(parse_port_range("5-1").is_err());
     }

@@ -10,14 +10,14 @@ pub struct L4Args {
     #[arg(long)]
     pub l4_disable: bool,
     /// Timeout of one endpoint connect; the next endpoint is tried after it.
-    #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::parse_timeout)]
     pub l4_connect_timeout: Duration,
     /// Close TCP connections with no traffic either way for this long.
-    #[arg(long, default_value = "1h", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = crate::parse_timeout)]
     pub l4_tcp_idle_timeout: Duration,
     /// Default idle timeout of UDP sessions (per Service: annotation
     /// nodeway.io/udp-idle-timeout).
-    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::parse_timeout)]
     pub l4_udp_idle_timeout: Duration,
     /// Most UDP sessions per Service address; the oldest is evicted when full.
     #[arg(long, default_value_t = 65536)]

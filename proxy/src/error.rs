@@ -17,4 +17,6 @@ pub enum Error {
     /// A duration flag or annotation that does not parse (e.g. `2s`, `500ms`).
     #[error("invalid duration {0:?}: expected a number with ms, s, m or h")]
     Duration(String),
+    #[error("invalid timeout {0:?}: must be above zero")]
+    ZeroTimeout(String),
 }

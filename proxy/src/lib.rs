@@ -22,7 +22,7 @@ mod tcp;
 mod udp;
 
 pub use error::Error;
-pub use routes::{PROXY_PROTOCOL_ANNOTATION, UDP_IDLE_ANNOTATION, parse_duration};
+pub use routes::{PROXY_PROTOCOL_ANNOTATION, UDP_IDLE_ANNOTATION, parse_duration, parse_timeout};
 
 use arc_swap::ArcSwap;
 use model::{Protocol, Snapshot};

@@ -126,7 +126,7 @@ pub(crate) fn build(
         });
         let udp_idle = match svc.annotations.get(UDP_IDLE_ANNOTATION) {
             None => cfg.udp_idle_timeout,
-            Some(v) => parse_duration(v).unwrap_or_else(|e| {
+            Some(v) => parse_timeout(v).unwrap_or_else(|e| {
                 problems.push(format!(
                     "Service {}: annotation {UDP_IDLE_ANNOTATION}: {e}",
                     svc.id
@@ -207,15 +207,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| Error::Duration(s.to_string()))?;
+    let bad = || Error::Duration(s.to_string());
+    let n: u64 = num.parse().map_err(|_| bad())?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(Error::Duration(s.to_string())),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
     };
     Ok(d)
+}
+
+/// A timeout: a duration above zero. `0` would not mean "no timeout" but
+/// "fail at once" (every connect, every idle check), so it is refused.
+pub fn parse_timeout(s: &str) -> Result<Duration, Error> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(Error::ZeroTimeout(s.to_string())),
+        d => Ok(d),
+    }
 }
 
 #[cfg(test)]
@@ -232,5 +242,10 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("2 days").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999h").is_err(), "overflow");
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("0").is_err());
+        assert_eq!(parse_timeout("1ms").unwrap(), Duration::from_millis(1));
     }
 }

@@ -225,3 +225,31 @@ async fn udp_without_endpoints_is_dropped_and_counted() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_zero_udp_idle_timeout_is_a_reported_problem_and_the_default_applies() {
+    let (a, _ta) = udp_backend(addr("127.0.55.2:0"), "a").await;
+    let meta = "  annotations: {nodeway.io/udp-idle-timeout: \"0\"}\n";
+    let yaml = service(
+        "zero",
+        "127.0.55.110",
+        5353,
+        "UDP",
+        a.port(),
+        &[ready("127.0.55.2")],
+        "",
+        meta,
+    );
+    let h = Harness::start(&yaml, Config::default()).await;
+    let problems = h.proxy.problems();
+    assert!(
+        problems.len() == 1
+            && problems[0].contains("default/zero")
+            && problems[0].contains("nodeway.io/udp-idle-timeout"),
+        "{problems:?}"
+    );
+    // A zero timeout would end every session before its reply; the default
+    // (30 s) keeps this one.
+    let c = client("127.0.55.211").await;
+    assert_eq!(udp_ask(&c, addr("127.0.55.110:5353"), b"x").await.0, "a");
+}
