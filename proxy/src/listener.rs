@@ -27,19 +27,30 @@ const BACKLOG: i32 = 1024;
 /// closes the socket; connections already accepted run in their own tasks.
 struct Bound {
     serial: u64,
-    task: JoinHandle<()>,
+    /// Serves kube-proxy's health check rather than proxying.
+    health: bool,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
+
+type Key = (SocketAddr, Protocol);
 
 pub(crate) struct Reconciler {
     shared: Arc<Shared>,
     state: BalanceState,
-    bound: HashMap<(SocketAddr, Protocol), Bound>,
+    bound: HashMap<Key, Bound>,
+    /// Addresses whose listener changed kind (a healthCheckNodePort that
+    /// became a nodePort, or back): the old socket must be closed before
+    /// the new one can bind. Each is reported on `closed` once it is.
+    closing: std::collections::HashSet<Key>,
+    closed: (mpsc::UnboundedSender<Key>, mpsc::UnboundedReceiver<Key>),
     wanted: Vec<Wanted>,
     route_problems: Vec<String>,
     bind_errors: Vec<String>,
@@ -55,6 +66,8 @@ impl Reconciler {
             shared,
             state: BalanceState::default(),
             bound: HashMap::new(),
+            closing: Default::default(),
+            closed: mpsc::unbounded_channel(),
             wanted: Vec::new(),
             route_problems: Vec::new(),
             bind_errors: Vec::new(),
@@ -85,15 +98,32 @@ impl Reconciler {
         }
         self.route_problems = built.problems;
         self.wanted = built.wanted;
-        let keep: std::collections::HashSet<(SocketAddr, Protocol)> =
-            self.wanted.iter().map(|w| (w.addr, w.protocol)).collect();
-        self.bound.retain(|(addr, proto), _| {
-            let k = keep.contains(&(*addr, *proto));
-            if !k {
-                info!(listen = %addr, protocol = proto.as_str(), "listener closed");
-            }
-            k
-        });
+        let keep: HashMap<Key, bool> = self
+            .wanted
+            .iter()
+            .map(|w| ((w.addr, w.protocol), w.health))
+            .collect();
+        let (closing, closed) = (&mut self.closing, &self.closed.0);
+        self.bound
+            .retain(|&(addr, proto), b| match keep.get(&(addr, proto)) {
+                Some(&health) if health == b.health => true,
+                wanted => {
+                    info!(listen = %addr, protocol = proto.as_str(), "listener closed");
+                    if wanted.is_some()
+                        && let Some(task) = b.task.take()
+                    {
+                        // Same address, other kind: rebind once the socket is gone.
+                        task.abort();
+                        closing.insert((addr, proto));
+                        let closed = closed.clone();
+                        tokio::spawn(async move {
+                            let _ = task.await;
+                            let _ = closed.send((addr, proto));
+                        });
+                    }
+                    false
+                }
+            });
         self.bind_missing();
         self.applied.send_replace(snap.generation);
     }
@@ -103,7 +133,7 @@ impl Reconciler {
         let mut errors = Vec::new();
         for w in &self.wanted {
             let key = (w.addr, w.protocol);
-            if self.bound.contains_key(&key) {
+            if self.bound.contains_key(&key) || self.closing.contains(&key) {
                 continue;
             }
             let task = match w.protocol {
@@ -135,7 +165,8 @@ impl Reconciler {
                         key,
                         Bound {
                             serial: self.serial,
-                            task,
+                            health: w.health,
+                            task: Some(task),
                         },
                     );
                 }
@@ -199,6 +230,10 @@ impl Reconciler {
                     Err(_) => watching = false,
                 },
                 _ = tokio::time::sleep(RETRY), if retry => self.bind_missing(),
+                Some(key) = self.closed.1.recv() => {
+                    self.closing.remove(&key);
+                    self.bind_missing();
+                }
                 _ = stop.wait_for(|s| *s) => break,
             }
         }

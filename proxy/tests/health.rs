@@ -85,3 +85,79 @@ async fn health_check_port_follows_local_ready_endpoints() {
         "the health-check listener is closed"
     );
 }
+
+#[tokio::test]
+async fn a_health_check_port_that_becomes_a_node_port_proxies() {
+    const NODE2: &str = "127.0.61.2";
+    const PORT: u16 = 31998;
+    let node: IpAddr = NODE2.parse().unwrap();
+    let cfg = Config {
+        node_ips: vec![node],
+        node_name: Some("node-a".into()),
+        ..Config::default()
+    };
+    let be = Backend::start(addr("127.0.61.30:0"), "a").await;
+    let eps = [ready("127.0.61.30")];
+    let lb = service(
+        "moving",
+        "127.0.61.40",
+        18081,
+        "TCP",
+        be.addr.port(),
+        &eps,
+        &format!(
+            "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: {PORT}\n"
+        ),
+        "",
+    );
+    let mut h = Harness::start(&lb, cfg).await;
+    let at = SocketAddr::new(node, PORT);
+    let mut s = TcpStream::connect(at)
+        .await
+        .expect("health check port open");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+
+    // The next generation gives the same port to the Service as a nodePort:
+    // the health server must make way for the proxy.
+    let np = service(
+        "moving",
+        "127.0.61.40",
+        18081,
+        "TCP",
+        be.addr.port(),
+        &eps,
+        "  type: NodePort\n",
+        "",
+    )
+    .replace(
+        &format!("targetPort: {}}}", be.addr.port()),
+        &format!("targetPort: {}, nodePort: {PORT}}}", be.addr.port()),
+    );
+    assert!(np.contains("nodePort: 31998"), "{np}");
+    h.update(&np).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(Ok(mut c)) =
+            tokio::time::timeout(DEADLINE, connect_from("127.0.61.99".parse().unwrap(), at)).await
+        {
+            let mut line = [0u8; 2];
+            if tokio::time::timeout(DEADLINE, c.read_exact(&mut line))
+                .await
+                .is_ok_and(|r| r.is_ok())
+                && &line == b"a\n"
+            {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node port never reached the backend"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -5,14 +5,9 @@ mod common;
 use common::*;
 use model::Protocol;
 use proxy::Config;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 async fn echo_line(r: &mut BufReader<TcpStream>, msg: &str) -> String {
     r.get_mut()

@@ -8,10 +8,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
 #[tokio::test]
 async fn round_robin_is_even_over_300_connections() {
     let a = Backend::start(addr("127.0.41.1:0"), "a").await;

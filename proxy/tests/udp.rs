@@ -7,10 +7,6 @@ use proxy::Config;
 use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
 async fn client(ip: &str) -> UdpSocket {
     UdpSocket::bind((ip, 0)).await.unwrap()
 }

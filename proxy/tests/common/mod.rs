@@ -270,3 +270,7 @@ pub async fn udp_ask(
         .await
         .expect("UDP reply in time")
 }
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
