@@ -78,8 +78,7 @@ async fn serve(
         reset(&conn);
         return;
     };
-    let Some((mut server, endpoint)) = connect(&route, start, shared.cfg.connect_timeout).await
-    else {
+    let Some((mut server, endpoint)) = connect(&route, start, shared, local).await else {
         debug!("every endpoint failed; reset");
         reset(&conn);
         return;
@@ -131,22 +130,35 @@ async fn serve(
 }
 
 /// Tries endpoints from `start`, each at most once, with a timeout each.
+/// After a failure the next endpoint comes from the route as it is now: a
+/// reload during a slow connect may have removed endpoints (a new
+/// connection must never go to one) or added some.
 async fn connect(
     route: &Route,
     start: usize,
-    timeout: Duration,
+    shared: &Shared,
+    local: SocketAddr,
 ) -> Option<(TcpStream, SocketAddr)> {
-    let n = route.endpoints.len();
-    for k in 0..n {
-        let ep = route.endpoints[(start + k) % n];
+    let timeout = shared.cfg.connect_timeout;
+    let mut current: Option<Arc<Route>> = None;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    loop {
+        let k = tried.len();
+        let endpoints = current.as_ref().map_or(&route.endpoints, |r| &r.endpoints);
+        let n = endpoints.len();
+        let ep = (0..n)
+            .map(|i| endpoints[(start + k + i) % n])
+            .find(|ep| !tried.contains(ep))?;
         match tokio::time::timeout(timeout, connect_one(ep)).await {
             Ok(Ok(s)) => return Some((s, ep)),
             Ok(Err(e)) => debug!(endpoint = %ep, error = %e, "connect failed; next endpoint"),
             Err(_) => debug!(endpoint = %ep, "connect timed out; next endpoint"),
         }
         route.metrics.connect_failures.inc();
+        tried.push(ep);
+        // The listener being removed leaves no route: give up (reset).
+        current = Some(shared.routes.load().get(&(local, Protocol::Tcp))?.clone());
     }
-    None
 }
 
 /// A connection to `ep` with TCP_NODELAY (small writes such as RPCs and TLS

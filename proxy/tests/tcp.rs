@@ -413,3 +413,49 @@ async fn connect_timeout_moves_on_to_the_next_endpoint() {
     );
     drop((s, fillers, good));
 }
+
+#[tokio::test]
+async fn a_retry_after_a_slow_connect_never_goes_to_an_endpoint_removed_meanwhile() {
+    // A stuck endpoint, as above, and two good ones on the same port.
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&addr("127.0.59.11:0").into()).unwrap();
+    s.listen(0).unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        let c = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            c.connect(SocketAddr::new("127.0.59.11".parse().unwrap(), port)),
+        )
+        .await
+        {
+            fillers.push(c);
+        }
+    }
+    let a = Backend::start(SocketAddr::new("127.0.59.12".parse().unwrap(), port), "a").await;
+    let b = Backend::start(SocketAddr::new("127.0.59.13".parse().unwrap(), port), "b").await;
+    let cfg = Config {
+        connect_timeout: std::time::Duration::from_millis(1000),
+        ..Config::default()
+    };
+    let svc = |eps: &[Ep<'_>]| service("moved", "127.0.59.110", 8080, "TCP", port, eps, "", "");
+    let mut h = Harness::start(&svc(&[ready("127.0.59.11"), ready("127.0.59.12")]), cfg).await;
+    // Two connections: one starts at `a` and answers at once, the other
+    // starts at the stuck endpoint and waits out its connect timeout.
+    let mut first = tokio::spawn(hello(addr("127.0.59.110:8080")));
+    let mut second = tokio::spawn(hello(addr("127.0.59.110:8080")));
+    let (done, pending) = tokio::select! {
+        r = &mut first => (r, second),
+        r = &mut second => (r, first),
+    };
+    assert_eq!(done.unwrap().0, "a");
+    // Meanwhile `a` is replaced by `b`.
+    h.update(&svc(&[ready("127.0.59.11"), ready("127.0.59.13")]))
+        .await;
+    let late = tokio::time::timeout(DEADLINE, pending)
+        .await
+        .expect("answered");
+    assert_eq!(late.unwrap().0, "b", "the retry follows the reload");
+    drop((s, fillers, a, b));
+}
