@@ -13,43 +13,60 @@ use std::time::{Duration, Instant};
 /// for a few hundred nanoseconds per new connection or UDP session.
 #[derive(Default, Debug)]
 pub(crate) struct Affinity {
-    table: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+    table: Mutex<Table>,
 }
+
+#[derive(Default, Debug)]
+struct Table {
+    entries: HashMap<IpAddr, (SocketAddr, Instant)>,
+    /// Size at which `remember` next drops expired entries: without it a
+    /// table of clients seen once would only ever grow (spoofed UDP sources
+    /// make that cheap). Doubling keeps the sweeps amortized O(1).
+    sweep_at: usize,
+}
+
+/// Smallest table size that triggers a sweep.
+const SWEEP_MIN: usize = 1024;
 
 impl Affinity {
     /// The remembered endpoint of `client` if used within `timeout`; the
     /// timeout slides (each hit renews it).
     pub fn lookup(&self, client: IpAddr, timeout: Duration, now: Instant) -> Option<SocketAddr> {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        match t.get_mut(&client) {
+        match t.entries.get_mut(&client) {
             Some((addr, last)) if now.saturating_duration_since(*last) < timeout => {
                 *last = now;
                 Some(*addr)
             }
             Some(_) => {
-                t.remove(&client);
+                t.entries.remove(&client);
                 None
             }
             None => None,
         }
     }
 
-    pub fn remember(&self, client: IpAddr, endpoint: SocketAddr, now: Instant) {
+    pub fn remember(&self, client: IpAddr, endpoint: SocketAddr, timeout: Duration, now: Instant) {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        t.insert(client, (endpoint, now));
+        t.entries.insert(client, (endpoint, now));
+        if t.entries.len() >= t.sweep_at.max(SWEEP_MIN) {
+            t.entries
+                .retain(|_, (_, last)| now.saturating_duration_since(*last) < timeout);
+            t.sweep_at = 2 * t.entries.len();
+        }
     }
 
     /// Drops entries whose endpoint is gone or that have expired.
     pub fn prune(&self, endpoints: &HashSet<SocketAddr>, timeout: Duration, now: Instant) {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        t.retain(|_, (addr, last)| {
+        t.entries.retain(|_, (addr, last)| {
             endpoints.contains(addr) && now.saturating_duration_since(*last) < timeout
         });
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.table.lock().unwrap().len()
+        self.table.lock().unwrap().entries.len()
     }
 }
 
@@ -136,7 +153,7 @@ mod tests {
         let ep = SocketAddr::from(([127, 0, 0, 1], 80));
         let t0 = Instant::now();
         let timeout = Duration::from_secs(10);
-        a.remember(c, ep, t0);
+        a.remember(c, ep, timeout, t0);
         // Renewed at t0+8s, so still valid at t0+16s, then expired at t0+27s.
         assert_eq!(a.lookup(c, timeout, t0 + Duration::from_secs(8)), Some(ep));
         assert_eq!(a.lookup(c, timeout, t0 + Duration::from_secs(16)), Some(ep));
@@ -145,12 +162,33 @@ mod tests {
     }
 
     #[test]
+    fn clients_seen_once_do_not_grow_the_table_forever() {
+        let a = Affinity::default();
+        let ep = SocketAddr::from(([127, 0, 0, 1], 80));
+        let timeout = Duration::from_secs(10);
+        let t0 = Instant::now();
+        for i in 0..100_000u32 {
+            // One new client every millisecond: about 10,000 are live at once.
+            let now = t0 + Duration::from_millis(u64::from(i));
+            a.remember(IpAddr::from(i.to_be_bytes()), ep, timeout, now);
+        }
+        assert!(a.len() <= 2 * 10_000 + SWEEP_MIN, "{}", a.len());
+        let last = t0 + Duration::from_millis(99_999);
+        assert_eq!(
+            a.lookup(IpAddr::from(99_999u32.to_be_bytes()), timeout, last),
+            Some(ep),
+            "live entries stay"
+        );
+    }
+
+    #[test]
     fn affinity_prune_drops_gone_endpoints() {
         let a = Affinity::default();
         let now = Instant::now();
         let eps = addrs(2);
-        a.remember([10, 0, 0, 1].into(), eps[0], now);
-        a.remember([10, 0, 0, 2].into(), eps[1], now);
+        let t = Duration::from_secs(60);
+        a.remember([10, 0, 0, 1].into(), eps[0], t, now);
+        a.remember([10, 0, 0, 2].into(), eps[1], t, now);
         let live: HashSet<SocketAddr> = [eps[1]].into_iter().collect();
         a.prune(&live, Duration::from_secs(60), now);
         assert_eq!(a.len(), 1);
@@ -168,6 +206,7 @@ mod tests {
         a.remember(
             client,
             SocketAddr::from(([127, 0, 0, 9], 9)),
+            Duration::from_secs(60),
             Instant::now(),
         );
         let c = AtomicUsize::new(1);

@@ -37,8 +37,8 @@ impl Route {
 
     /// Records the endpoint that served `client` (affinity only).
     pub fn remember(&self, client: IpAddr, endpoint: SocketAddr) {
-        if let Some((a, _)) = &self.affinity {
-            a.remember(client, endpoint, Instant::now());
+        if let Some((a, timeout)) = &self.affinity {
+            a.remember(client, endpoint, *timeout, Instant::now());
         }
     }
 }
