@@ -241,6 +241,7 @@ mod tests {
             node_name: None,
             pod: None,
             zone_hints: None,
+            node_hints: None,
         };
         let bs = [mk(1), mk(2), mk(3)];
         let mut h = HeaderMap::new();

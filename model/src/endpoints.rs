@@ -149,6 +149,11 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: 
                 .as_ref()
                 .and_then(|h| h.for_zones.as_ref())
                 .map(|zones| zones.iter().map(|z| Arc::from(z.name.as_str())).collect());
+            let node_hints: Option<Arc<[Arc<str>]>> = ep
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_nodes.as_ref())
+                .map(|nodes| nodes.iter().map(|n| Arc::from(n.name.as_str())).collect());
             acc.add_endpoint(Endpoint {
                 ip,
                 hostname: ep.hostname.clone(),
@@ -169,6 +174,7 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: 
                             node_name: node.clone(),
                             pod: pod.clone(),
                             zone_hints: zone_hints.clone(),
+                            node_hints: node_hints.clone(),
                         },
                     );
                 }
@@ -231,6 +237,7 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                                 node_name: node.clone(),
                                 pod: pod.clone(),
                                 zone_hints: None,
+                                node_hints: None,
                             },
                         );
                     }
@@ -318,6 +325,7 @@ fn from_pods(
                             node_name: node.clone(),
                             pod: pod_name.clone(),
                             zone_hints: None,
+                            node_hints: None,
                         },
                     );
                 }

@@ -17,8 +17,8 @@ pub use builder::Builder;
 pub use error::{ConfigError, FieldError, ObjectKey, Warning};
 pub use object::Object;
 pub use service::{
-    Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, usable_backends,
-    zone_backends,
+    Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, topology_backends,
+    usable_backends,
 };
 pub use snapshot::{
     CompileOptions, Frontend, HealthCheck, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot,

@@ -71,6 +71,9 @@ pub struct Backend {
     /// EndpointSlice `hints.forZones`: zones whose nodes should use this
     /// endpoint under topology-aware routing (`None`: no hints).
     pub zone_hints: Option<Arc<[Arc<str>]>>,
+    /// EndpointSlice `hints.forNodes` (trafficDistribution PreferSameNode):
+    /// nodes that should use this endpoint; they win over zone hints.
+    pub node_hints: Option<Arc<[Arc<str>]>>,
 }
 
 /// One endpoint address of a Service, port-independent (DNS uses these).
@@ -176,27 +179,31 @@ pub fn usable_backends<'a>(
 }
 
 /// kube-proxy's topology-aware routing (for cluster-wide traffic policy):
-/// when every ready endpoint carries zone hints and at least one names
-/// `zone`, only the ready endpoints hinted for `zone`; otherwise the
-/// endpoints [`usable_backends`] picks.
-pub fn zone_backends<'a>(backends: &'a [Backend], zone: Option<&str>) -> Vec<&'a Backend> {
-    let hinted_for = |b: &Backend, z: &str| {
-        b.zone_hints
-            .as_deref()
-            .is_some_and(|h| h.iter().any(|x| &**x == z))
-    };
-    let usable = |z: &str| {
-        let ready = || backends.iter().filter(|b| b.ready);
-        ready().all(|b| b.zone_hints.as_deref().is_some_and(|h| !h.is_empty()))
-            && ready().any(|b| hinted_for(b, z))
-    };
-    match zone.filter(|z| !z.is_empty()) {
-        Some(z) if usable(z) => backends
-            .iter()
-            .filter(|b| b.ready && hinted_for(b, z))
-            .collect(),
-        _ => usable_backends(backends, None).collect(),
-    }
+/// node hints first (when every ready endpoint has some and one names
+/// `node`: only those), then zone hints the same way for `zone`, otherwise
+/// the endpoints [`usable_backends`] picks.
+pub fn topology_backends<'a>(
+    backends: &'a [Backend],
+    node: Option<&str>,
+    zone: Option<&str>,
+) -> Vec<&'a Backend> {
+    hinted(backends, node, |b| b.node_hints.as_deref())
+        .or_else(|| hinted(backends, zone, |b| b.zone_hints.as_deref()))
+        .unwrap_or_else(|| usable_backends(backends, None).collect())
+}
+
+/// The ready endpoints whose `hints` name `name`, if hints apply at all:
+/// every ready endpoint carries some and at least one names `name`.
+fn hinted<'a>(
+    backends: &'a [Backend],
+    name: Option<&str>,
+    hints: impl Fn(&Backend) -> Option<&[Arc<str>]>,
+) -> Option<Vec<&'a Backend>> {
+    let name = name.filter(|n| !n.is_empty())?;
+    let names = |b: &Backend| hints(b).is_some_and(|h| h.iter().any(|x| &**x == name));
+    let ready = || backends.iter().filter(|b| b.ready);
+    let applies = ready().all(|b| hints(b).is_some_and(|h| !h.is_empty())) && ready().any(names);
+    applies.then(|| ready().filter(|b| names(b)).collect())
 }
 
 #[cfg(test)]
@@ -212,6 +219,7 @@ mod tests {
             node_name: Some(node.into()),
             pod: None,
             zone_hints: None,
+            node_hints: None,
         }
     }
 
@@ -262,16 +270,59 @@ mod tests {
             // Not ready: its missing hint does not matter.
             be(4, false, false, false, "n"),
         ];
-        assert_eq!(ports(zone_backends(&b, Some("zone-a"))), vec![1, 3]);
-        assert_eq!(ports(zone_backends(&b, Some("zone-b"))), vec![2, 3]);
+        assert_eq!(
+            ports(topology_backends(&b, None, Some("zone-a"))),
+            vec![1, 3]
+        );
+        assert_eq!(
+            ports(topology_backends(&b, None, Some("zone-b"))),
+            vec![2, 3]
+        );
         // No endpoint for the node's zone, or no zone known: all ready ones.
-        assert_eq!(ports(zone_backends(&b, Some("zone-c"))), vec![1, 2, 3]);
-        assert_eq!(ports(zone_backends(&b, None)), vec![1, 2, 3]);
+        assert_eq!(
+            ports(topology_backends(&b, None, Some("zone-c"))),
+            vec![1, 2, 3]
+        );
+        assert_eq!(ports(topology_backends(&b, None, None)), vec![1, 2, 3]);
         // One ready endpoint without hints turns hints off for the port.
         let mixed = [hinted(1, true, &["zone-a"]), be(2, true, true, false, "n")];
-        assert_eq!(ports(zone_backends(&mixed, Some("zone-a"))), vec![1, 2]);
+        assert_eq!(
+            ports(topology_backends(&mixed, None, Some("zone-a"))),
+            vec![1, 2]
+        );
         // Only terminating endpoints left: the usual fallback.
         let ending = [hinted(1, false, &["zone-a"])];
-        assert_eq!(ports(zone_backends(&ending, Some("zone-a"))), vec![1]);
+        assert_eq!(
+            ports(topology_backends(&ending, None, Some("zone-a"))),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn node_hints_win_over_zone_hints() {
+        let on = |port: u16, node: &str, zone: &str| Backend {
+            node_hints: Some([Arc::from(node)].into()),
+            ..hinted(port, true, &[zone])
+        };
+        let b = [
+            on(1, "n1", "zone-a"),
+            on(2, "n2", "zone-a"),
+            on(3, "n3", "zone-b"),
+        ];
+        assert_eq!(
+            ports(topology_backends(&b, Some("n2"), Some("zone-a"))),
+            vec![2]
+        );
+        // No endpoint for this node: zone hints decide.
+        assert_eq!(
+            ports(topology_backends(&b, Some("n9"), Some("zone-a"))),
+            vec![1, 2]
+        );
+        // A ready endpoint without node hints turns node hints off.
+        let mixed = [on(1, "n1", "zone-a"), hinted(2, true, &["zone-a"])];
+        assert_eq!(
+            ports(topology_backends(&mixed, Some("n1"), Some("zone-a"))),
+            vec![1, 2]
+        );
     }
 }

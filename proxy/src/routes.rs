@@ -106,11 +106,15 @@ pub(crate) fn build(
         // traffic is dropped rather than silently sent off-node.
         let local_node = local.then(|| cfg.node_name.as_deref().unwrap_or(""));
         let endpoints: Arc<[SocketAddr]> = if svc.topology_aware && !local {
-            // Zone hints apply to cluster-wide policy only, as in kube-proxy.
-            model::zone_backends(&port.backends, cfg.node_zone.as_deref())
-                .into_iter()
-                .map(|b| b.addr)
-                .collect()
+            // Hints apply to cluster-wide policy only, as in kube-proxy.
+            model::topology_backends(
+                &port.backends,
+                cfg.node_name.as_deref(),
+                cfg.node_zone.as_deref(),
+            )
+            .into_iter()
+            .map(|b| b.addr)
+            .collect()
         } else {
             model::usable_backends(&port.backends, local_node)
                 .map(|b| b.addr)

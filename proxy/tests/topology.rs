@@ -76,3 +76,46 @@ async fn zone_hints_keep_traffic_in_the_nodes_zone() {
         .await;
     assert_eq!(hello(svc).await.0, "zone-b");
 }
+
+#[tokio::test]
+async fn prefer_same_node_keeps_traffic_on_this_node() {
+    let a = Backend::start("127.0.62.11:0".parse().unwrap(), "on-a").await;
+    let _b = Backend::same_port("127.0.62.12", &a, "on-b").await;
+    let port = a.addr.port();
+    let yaml = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: near, namespace: default}}
+spec:
+  clusterIP: 127.0.62.110
+  trafficDistribution: PreferSameNode
+  ports: [{{name: p, port: 8080, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: near-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: near}}
+addressType: IPv4
+ports: [{{name: p, port: {port}}}]
+endpoints:
+- addresses: [\"127.0.62.11\"]
+  nodeName: node-a
+  hints: {{forNodes: [{{name: node-a}}], forZones: [{{name: zone-a}}]}}
+- addresses: [\"127.0.62.12\"]
+  nodeName: node-b
+  hints: {{forNodes: [{{name: node-b}}], forZones: [{{name: zone-a}}]}}
+"
+    );
+    let cfg = Config {
+        node_name: Some("node-b".into()),
+        node_zone: Some("zone-a".into()),
+        ..Config::default()
+    };
+    let _h = Harness::start(&yaml, cfg).await;
+    let svc: SocketAddr = "127.0.62.110:8080".parse().unwrap();
+    for _ in 0..6 {
+        assert_eq!(hello(svc).await.0, "on-b", "node hints beat the shared zone");
+    }
+}
