@@ -196,3 +196,74 @@ async fn shutdown_stops_accepting_and_resets_after_grace() {
         "connection ended: {r:?} {line:?}"
     );
 }
+
+#[tokio::test]
+async fn round_robin_continues_across_a_reload() {
+    let a = Backend::start(addr("127.0.48.11:0"), "a").await;
+    let _b = Backend::same_port("127.0.48.12", &a, "b").await;
+    let _c = Backend::same_port("127.0.48.13", &a, "c").await;
+    let port = a.addr.port();
+    let svc = addr("127.0.48.110:8080");
+    let eps = [
+        ready("127.0.48.11"),
+        ready("127.0.48.12"),
+        ready("127.0.48.13"),
+    ];
+    let yaml = |meta: &str| service("rr", "127.0.48.110", 8080, "TCP", port, &eps, "", meta);
+    let mut h = Harness::start(&yaml(""), Config::default()).await;
+    let mut names = vec![hello(svc).await.0, hello(svc).await.0];
+    // A reload that leaves the endpoints as they were (an annotation
+    // changed): the cursor must go on, not start over.
+    h.update(&yaml("  annotations: {touched: \"1\"}\n")).await;
+    names.push(hello(svc).await.0);
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"], "three connections, three endpoints");
+}
+
+#[tokio::test]
+async fn load_balancer_ips_and_external_policy_local() {
+    let a = Backend::start(addr("127.0.48.21:0"), "local").await;
+    let _b = Backend::same_port("127.0.48.22", &a, "remote").await;
+    let port = a.addr.port();
+    let eps = [
+        ready("127.0.48.21"),
+        Ep {
+            node: "node-b",
+            ..ready("127.0.48.22")
+        },
+    ];
+    let yaml = service(
+        "lb",
+        "127.0.48.120",
+        8080,
+        "TCP",
+        port,
+        &eps,
+        "  type: LoadBalancer\n  externalTrafficPolicy: Local\n",
+        "",
+    )
+    .replace("targetPort:", "nodePort: 31048, targetPort:")
+    .replace(
+        "---\napiVersion: discovery",
+        "status:\n  loadBalancer:\n    ingress: [{ip: 127.0.48.70}]\n---\napiVersion: discovery",
+    );
+    assert!(yaml.contains("127.0.48.70"), "{yaml}");
+    let cfg = Config {
+        node_ips: vec!["127.0.48.50".parse().unwrap()],
+        node_name: Some("node-a".into()),
+        ..Config::default()
+    };
+    let _h = Harness::start(&yaml, cfg).await;
+    // External paths (load-balancer IP, node port) keep to this node's endpoint.
+    for to in ["127.0.48.70:8080", "127.0.48.50:31048"] {
+        for _ in 0..4 {
+            assert_eq!(hello(addr(to)).await.0, "local", "via {to}");
+        }
+    }
+    // The ClusterIP path keeps policy Cluster: both endpoints.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(hello(addr("127.0.48.120:8080")).await.0);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

@@ -116,6 +116,10 @@ endpoints:
     let _h = Harness::start(&yaml, cfg).await;
     let svc: SocketAddr = "127.0.62.110:8080".parse().unwrap();
     for _ in 0..6 {
-        assert_eq!(hello(svc).await.0, "on-b", "node hints beat the shared zone");
+        assert_eq!(
+            hello(svc).await.0,
+            "on-b",
+            "node hints beat the shared zone"
+        );
     }
 }
