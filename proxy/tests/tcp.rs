@@ -358,12 +358,24 @@ async fn idle_connections_are_closed() {
         "",
     );
     let cfg = Config {
-        tcp_idle_timeout: std::time::Duration::from_millis(200),
+        tcp_idle_timeout: std::time::Duration::from_millis(400),
         ..Config::default()
     };
     let _h = Harness::start(&yaml, cfg).await;
     let (name, mut r) = hello(addr("127.0.51.100:8080")).await;
     assert_eq!(name, "a");
+    // Traffic every 50 ms for three timeouts: idle means quiet, not old.
+    for i in 0..24 {
+        let msg = format!("ping {i}\n");
+        r.get_mut().write_all(msg.as_bytes()).await.unwrap();
+        let mut echo = String::new();
+        tokio::time::timeout(DEADLINE, r.read_line(&mut echo))
+            .await
+            .expect("echoed")
+            .unwrap();
+        assert_eq!(echo, msg, "a busy connection stays open");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut line = String::new();
     let n = tokio::time::timeout(DEADLINE, r.read_line(&mut line))
         .await
