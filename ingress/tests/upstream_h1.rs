@@ -82,6 +82,44 @@ async fn scripted() -> (SocketAddr, Arc<AtomicUsize>) {
                             false,
                         ),
                         "/silent" => (Vec::new(), true),
+                        // Full duplex: answers at once, then echoes the upload
+                        // as it arrives (a streaming echo).
+                        "/duplex" => {
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length: "))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            let start = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                            if s.write_all(start).await.is_err() {
+                                return;
+                            }
+                            let mut left = len;
+                            let mut chunk = vec![0u8; 16 * 1024];
+                            while left > 0 {
+                                let n = if buf.is_empty() {
+                                    match s.read(&mut chunk).await {
+                                        Ok(0) | Err(_) => return,
+                                        Ok(n) => n,
+                                    }
+                                } else {
+                                    let n = buf.len().min(chunk.len());
+                                    chunk[..n].copy_from_slice(&buf[..n]);
+                                    buf.drain(..n);
+                                    n
+                                };
+                                let n = n.min(left);
+                                left -= n;
+                                let framed = [format!("{n:x}\r\n").as_bytes(), &chunk[..n], b"\r\n"].concat();
+                                if s.write_all(&framed).await.is_err() {
+                                    return;
+                                }
+                            }
+                            if s.write_all(b"0\r\n\r\n").await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         // Takes the head, then neither reads nor answers: a hung pod.
                         "/stalled" => {
                             std::future::pending::<()>().await;
@@ -210,6 +248,37 @@ async fn a_post_that_reached_the_upstream_is_never_sent_twice() {
         1,
         "no second connection, no replay"
     );
+}
+
+#[tokio::test]
+async fn a_full_duplex_upstream_gets_the_whole_upload_while_it_answers() {
+    let (be, conns) = scripted().await;
+    let p = plane_with(be, &[("proxy-body-size", "0")]).await;
+    // 4 MiB: far more than the socket buffers, so the upstream's answer
+    // starts long before the upload is through.
+    let mut send = h1::<Zeros>(p.http).await;
+    let req = http::Request::post("/duplex")
+        .header("host", "raw.test")
+        .body(Zeros(4 << 20))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        http_body_util::BodyExt::collect(resp.into_body()),
+    )
+    .await
+    .expect("the echo completes")
+    .unwrap()
+    .to_bytes();
+    assert_eq!(body.len(), 4 << 20, "every byte echoed");
+    assert!(body.iter().all(|&b| b == 0));
+    // Both directions ended cleanly: the connection is reused.
+    assert_eq!(get(p.http, "raw.test", "/").await.body, "conn=1");
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 mod codec;
 mod pool;
 mod response;
+mod upload;
 
 pub use pool::Pool;
 pub use response::UpstreamBody;
@@ -19,14 +20,13 @@ use bytes::BytesMut;
 use codec::Head;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Response, StatusCode, uri::PathAndQuery};
-use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use pool::Conn;
 use response::Truncated;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use upload::Upload;
 
 /// Largest response head accepted from an upstream (beyond: 502, as
 /// nginx's "upstream sent too big header").
@@ -171,25 +171,30 @@ async fn timed<F: std::future::Future<Output = std::io::Result<()>>>(
 }
 
 /// After the head was written: sends the body (if any) and reads the
-/// response head; returns it and whether the whole body went out.
+/// response head; returns it and the rest of the body if the upstream
+/// answered before all of it went out.
 async fn exchange(
     conn: &mut Conn,
     ex: &Exchange<'_>,
     body: Body,
     has_body: bool,
     chunked: bool,
-) -> Result<(Head, bool), Failure> {
+) -> Result<(Head, Option<Upload>), Failure> {
     if has_body {
-        return send_and_receive(conn, ex, body, chunked).await;
+        return send_and_receive(conn, ex, Upload::new(body, chunked)).await;
     }
     let recv = read_head(&mut conn.io, &mut conn.rbuf, ex.method);
     match tokio::time::timeout(ex.read_timeout, recv).await {
-        Ok(head) => Ok((head?, true)),
+        Ok(head) => Ok((head?, None)),
         Err(_) => Err(Error::ReadTimeout.into()),
     }
 }
 
-fn answer(conn: Conn, ex: &Exchange<'_>, (head, sent): (Head, bool)) -> Result<Answer, Error> {
+fn answer(
+    conn: Conn,
+    ex: &Exchange<'_>,
+    (head, upload): (Head, Option<Upload>),
+) -> Result<Answer, Error> {
     let mut response = Response::new(());
     *response.status_mut() = head.status;
     *response.headers_mut() = head.headers;
@@ -201,41 +206,53 @@ fn answer(conn: Conn, ex: &Exchange<'_>, (head, sent): (Head, bool)) -> Result<A
         }
         return Ok(Answer::Switched(response, Tunnel(conn)));
     }
-    // A connection whose request body was cut short is out of step.
-    let keep_alive = head.keep_alive && sent;
-    let body = UpstreamBody::new(conn, head.framing, keep_alive);
+    // The rest of an upload goes on while the answer streams back; the
+    // connection is reused only if both end cleanly.
+    let body = UpstreamBody::new(conn, head.framing, head.keep_alive, upload);
     Ok(Answer::Response(response.map(|()| body)))
 }
 
 /// Streams the request body while watching for the response head: an
-/// upstream may answer early (an error, a redirect) and stop reading, and
-/// then the answer is what counts. Returns the head and whether the whole
-/// body was sent.
+/// upstream may answer early (an error, a redirect, or the start of a
+/// full-duplex stream). Returns the head and, if it came first, the rest
+/// of the upload.
 async fn send_and_receive(
     conn: &mut Conn,
     ex: &Exchange<'_>,
-    body: Body,
-    chunked: bool,
-) -> Result<(Head, bool), Failure> {
+    mut upload: Upload,
+) -> Result<(Head, Option<Upload>), Failure> {
     let (mut rd, mut wr) = conn.io.split();
-    let send = send_body(&mut wr, body, chunked, ex.send_timeout);
     let recv = read_head(&mut rd, &mut conn.rbuf, ex.method);
-    tokio::pin!(send, recv);
-    // proxy-read-timeout counts from the end of the request, as in nginx;
-    // while the body flows its own idle timeout applies (proxy-send-timeout).
-    let deadline = tokio::time::sleep(ex.read_timeout);
+    tokio::pin!(recv);
+    // While the body flows, proxy-send-timeout bounds how long a write may
+    // wait for the upstream; once it is through, proxy-read-timeout bounds
+    // the wait for the head (both as in nginx). A slow client is its
+    // body's own idle timeout.
+    let deadline = tokio::time::sleep(ex.send_timeout);
     tokio::pin!(deadline);
-    let mut sent = false;
+    let mut sending = true;
     loop {
         tokio::select! {
             biased;
-            head = &mut recv => return Ok((head?, sent)),
-            r = &mut send, if !sent => {
+            head = &mut recv => return Ok((head?, sending.then_some(upload))),
+            r = std::future::poll_fn(|cx| upload.poll_send(&mut wr, cx)), if sending => {
                 r?;
-                sent = true;
+                sending = false;
                 deadline.as_mut().reset(tokio::time::Instant::now() + ex.read_timeout);
             }
-            _ = &mut deadline, if sent => return Err(Error::ReadTimeout.into()),
+            () = &mut deadline => {
+                if !sending {
+                    return Err(Error::ReadTimeout.into());
+                }
+                let left = match upload.blocked_since {
+                    Some(t) => ex.send_timeout.checked_sub(t.elapsed()).filter(|d| !d.is_zero()),
+                    None => Some(ex.send_timeout),
+                };
+                match left {
+                    Some(d) => deadline.as_mut().reset(tokio::time::Instant::now() + d),
+                    None => return Err(Error::SendTimeout.into()),
+                }
+            }
         }
     }
 }
@@ -265,63 +282,4 @@ async fn read_head<R: AsyncRead + Unpin>(
             Err(e) => return Err(Error::Upstream(e.into()).into()),
         }
     }
-}
-
-async fn send_body<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    mut body: Body,
-    chunked: bool,
-    send_timeout: Duration,
-) -> Result<(), Error> {
-    let mut trailers = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(Error::RequestBody)?;
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                continue;
-            }
-        };
-        if data.is_empty() {
-            continue;
-        }
-        if chunked {
-            let size = format!("{:x}\r\n", data.len());
-            let mut parts = [
-                IoSlice::new(size.as_bytes()),
-                IoSlice::new(&data),
-                IoSlice::new(b"\r\n"),
-            ];
-            timed(send_timeout, write_all_vectored(w, &mut parts)).await?;
-        } else {
-            timed(send_timeout, w.write_all(&data)).await?;
-        }
-    }
-    if chunked {
-        let mut end = b"0\r\n".to_vec();
-        for (name, value) in trailers.iter().flatten() {
-            end.extend_from_slice(name.as_str().as_bytes());
-            end.extend_from_slice(b": ");
-            end.extend_from_slice(value.as_bytes());
-            end.extend_from_slice(b"\r\n");
-        }
-        end.extend_from_slice(b"\r\n");
-        timed(send_timeout, w.write_all(&end)).await?;
-    }
-    Ok(())
-}
-
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    mut bufs: &mut [IoSlice<'_>],
-) -> std::io::Result<()> {
-    while !bufs.is_empty() {
-        let n = w.write_vectored(bufs).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut bufs, n);
-    }
-    Ok(())
 }

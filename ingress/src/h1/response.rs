@@ -1,9 +1,11 @@
 //! The response body, read straight from the upstream socket by whoever
 //! polls it (hyper's server connection): no task or channel in between.
-//! When the body ends cleanly the connection goes back to the pool.
+//! The same poll carries on an upload the upstream answered before it was
+//! through. When both end cleanly the connection goes back to the pool.
 
 use super::codec::{Chunk, Chunked, Framing};
 use super::pool::Conn;
+use super::upload::Upload;
 use crate::body::BoxError;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
@@ -15,6 +17,8 @@ pub struct UpstreamBody {
     conn: Option<Conn>,
     state: State,
     keep_alive: bool,
+    /// The rest of the request body, still being sent.
+    upload: Option<Upload>,
 }
 
 enum State {
@@ -30,7 +34,12 @@ enum State {
 pub struct Truncated;
 
 impl UpstreamBody {
-    pub fn new(conn: Conn, framing: Framing, keep_alive: bool) -> UpstreamBody {
+    pub(super) fn new(
+        conn: Conn,
+        framing: Framing,
+        keep_alive: bool,
+        upload: Option<Upload>,
+    ) -> UpstreamBody {
         let state = match framing {
             Framing::Empty => State::Done,
             Framing::Length(n) => State::Length(n),
@@ -41,6 +50,7 @@ impl UpstreamBody {
             conn: Some(conn),
             state,
             keep_alive,
+            upload,
         };
         if matches!(body.state, State::Done) {
             body.finish();
@@ -51,10 +61,30 @@ impl UpstreamBody {
     /// Returns the connection to the pool if it can carry another request.
     fn finish(&mut self) {
         self.state = State::Done;
+        // An upload still under way leaves the connection out of step.
+        let sent = self.upload.take().is_none();
         if let Some(conn) = self.conn.take()
             && self.keep_alive
+            && sent
         {
             conn.release();
+        }
+    }
+
+    /// Moves the unfinished upload on, as far as it goes without waiting.
+    /// Its failure ends only the upload: the answer already started.
+    fn push_upload(&mut self, cx: &mut Context<'_>) {
+        let (Some(up), Some(conn)) = (self.upload.as_mut(), self.conn.as_mut()) else {
+            return;
+        };
+        match up.poll_send(&mut conn.io, cx) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(())) => self.upload = None,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %e, "upload stopped after the response head");
+                self.upload = None;
+                self.keep_alive = false;
+            }
         }
     }
 }
@@ -76,6 +106,7 @@ impl hyper::body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        this.push_upload(cx);
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
