@@ -23,7 +23,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{Instrument, debug};
 
 /// Largest UDP payload plus slack: DNS over UDP may use up to 64 KiB.
 const DATAGRAM: usize = 64 * 1024;
@@ -227,16 +227,26 @@ fn on_datagram(
     let seq = table.next_seq;
     table.next_seq += 1;
     let last = Arc::new(AtomicU64::new(now));
-    let relay = tokio::spawn(relay(
-        upstream.clone(),
-        socket.clone(),
-        client,
-        last.clone(),
-        table.epoch,
-        route.udp_idle,
-        route.clone(),
-        (expired.clone(), seq),
-    ));
+    // One span per session, as TCP has one per connection.
+    let span = tracing::debug_span!(
+        "l4.udp",
+        client.addr = %client,
+        service = %route.service.id,
+        endpoint = %endpoint,
+    );
+    let relay = tokio::spawn(
+        relay(
+            upstream.clone(),
+            socket.clone(),
+            client,
+            last.clone(),
+            table.epoch,
+            route.udp_idle,
+            route.clone(),
+            (expired.clone(), seq),
+        )
+        .instrument(span),
+    );
     route.metrics.udp_sessions.inc();
     route.metrics.udp_active.inc();
     route.metrics.bytes_in.inc_by(data.len() as u64);
