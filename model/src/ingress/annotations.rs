@@ -241,6 +241,37 @@ fn redirect_template(v: &str) -> Result<Template, String> {
 /// Parses the annotations; every bad value is an error naming its annotation.
 /// Unknown `nginx.ingress.kubernetes.io/` annotations are ignored (debug log);
 /// snippet annotations are refused.
+/// ingress-nginx annotations that guard access (authentication, client
+/// certificates, deny lists, rate limits, a WAF, upstream certificate
+/// checks) or change what the listener does with TLS. Ignoring one, as
+/// other unknown annotations are, would serve the route without the
+/// protection it asks for; so an Ingress using one is refused instead.
+fn is_unsupported_protection(name: &str) -> bool {
+    const EXACT: [&str; 12] = [
+        "denylist-source-range",
+        "limit-rps",
+        "limit-rpm",
+        "limit-connections",
+        "limit-rate",
+        "limit-rate-after",
+        "global-rate-limit",
+        "ssl-passthrough",
+        "proxy-ssl-verify",
+        "enable-modsecurity",
+        "enable-owasp-core-rules",
+        "satisfy",
+    ];
+    name.starts_with("auth-") || EXACT.contains(&name)
+}
+
+/// A value that leaves a protection off (so ignoring it changes nothing).
+fn is_off(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "" | "false" | "off" | "0"
+    )
+}
+
 pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldError>) {
     let mut a = Annotations::default();
     let mut errs = Vec::new();
@@ -264,6 +295,10 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
             n if n.ends_with("-snippet") || n == "configuration-snippet" => bad(
                 "snippet annotations are refused: manifest text is never configuration code".into(),
             ),
+            n if is_unsupported_protection(n) && !is_off(v) => bad(format!(
+                "not supported: this Ingress asks for a protection nodeway does not \
+                 provide, and serving it without would expose what it protects"
+            )),
             "rewrite-target" => {
                 if v.is_empty() {
                     bad("must not be empty".into())

@@ -330,6 +330,38 @@ fn validation_fields(doc: &str) -> Vec<String> {
 }
 
 #[test]
+fn protections_nodeway_lacks_refuse_the_ingress_instead_of_failing_open() {
+    let doc = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: guarded
+  annotations:
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: basic-auth
+    nginx.ingress.kubernetes.io/limit-rps: "5"
+    nginx.ingress.kubernetes.io/auth-tls-verify-client: "off"
+    nginx.ingress.kubernetes.io/ssl-passthrough: "false"
+    nginx.ingress.kubernetes.io/proxy-buffer-size: "8k"
+spec:
+  rules:
+  - http:
+      paths:
+      - {pathType: Prefix, path: /, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    let f = validation_fields(doc);
+    assert_eq!(
+        f,
+        [
+            "metadata.annotations[nginx.ingress.kubernetes.io/auth-secret]",
+            "metadata.annotations[nginx.ingress.kubernetes.io/auth-type]",
+            "metadata.annotations[nginx.ingress.kubernetes.io/limit-rps]",
+        ],
+        "switched off or harmless ones pass"
+    );
+}
+
+#[test]
 fn validation_names_the_field() {
     let doc = r#"
 apiVersion: networking.k8s.io/v1
