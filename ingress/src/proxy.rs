@@ -19,7 +19,7 @@ use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::encode_path;
-use model::ingress::{BackendProtocol, Route, normalize_path};
+use model::ingress::{BackendProtocol, Rewritten, Route, normalize_path};
 use model::{Snapshot, usable_backends};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -191,7 +191,20 @@ async fn serve(
     let query = req.uri().query();
     let pq: PathAndQuery = match route.rewrite(&norm) {
         // Captures come from the decoded path: encode them back for the URI.
-        Some(p) => with_query(&encode_path(&p), query),
+        Some(Rewritten { path, query: None }) => with_query(&encode_path(&path), query),
+        // nginx's rewrite: the template's arguments, then the request's
+        // (`?` alone drops them).
+        Some(Rewritten {
+            path,
+            query: Some(q),
+        }) => {
+            let q = match (q, query) {
+                (q, Some(orig)) if !q.is_empty() => Some(format!("{q}&{orig}")),
+                (q, _) if !q.is_empty() => Some(q),
+                _ => None,
+            };
+            with_query(&encode_path(&path), q.as_deref())
+        }
         None if norm == raw => match req.uri().path_and_query() {
             Some(pq) => pq.clone(),
             None => PathAndQuery::from_static("/"),

@@ -41,6 +41,46 @@ async fn rewrite_target_with_captures_keeps_query() {
 }
 
 #[tokio::test]
+async fn rewrite_target_with_its_own_query_puts_the_request_arguments_after() {
+    let a = backend("a").await;
+    let yaml = service("web", &[a])
+        + &ingress(
+            "q",
+            "q.test",
+            &[("ImplementationSpecific", "/s/(.*)", "web")],
+            &[("rewrite-target", "/search?q=$1")],
+        )
+        + &ingress(
+            "drop",
+            "d.test",
+            &[("ImplementationSpecific", "/d/(.*)", "web")],
+            &[("rewrite-target", "/plain/$1?")],
+        );
+    let p = Plane::start(&yaml).await;
+    let uri = |host: &'static str, path: &'static str| async move {
+        get(p.http, host, path)
+            .await
+            .field("uri")
+            .map(str::to_string)
+    };
+    assert_eq!(
+        uri("q.test", "/s/foo?x=1").await.as_deref(),
+        Some("/search?q=foo&x=1")
+    );
+    assert_eq!(
+        uri("q.test", "/s/foo").await.as_deref(),
+        Some("/search?q=foo")
+    );
+    // A capture cannot add parameters of its own.
+    assert_eq!(
+        uri("q.test", "/s/a%26b%3Dc").await.as_deref(),
+        Some("/search?q=a%26b%3Dc")
+    );
+    // A template ending in `?` drops the request's arguments, as in nginx.
+    assert_eq!(uri("d.test", "/d/x?y=1").await.as_deref(), Some("/plain/x"));
+}
+
+#[tokio::test]
 async fn redirects_app_root_permanent_temporal() {
     let a = backend("a").await;
     let yaml = service("web", &[a])

@@ -99,9 +99,25 @@ fn percent_decode(raw: &str) -> Result<String, PathError> {
 /// Percent-encodes a normalized path for forwarding, so that the backend sees
 /// exactly the path we routed on (`%` and `?` stay data, never syntax).
 pub fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for &c in path.as_bytes() {
-        let keep = c.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&c);
+    encode(path, b"/-._~!$&'()*+,;=:@")
+}
+
+/// Percent-encodes the literal query of a rewrite template: delimiters and
+/// escapes the author wrote stay, bytes a URI cannot hold are encoded.
+pub fn encode_query(query: &str) -> String {
+    encode(query, b"/?-._~!$&'()*+,;=:@%")
+}
+
+/// Percent-encodes a value put into a query (nginx's argument escaping):
+/// it cannot start another parameter or end the URI.
+pub fn encode_arg(value: &str) -> String {
+    encode(value, b"/-._~!$'()*,;:@")
+}
+
+fn encode(s: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &c in s.as_bytes() {
+        let keep = c.is_ascii_alphanumeric() || keep.contains(&c);
         if keep {
             out.push(c as char);
         } else {

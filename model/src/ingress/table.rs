@@ -2,7 +2,7 @@
 //! request costs one host lookup and one path lookup whatever the number of rules.
 
 use super::annotations::Annotations;
-use super::path::{normalize_host, prefix_candidates};
+use super::path::{encode_arg, encode_query, normalize_host, prefix_candidates};
 use crate::service::Service;
 use crate::tls::TlsSecret;
 use std::collections::HashMap;
@@ -52,29 +52,70 @@ impl Route {
     /// The rewritten request path for rewrite-target: the whole URI path is
     /// replaced by the template, with `$1`..`$9` taken from this route's regex
     /// matched against `path`. `None` without rewrite-target.
-    pub fn rewrite(&self, path: &str) -> Option<String> {
+    pub fn rewrite(&self, path: &str) -> Option<Rewritten> {
         let target = self.annotations.rewrite_target.as_deref()?;
         let caps = self.regex.as_ref().and_then(|r| r.captures(path));
-        let mut out = String::with_capacity(target.len() + path.len());
-        let mut chars = target.char_indices().peekable();
-        while let Some((_, c)) = chars.next() {
-            if c == '$'
-                && let Some(&(_, d)) = chars.peek()
-                && let Some(n) = d.to_digit(10)
-            {
-                chars.next();
-                if let Some(m) = caps.as_ref().and_then(|c| c.get(n as usize)) {
-                    out.push_str(m.as_str());
-                }
-                continue;
-            }
-            out.push(c);
+        // The template's own `?` starts its query (nginx's rewrite); a `?`
+        // that a capture brings in is part of the path.
+        let (p, q) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let raw = |s: &str, out: &mut String| out.push_str(s);
+        let mut path = expand(p, caps.as_ref(), raw, raw);
+        if !path.starts_with('/') {
+            path.insert(0, '/');
         }
-        if !out.starts_with('/') {
-            out.insert(0, '/');
-        }
-        Some(out)
+        // In the query a capture is escaped as nginx escapes arguments, so
+        // it cannot add parameters (`&`, `=`) or end the URI (`#`).
+        let query = q.map(|q| {
+            expand(
+                q,
+                caps.as_ref(),
+                |s, out| out.push_str(&encode_query(s)),
+                |s, out| out.push_str(&encode_arg(s)),
+            )
+        });
+        Some(Rewritten { path, query })
     }
+}
+
+/// A rewrite-target applied to a request path.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Decoded; to be percent-encoded for the URI.
+    pub path: String,
+    /// The template's query, encoded, if it has one: nginx then puts the
+    /// request's own arguments after it (`new&old`), and a bare `?` drops
+    /// them.
+    pub query: Option<String>,
+}
+
+/// `template` with `$1`..`$9` replaced by the captures (missing ones:
+/// empty); literal runs go through `lit`, captures through `cap`.
+fn expand(
+    template: &str,
+    caps: Option<&regex::Captures<'_>>,
+    lit: impl Fn(&str, &mut String),
+    cap: impl Fn(&str, &mut String),
+) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        let n = rest[i + 1..].chars().next().and_then(|d| d.to_digit(10));
+        let Some(n) = n else {
+            lit(&rest[..=i], &mut out);
+            rest = &rest[i + 1..];
+            continue;
+        };
+        lit(&rest[..i], &mut out);
+        if let Some(m) = caps.and_then(|c| c.get(n as usize)) {
+            cap(m.as_str(), &mut out);
+        }
+        rest = &rest[i + 2..];
+    }
+    lit(rest, &mut out);
+    out
 }
 
 /// Routes of one host (or of the host-less rules).
