@@ -295,10 +295,11 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
             n if n.ends_with("-snippet") || n == "configuration-snippet" => bad(
                 "snippet annotations are refused: manifest text is never configuration code".into(),
             ),
-            n if is_unsupported_protection(n) && !is_off(v) => bad(format!(
+            n if is_unsupported_protection(n) && !is_off(v) => bad(
                 "not supported: this Ingress asks for a protection nodeway does not \
                  provide, and serving it without would expose what it protects"
-            )),
+                    .into(),
+            ),
             "rewrite-target" => {
                 if v.is_empty() {
                     bad("must not be empty".into())
