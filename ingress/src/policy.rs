@@ -11,6 +11,9 @@ use model::ingress::path::encode_path;
 use model::ingress::template::Var;
 use model::ingress::{Route, normalize_host};
 
+/// Where ACME HTTP-01 challenges are answered.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge";
+
 /// The response that ends the request here, if any.
 pub fn before_proxy<B>(
     route: &Route,
@@ -21,7 +24,9 @@ pub fn before_proxy<B>(
     https_port: Option<u16>,
 ) -> Option<Response<Body>> {
     let ann = &route.annotations;
-    if !conn.tls && route.ssl_redirect {
+    // ACME HTTP-01 challenges must stay reachable over plain HTTP
+    // (ingress-nginx's default no-tls-redirect-locations).
+    if !conn.tls && route.ssl_redirect && !norm.starts_with(ACME_CHALLENGE) {
         let port = match https_port {
             Some(443) | None => String::new(),
             Some(p) => format!(":{p}"),

@@ -224,6 +224,29 @@ async fn ssl_redirect_off_and_force_on() {
         format!("https://keep.test:{port}/dir/").as_str()
     );
     assert_eq!(get(p.http, "nossl.test", "/").await.status, StatusCode::OK);
+    // ACME HTTP-01 challenges are never redirected.
+    assert_eq!(
+        get(p.http, "plain.test", "/.well-known/acme-challenge/token")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn ssl_redirect_needs_a_certificate_for_the_host() {
+    let web = backend("web").await;
+    // No spec.tls: ssl-redirect (even set explicitly) does nothing, as in
+    // ingress-nginx; only force-ssl-redirect redirects hosts without TLS.
+    let yaml = service("web", &[web])
+        + &ingress(
+            "notls",
+            "notls.test",
+            &[("Prefix", "/", "web")],
+            &[("ssl-redirect", "true")],
+        );
+    let p = Plane::start(&yaml).await;
+    assert_eq!(get(p.http, "notls.test", "/").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

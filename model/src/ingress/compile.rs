@@ -292,10 +292,10 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
                     services,
                     errors,
                 );
+                // As ingress-nginx: ssl-redirect (default on) only where the
+                // host has a certificate; force-ssl-redirect everywhere.
                 r.ssl_redirect = o.ann.force_ssl_redirect
-                    || o.ann
-                        .ssl_redirect
-                        .unwrap_or_else(|| tls_covers(&tls_hosts, &host));
+                    || (tls_covers(&tls_hosts, &host) && o.ann.ssl_redirect.unwrap_or(true));
                 let hb = hosts.entry(host.clone()).or_default();
                 // Requests are matched decoded: so are the rule paths.
                 let key = spec_key(path);
