@@ -19,7 +19,7 @@ use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::encode_path;
-use model::ingress::{BackendProtocol, Rewritten, Route, normalize_path};
+use model::ingress::{BackendProtocol, PathKind, Rewritten, Route, normalize_path};
 use model::{Snapshot, usable_backends};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -130,12 +130,22 @@ async fn serve(
         return answer;
     }
 
+    // A request already tied to one of the primary's endpoints by its
+    // affinity cookie stays there: ingress-nginx's balancer checks that
+    // before any canary rule.
+    let pinned = ann.affinity.as_ref().is_some_and(|a| {
+        route.backend.as_ref().is_some_and(|be| {
+            let backends = &be.service.ports[be.port].backends;
+            from_cookie(req.headers(), &a.name, usable_backends(backends, None)).is_some()
+        })
+    });
     let target = match &route.canary {
         Some(c)
-            if c.annotations
-                .canary
-                .as_ref()
-                .is_some_and(|cfg| use_canary(cfg, req.headers())) =>
+            if !pinned
+                && c.annotations
+                    .canary
+                    .as_ref()
+                    .is_some_and(|cfg| use_canary(cfg, req.headers())) =>
         {
             c.clone()
         }
@@ -163,25 +173,17 @@ async fn serve(
         return status(StatusCode::SERVICE_UNAVAILABLE);
     }
     let mut set_cookie = None;
-    let first = match &ann.affinity {
+    // Session affinity is the only thing a canary Ingress sets for itself
+    // (ingress-nginx); everything else comes from the primary.
+    let first = match &target.annotations.affinity {
         _ if external.is_some() => 0,
         Some(a) => match from_cookie(req.headers(), &a.name, usable.clone()) {
             Some(i) => i,
             None => {
                 let i = sh.balancer.next(&be.key) % n;
                 let addr = usable.clone().nth(i).map(|b| b.addr);
-                set_cookie = addr.map(|addr| {
-                    let mut c = format!(
-                        "{}={}; Path={}; HttpOnly",
-                        a.name,
-                        cookie_value(&addr),
-                        a.path.as_deref().unwrap_or("/")
-                    );
-                    if let Some(age) = a.max_age {
-                        c.push_str(&format!("; Max-Age={age}"));
-                    }
-                    c
-                });
+                set_cookie =
+                    addr.map(|addr| affinity_cookie(a, &addr, &target.path, target.kind, conn.tls));
                 i
             }
         },
@@ -303,6 +305,33 @@ async fn serve(
     } else {
         StatusCode::BAD_GATEWAY
     })
+}
+
+/// The Set-Cookie value pinning a client to `addr`, with ingress-nginx's
+/// attributes: the path defaults to the route's own (so two sticky paths
+/// on one host keep separate cookies; `/` for regex paths), and the cookie
+/// is Secure when it was set over HTTPS.
+fn affinity_cookie(
+    a: &model::ingress::CookieAffinity,
+    addr: &SocketAddr,
+    route_path: &str,
+    kind: PathKind,
+    tls: bool,
+) -> String {
+    let path = match (&a.path, kind) {
+        (Some(p), _) => p.as_str(),
+        (None, PathKind::Regex) => "/",
+        (None, _) if route_path.is_empty() => "/",
+        (None, _) => route_path,
+    };
+    let mut c = format!("{}={}; Path={path}; HttpOnly", a.name, cookie_value(addr));
+    if let Some(age) = a.max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    if tls {
+        c.push_str("; Secure");
+    }
+    c
 }
 
 /// What one try at one endpoint came to.
@@ -521,4 +550,43 @@ fn finish(
     }
     parts.version = Version::HTTP_11;
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_cookie_attributes_follow_ingress_nginx() {
+        let a = model::ingress::CookieAffinity {
+            name: "route".into(),
+            path: None,
+            max_age: Some(60),
+        };
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let v = cookie_value(&addr);
+        assert_eq!(
+            affinity_cookie(&a, &addr, "/shop", PathKind::Prefix, false),
+            format!("route={v}; Path=/shop; HttpOnly; Max-Age=60")
+        );
+        assert_eq!(
+            affinity_cookie(&a, &addr, "/shop/(.*)", PathKind::Regex, true),
+            format!("route={v}; Path=/; HttpOnly; Max-Age=60; Secure"),
+            "a regex is no cookie path; HTTPS makes it Secure"
+        );
+        assert_eq!(
+            affinity_cookie(&a, &addr, "", PathKind::Prefix, false),
+            format!("route={v}; Path=/; HttpOnly; Max-Age=60"),
+            "defaultBackend"
+        );
+        let set = model::ingress::CookieAffinity {
+            path: Some("/x".into()),
+            max_age: None,
+            ..a
+        };
+        assert_eq!(
+            affinity_cookie(&set, &addr, "/shop", PathKind::Prefix, false),
+            format!("route={v}; Path=/x; HttpOnly")
+        );
+    }
 }

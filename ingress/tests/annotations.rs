@@ -431,3 +431,47 @@ async fn read_timeout_starts_when_the_upload_ends_on_every_backend_protocol() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_client_pinned_to_the_primary_never_bounces_to_the_canary() {
+    let (a, b, can) = (
+        backend("a").await,
+        backend("b").await,
+        backend("canary").await,
+    );
+    let sticky = [("affinity", "cookie"), ("session-cookie-name", "route")];
+    let yaml = service("main", &[a, b])
+        + &service("can", &[can])
+        + &ingress("m", "p.test", &[("Prefix", "/app", "main")], &sticky)
+        + &ingress(
+            "c",
+            "p.test",
+            &[("Prefix", "/app", "can")],
+            &[("canary", "true"), ("canary-weight", "50")],
+        );
+    let p = Plane::start(&yaml).await;
+    // A first answer from the primary sets the cookie, for the route's path.
+    let (first, cookie) = loop {
+        let r = get(p.http, "p.test", "/app/x").await;
+        if r.field("name") != Some("canary") {
+            let set = r.headers["set-cookie"].to_str().unwrap().to_string();
+            assert!(set.contains("; Path=/app;"), "{set}");
+            let pair = set.split(';').next().unwrap().to_string();
+            break (r.field("name").unwrap().to_string(), pair);
+        }
+    };
+    // With the cookie, weight 50 never moves the client to the canary.
+    for _ in 0..30 {
+        let r = send(
+            p.http,
+            "GET",
+            "p.test",
+            "/app/x",
+            &[("cookie", &cookie)],
+            "",
+        )
+        .await;
+        assert_eq!(r.field("name"), Some(first.as_str()));
+        assert!(!r.headers.contains_key("set-cookie"));
+    }
+}
