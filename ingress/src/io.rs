@@ -1,6 +1,8 @@
-//! Connection IO with a deadline for the client's first byte: a client that
-//! connects and sends nothing is dropped (hyper's header timeout only starts
-//! once protocol detection has seen bytes).
+//! Connection IO with a deadline for protocol detection: a client that
+//! connects and sends nothing, or only a beginning of the HTTP/2 preface
+//! (`P`, `PRI * ...`), is dropped. hyper's HTTP/1 header timeout only starts
+//! once detection has decided, and detection waits for as long as the bytes
+//! still match the preface.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,10 +10,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// What a client sends first to speak HTTP/2 without TLS negotiation.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 pub struct FirstByteDeadline<T> {
     io: T,
-    /// `None` once the first byte arrived.
+    /// `None` once detection has decided.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes read so far, while they all match the preface.
+    matched: usize,
 }
 
 impl<T> FirstByteDeadline<T> {
@@ -19,8 +26,18 @@ impl<T> FirstByteDeadline<T> {
         FirstByteDeadline {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
+            matched: 0,
         }
     }
+}
+
+/// After `matched` bytes that match the preface, `got` more arrived: how
+/// many match now, or `None` once detection must have decided (a byte
+/// differs, so HTTP/1; or the whole preface, so HTTP/2).
+fn still_detecting(matched: usize, got: &[u8]) -> Option<usize> {
+    let rest = &H2_PREFACE[matched..];
+    let n = got.len().min(rest.len());
+    (got[..n] == rest[..n] && matched + n < H2_PREFACE.len()).then_some(matched + n)
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
@@ -37,7 +54,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() != before {
-                    this.deadline = None;
+                    match still_detecting(this.matched, &buf.filled()[before..]) {
+                        Some(m) => this.matched = m,
+                        None => this.deadline = None,
+                    }
                 }
                 Poll::Ready(r)
             }
@@ -72,5 +92,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_lasts_while_bytes_match_the_preface() {
+        assert_eq!(still_detecting(0, b"GET / HTTP/1.1\r\n"), None, "HTTP/1");
+        assert_eq!(still_detecting(0, b"P"), Some(1));
+        assert_eq!(still_detecting(1, b"RI * HT"), Some(8));
+        assert_eq!(still_detecting(1, b"OST / HTTP/1.1"), None, "POST");
+        assert_eq!(still_detecting(8, &H2_PREFACE[8..]), None, "whole preface");
+        assert_eq!(still_detecting(0, H2_PREFACE), None);
     }
 }

@@ -115,7 +115,11 @@ pub async fn start(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.max_h2_streams)
-        .max_header_list_size(cfg.max_header_bytes as u32);
+        .max_header_list_size(cfg.max_header_bytes as u32)
+        // A peer that vanished (no FIN, no RST) would hold its HTTP/2
+        // connection forever: unanswered pings close it.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let (stop, stop_rx) = watch::channel(None);
     let mut tasks = Vec::new();

@@ -275,6 +275,17 @@ async fn slow_headers_time_out_and_huge_headers_get_431() {
         .await
         .expect("idle connection closed")
         .unwrap();
+    // A beginning of the HTTP/2 preface keeps protocol detection waiting:
+    // it is bounded too.
+    for start in [&b"P"[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+        s.write_all(start).await.unwrap();
+        let mut buf = Vec::new();
+        // Closed or reset: either way the read ends, and within the deadline.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .expect("a half preface is dropped");
+    }
     // Slowloris: a head that never completes is dropped.
     let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
