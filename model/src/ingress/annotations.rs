@@ -264,6 +264,13 @@ fn is_unsupported_protection(name: &str) -> bool {
     name.starts_with("auth-") || EXACT.contains(&name)
 }
 
+/// An HTTP field name (RFC 9110 token): anything else could never match.
+fn is_token(v: &str) -> bool {
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// A value that leaves a protection off (so ignoring it changes nothing).
 fn is_off(v: &str) -> bool {
     matches!(
@@ -359,7 +366,8 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 Some(b) => canary_on = b,
                 None => bad(format!("{v:?} is not true or false")),
             },
-            "canary-by-header" => canary.by_header = Some(v.clone()),
+            "canary-by-header" if is_token(v) => canary.by_header = Some(v.clone()),
+            "canary-by-header" => bad(format!("{v:?} is not a header name")),
             "canary-by-header-value" => canary.by_header_value = Some(v.clone()),
             "canary-by-header-pattern" => match regex::Regex::new(v) {
                 Ok(r) => canary.by_header_pattern = Some(HeaderPattern(r)),

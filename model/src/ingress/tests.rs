@@ -373,6 +373,7 @@ metadata:
     nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers x"
     nginx.ingress.kubernetes.io/whitelist-source-range: "10.0.0.0/8, nope"
     nginx.ingress.kubernetes.io/some-future-thing: "ignored"
+    nginx.ingress.kubernetes.io/canary-by-header: "x canary"
 spec:
   rules:
   - host: "Bad_Host"
@@ -390,6 +391,7 @@ spec:
         "metadata.annotations[nginx.ingress.kubernetes.io/proxy-body-size]",
         "metadata.annotations[nginx.ingress.kubernetes.io/configuration-snippet]",
         "metadata.annotations[nginx.ingress.kubernetes.io/whitelist-source-range]",
+        "metadata.annotations[nginx.ingress.kubernetes.io/canary-by-header]",
         "spec.rules[0].host",
         "spec.rules[0].http.paths[1].pathType",
         "spec.rules[0].http.paths[2].path",
@@ -399,7 +401,7 @@ spec:
     ] {
         assert!(f.contains(&want.to_string()), "missing {want} in {f:?}");
     }
-    assert_eq!(f.len(), 9, "{f:?}");
+    assert_eq!(f.len(), 10, "{f:?}");
     // A regex Ingress: the regex must compile.
     let doc = r#"
 apiVersion: networking.k8s.io/v1
