@@ -12,7 +12,10 @@ const NODE: &str = "127.0.61.1";
 const HC_PORT: u16 = 31999;
 
 async fn probe() -> String {
-    let addr = SocketAddr::new(NODE.parse().unwrap(), HC_PORT);
+    probe_at(SocketAddr::new(NODE.parse().unwrap(), HC_PORT)).await
+}
+
+async fn probe_at(addr: SocketAddr) -> String {
     let f = async {
         let mut s = TcpStream::connect(addr)
             .await
@@ -112,14 +115,7 @@ async fn a_health_check_port_that_becomes_a_node_port_proxies() {
     );
     let mut h = Harness::start(&lb, cfg).await;
     let at = SocketAddr::new(node, PORT);
-    let mut s = TcpStream::connect(at)
-        .await
-        .expect("health check port open");
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
+    let out = probe_at(at).await;
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
 
     // The next generation gives the same port to the Service as a nodePort:

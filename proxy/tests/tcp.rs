@@ -383,26 +383,42 @@ async fn idle_connections_are_closed() {
     assert_eq!(n.unwrap(), 0, "EOF after the idle timeout");
 }
 
+/// An endpoint whose accept queue is full drops SYNs: connects to it hang
+/// until the proxy's timeout, like a blackholed pod. Kept alive by holding it.
+struct Stuck {
+    _listener: socket2::Socket,
+    _fillers: Vec<tokio::net::TcpStream>,
+}
+
+impl Stuck {
+    async fn start(ip: &str) -> (Stuck, u16) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&addr(&format!("{ip}:0")).into()).unwrap();
+        s.listen(0).unwrap();
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        let mut fillers = Vec::new();
+        for _ in 0..2 {
+            let c = tokio::net::TcpSocket::new_v4().unwrap();
+            if let Ok(Ok(c)) = tokio::time::timeout(
+                std::time::Duration::from_millis(300),
+                c.connect(SocketAddr::new(ip.parse().unwrap(), port)),
+            )
+            .await
+            {
+                fillers.push(c);
+            }
+        }
+        let stuck = Stuck {
+            _listener: s,
+            _fillers: fillers,
+        };
+        (stuck, port)
+    }
+}
+
 #[tokio::test]
 async fn connect_timeout_moves_on_to_the_next_endpoint() {
-    // An endpoint whose accept queue is full drops SYNs: connects to it
-    // hang until our timeout, like a blackholed pod.
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&addr("127.0.59.1:0").into()).unwrap();
-    s.listen(0).unwrap();
-    let port = s.local_addr().unwrap().as_socket().unwrap().port();
-    let mut fillers = Vec::new();
-    for _ in 0..2 {
-        let c = tokio::net::TcpSocket::new_v4().unwrap();
-        if let Ok(Ok(c)) = tokio::time::timeout(
-            std::time::Duration::from_millis(300),
-            c.connect(SocketAddr::new("127.0.59.1".parse().unwrap(), port)),
-        )
-        .await
-        {
-            fillers.push(c);
-        }
-    }
+    let (stuck, port) = Stuck::start("127.0.59.1").await;
     let good = Backend::start(SocketAddr::new("127.0.59.2".parse().unwrap(), port), "good").await;
     let eps = [ready("127.0.59.1"), ready("127.0.59.2")];
     let cfg = Config {
@@ -423,28 +439,13 @@ async fn connect_timeout_moves_on_to_the_next_endpoint() {
         Some(2.0),
         "half of the connections first tried the stuck endpoint"
     );
-    drop((s, fillers, good));
+    drop((stuck, good));
 }
 
 #[tokio::test]
 async fn a_retry_after_a_slow_connect_never_goes_to_an_endpoint_removed_meanwhile() {
-    // A stuck endpoint, as above, and two good ones on the same port.
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&addr("127.0.59.11:0").into()).unwrap();
-    s.listen(0).unwrap();
-    let port = s.local_addr().unwrap().as_socket().unwrap().port();
-    let mut fillers = Vec::new();
-    for _ in 0..2 {
-        let c = tokio::net::TcpSocket::new_v4().unwrap();
-        if let Ok(Ok(c)) = tokio::time::timeout(
-            std::time::Duration::from_millis(300),
-            c.connect(SocketAddr::new("127.0.59.11".parse().unwrap(), port)),
-        )
-        .await
-        {
-            fillers.push(c);
-        }
-    }
+    // A stuck endpoint and two good ones on the same port.
+    let (stuck, port) = Stuck::start("127.0.59.11").await;
     let a = Backend::start(SocketAddr::new("127.0.59.12".parse().unwrap(), port), "a").await;
     let b = Backend::start(SocketAddr::new("127.0.59.13".parse().unwrap(), port), "b").await;
     let cfg = Config {
@@ -469,5 +470,5 @@ async fn a_retry_after_a_slow_connect_never_goes_to_an_endpoint_removed_meanwhil
         .await
         .expect("answered");
     assert_eq!(late.unwrap().0, "b", "the retry follows the reload");
-    drop((s, fillers, a, b));
+    drop((stuck, a, b));
 }
