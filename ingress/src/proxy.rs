@@ -18,7 +18,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
-use model::ingress::path::encode_path;
+use model::ingress::path::{encode_path, is_valid_host};
 use model::ingress::{BackendProtocol, PathKind, Rewritten, Route, normalize_path};
 use model::{Snapshot, usable_backends};
 use std::convert::Infallible;
@@ -115,6 +115,9 @@ async fn serve(
     let Ok(host) = host_hv.to_str() else {
         return status(StatusCode::BAD_REQUEST);
     };
+    if !is_valid_host(host) {
+        return status(StatusCode::BAD_REQUEST);
+    }
     let table = sh.snapshots.load().ingress.clone();
     let raw = req.uri().path();
     let Ok(norm) = normalize_path(raw) else {

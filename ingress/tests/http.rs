@@ -257,6 +257,14 @@ async fn host_and_path_precedence_end_to_end() {
     assert_eq!(name(get(p.http, "bar.x.test", "/").await), "wild");
     assert_eq!(name(get(p.http, "a.bar.x.test", "/").await), "any");
     assert_eq!(name(get(p.http, "127.0.0.1", "/").await), "any");
+    // A "label" a wildcard would take but no DNS name has: refused.
+    for host in ["a#b.x.test", "evil@bar.x.test"] {
+        assert_eq!(
+            get(p.http, host, "/").await.status,
+            StatusCode::BAD_REQUEST,
+            "{host}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -689,3 +689,27 @@ fn canary_cookie_and_weight_total_parse_and_weight_is_checked_against_total() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn hosts_that_could_redirect_elsewhere_are_invalid() {
+    use super::path::is_valid_host;
+    for ok in [
+        "",
+        "a.test",
+        "A.Test:8080",
+        "127.0.0.1",
+        "[::1]:443",
+        "my_host.local.",
+    ] {
+        assert!(is_valid_host(ok), "{ok}");
+    }
+    for bad in [
+        "a#b.x.test",
+        "evil@a.x.test",
+        "a/b.x.test",
+        "a%2fb.test",
+        "a b.test",
+    ] {
+        assert!(!is_valid_host(bad), "{bad}");
+    }
+}
