@@ -24,9 +24,10 @@ pub fn before_proxy<B>(
     https_port: Option<u16>,
 ) -> Option<Response<Body>> {
     let ann = &route.annotations;
-    // ACME HTTP-01 challenges must stay reachable over plain HTTP
-    // (ingress-nginx's default no-tls-redirect-locations).
-    if !conn.tls && route.ssl_redirect && !norm.starts_with(ACME_CHALLENGE) {
+    // The ACME HTTP-01 solvers' rules must stay reachable over plain HTTP
+    // (ingress-nginx's default no-tls-redirect-locations, which it checks
+    // against the rule's path, not the request's).
+    if !conn.tls && route.ssl_redirect && !route.path.starts_with(ACME_CHALLENGE) {
         let port = match https_port {
             Some(443) | None => String::new(),
             Some(p) => format!(":{p}"),

@@ -208,6 +208,12 @@ async fn ssl_redirect_off_and_force_on() {
             "nossl.test",
             &[("Prefix", "/", "web")],
             &[("ssl-redirect", "false")],
+        )
+        + &ingress(
+            "solver",
+            "plain.test",
+            &[("Exact", "/.well-known/acme-challenge/token", "web")],
+            &[("force-ssl-redirect", "true")],
         );
     let p = Plane::start(&yaml).await;
     let r = get(p.http, "plain.test", "/dir/").await;
@@ -224,12 +230,19 @@ async fn ssl_redirect_off_and_force_on() {
         format!("https://keep.test:{port}/dir/").as_str()
     );
     assert_eq!(get(p.http, "nossl.test", "/").await.status, StatusCode::OK);
-    // ACME HTTP-01 challenges are never redirected.
+    // An ACME solver's rule (cert-manager adds one per token) is never
+    // redirected; the same path under the app's own `/` rule is.
     assert_eq!(
         get(p.http, "plain.test", "/.well-known/acme-challenge/token")
             .await
             .status,
         StatusCode::OK
+    );
+    assert_eq!(
+        get(p.http, "plain.test", "/.well-known/acme-challenge/other")
+            .await
+            .status,
+        StatusCode::PERMANENT_REDIRECT
     );
 }
 

@@ -238,30 +238,30 @@ fn redirect_template(v: &str) -> Result<Template, String> {
     }
 }
 
-/// Parses the annotations; every bad value is an error naming its annotation.
-/// Unknown `nginx.ingress.kubernetes.io/` annotations are ignored (debug log);
-/// snippet annotations are refused.
-/// ingress-nginx annotations that guard access (authentication, client
-/// certificates, deny lists, rate limits, a WAF, upstream certificate
-/// checks) or change what the listener does with TLS. Ignoring one, as
-/// other unknown annotations are, would serve the route without the
-/// protection it asks for; so an Ingress using one is refused instead.
+/// ingress-nginx annotations that switch on a protection: authentication,
+/// client certificates, deny lists, request rate limits, a WAF, upstream
+/// certificate checks, or TLS passthrough. Ignoring one, as other unknown
+/// annotations are, would serve the route without what it asks for; so an
+/// Ingress using one is refused instead. Settings that only tune such a
+/// protection (`auth-realm`, `satisfy`, ...) switch nothing on alone.
 fn is_unsupported_protection(name: &str) -> bool {
-    const EXACT: [&str; 12] = [
+    const ON: [&str; 14] = [
+        "auth-url",
+        "auth-type",
+        "auth-secret",
+        "auth-tls-secret",
+        "auth-tls-verify-client",
         "denylist-source-range",
         "limit-rps",
         "limit-rpm",
         "limit-connections",
-        "limit-rate",
-        "limit-rate-after",
         "global-rate-limit",
         "ssl-passthrough",
         "proxy-ssl-verify",
         "enable-modsecurity",
         "enable-owasp-core-rules",
-        "satisfy",
     ];
-    name.starts_with("auth-") || EXACT.contains(&name)
+    ON.contains(&name)
 }
 
 /// An HTTP field name (RFC 9110 token): anything else could never match.
@@ -279,6 +279,9 @@ fn is_off(v: &str) -> bool {
     )
 }
 
+/// Parses the annotations; every bad value is an error naming its annotation.
+/// Unknown `nginx.ingress.kubernetes.io/` annotations are ignored (debug log);
+/// snippet annotations and protections nodeway lacks are refused.
 pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldError>) {
     let mut a = Annotations::default();
     let mut errs = Vec::new();

@@ -147,8 +147,6 @@ pub fn prefix_candidates(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Host as routing compares it: lower-cased, port and trailing dot stripped.
-/// Borrowed when already in that form (the common case).
 /// Whether a request's Host (or authority) is something a route may be
 /// chosen by and a redirect may name: DNS characters, an IPv4 or bracketed
 /// IPv6 literal, an optional port (empty: no Host at all). `/`, `@`, `#`,
@@ -159,6 +157,8 @@ pub fn is_valid_host(host: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
 }
 
+/// Host as routing compares it: lower-cased, port and trailing dot stripped.
+/// Borrowed when already in that form (the common case).
 pub fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     let h = if let Some(rest) = host.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.

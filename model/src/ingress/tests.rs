@@ -343,6 +343,8 @@ metadata:
     nginx.ingress.kubernetes.io/auth-tls-verify-client: "off"
     nginx.ingress.kubernetes.io/ssl-passthrough: "false"
     nginx.ingress.kubernetes.io/proxy-buffer-size: "8k"
+    nginx.ingress.kubernetes.io/satisfy: all
+    nginx.ingress.kubernetes.io/auth-realm: "tunes auth, switches nothing on"
 spec:
   rules:
   - http:
