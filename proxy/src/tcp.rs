@@ -156,8 +156,14 @@ async fn connect(
         }
         route.metrics.connect_failures.inc();
         tried.push(ep);
-        // The listener being removed leaves no route: give up (reset).
-        current = Some(shared.routes.load().get(&(local, Protocol::Tcp))?.clone());
+        // The listener being removed, or its address now serving another
+        // Service (or another PROXY-protocol setting, which decides what
+        // the backend is sent first), leaves nothing to retry: reset.
+        let now = shared.routes.load().get(&(local, Protocol::Tcp))?.clone();
+        if now.service.id != route.service.id || now.proxy_protocol != route.proxy_protocol {
+            return None;
+        }
+        current = Some(now);
     }
 }
 

@@ -358,14 +358,14 @@ async fn idle_connections_are_closed() {
         "",
     );
     let cfg = Config {
-        tcp_idle_timeout: std::time::Duration::from_millis(400),
+        tcp_idle_timeout: std::time::Duration::from_secs(1),
         ..Config::default()
     };
     let _h = Harness::start(&yaml, cfg).await;
     let (name, mut r) = hello(addr("127.0.51.100:8080")).await;
     assert_eq!(name, "a");
-    // Traffic every 50 ms for three timeouts: idle means quiet, not old.
-    for i in 0..24 {
+    // Traffic every 100 ms for three timeouts: idle means quiet, not old.
+    for i in 0..30 {
         let msg = format!("ping {i}\n");
         r.get_mut().write_all(msg.as_bytes()).await.unwrap();
         let mut echo = String::new();
@@ -374,7 +374,7 @@ async fn idle_connections_are_closed() {
             .expect("echoed")
             .unwrap();
         assert_eq!(echo, msg, "a busy connection stays open");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let mut line = String::new();
     let n = tokio::time::timeout(DEADLINE, r.read_line(&mut line))
@@ -448,8 +448,10 @@ async fn a_retry_after_a_slow_connect_never_goes_to_an_endpoint_removed_meanwhil
     let (stuck, port) = Stuck::start("127.0.59.11").await;
     let a = Backend::start(SocketAddr::new("127.0.59.12".parse().unwrap(), port), "a").await;
     let b = Backend::start(SocketAddr::new("127.0.59.13".parse().unwrap(), port), "b").await;
+    // Long enough that the reload below lands while the connect still
+    // waits, even on a loaded machine.
     let cfg = Config {
-        connect_timeout: std::time::Duration::from_millis(1000),
+        connect_timeout: std::time::Duration::from_secs(4),
         ..Config::default()
     };
     let svc = |eps: &[Ep<'_>]| service("moved", "127.0.59.110", 8080, "TCP", port, eps, "", "");
@@ -471,4 +473,77 @@ async fn a_retry_after_a_slow_connect_never_goes_to_an_endpoint_removed_meanwhil
         .expect("answered");
     assert_eq!(late.unwrap().0, "b", "the retry follows the reload");
     drop((stuck, a, b));
+}
+
+#[tokio::test]
+async fn a_retry_never_crosses_to_a_service_that_took_the_address_meanwhile() {
+    let (stuck, port) = Stuck::start("127.0.59.21").await;
+    let a = Backend::start(SocketAddr::new("127.0.59.22".parse().unwrap(), port), "a").await;
+    let other = Backend::start(
+        SocketAddr::new("127.0.59.23".parse().unwrap(), port),
+        "other",
+    )
+    .await;
+    let cfg = Config {
+        connect_timeout: std::time::Duration::from_secs(3),
+        ..Config::default()
+    };
+    let vip = "127.0.59.120";
+    let mut h = Harness::start(
+        &service(
+            "first",
+            vip,
+            8080,
+            "TCP",
+            port,
+            &[ready("127.0.59.21"), ready("127.0.59.22")],
+            "",
+            "",
+        ),
+        cfg,
+    )
+    .await;
+    let to = addr(&format!("{vip}:8080"));
+    // What a client gets first: the backend's greeting, or an error.
+    async fn greeting(to: SocketAddr) -> Result<String, std::io::ErrorKind> {
+        use tokio::io::AsyncReadExt;
+        let mut s = tokio::net::TcpStream::connect(to)
+            .await
+            .map_err(|e| e.kind())?;
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf).await {
+            Ok(0) => Err(std::io::ErrorKind::UnexpectedEof),
+            Ok(n) => Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            Err(e) => Err(e.kind()),
+        }
+    }
+    let mut one = tokio::spawn(greeting(to));
+    let mut two = tokio::spawn(greeting(to));
+    // The connection that started at `a` answers; the other waits on the
+    // stuck endpoint while the address passes to another Service.
+    let (first, pending) = tokio::select! {
+        r = &mut one => (r, two),
+        r = &mut two => (r, one),
+    };
+    assert_eq!(first.unwrap(), Ok("a".to_string()));
+    h.update(&service(
+        "second",
+        vip,
+        8080,
+        "TCP",
+        port,
+        &[ready("127.0.59.23")],
+        "",
+        "",
+    ))
+    .await;
+    let late = tokio::time::timeout(DEADLINE, pending)
+        .await
+        .expect("ended");
+    assert_eq!(
+        late.unwrap(),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "reset, never sent to the other Service"
+    );
+    drop((stuck, a, other));
 }
