@@ -95,21 +95,51 @@ where
     }
 }
 
-/// A body that reports when it is done: its last frame was taken, it
-/// failed, or it was dropped (the receiver resolves either way).
+/// A body that reports when it is done (its last frame was taken, it
+/// failed, or it was dropped: the receiver resolves either way) and how it
+/// is going, for telling a stalled upstream from a slow client.
 pub struct Watched {
     inner: Body,
     done: Option<tokio::sync::oneshot::Sender<()>>,
+    progress: std::sync::Arc<Progress>,
+}
+
+/// How far a [`Watched`] body has been taken.
+#[derive(Default)]
+pub struct Progress {
+    frames: std::sync::atomic::AtomicU64,
+    waiting_for_data: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    /// Frames taken so far.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last poll found no data yet: the sender is what we wait for.
+    pub fn waiting_for_data(&self) -> bool {
+        self.waiting_for_data
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Watched {
-    pub fn wrap(inner: Body) -> (Body, tokio::sync::oneshot::Receiver<()>) {
+    pub fn wrap(
+        inner: Body,
+    ) -> (
+        Body,
+        tokio::sync::oneshot::Receiver<()>,
+        std::sync::Arc<Progress>,
+    ) {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let progress = std::sync::Arc::new(Progress::default());
         let body = Watched {
             inner,
             done: Some(tx),
+            progress: progress.clone(),
         };
-        (body.boxed(), rx)
+        (body.boxed(), rx, progress)
     }
 }
 
@@ -121,10 +151,20 @@ impl hyper::body::Body for Watched {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        use std::task::Poll;
         let this = self.get_mut();
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(r, std::task::Poll::Ready(None | Some(Err(_)))) {
-            this.done.take().map(|d| d.send(()));
+        let p = &this.progress;
+        p.waiting_for_data.store(r.is_pending(), Relaxed);
+        match &r {
+            Poll::Ready(Some(Ok(_))) => {
+                p.frames.fetch_add(1, Relaxed);
+            }
+            Poll::Ready(None | Some(Err(_))) => {
+                this.done.take().map(|d| d.send(()));
+            }
+            Poll::Pending => {}
         }
         r
     }

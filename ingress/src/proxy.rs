@@ -403,8 +403,8 @@ async fn via_client(
     let (body, sent) = if body.is_end_stream() {
         (body, None)
     } else {
-        let (body, sent) = Watched::wrap(body);
-        (body, Some(sent))
+        let (body, sent, progress) = Watched::wrap(body);
+        (body, Some((sent, progress)))
     };
     let mut up = Request::new(body);
     *up.method_mut() = method.clone();
@@ -419,8 +419,23 @@ async fn via_client(
     // nginx (and the h1 path): a slow upload is bounded by its own idle
     // timeout, not by the time its response head may take.
     let read_deadline = async {
-        if let Some(sent) = sent {
-            let _ = sent.await;
+        if let Some((mut sent, progress)) = sent {
+            // While the body goes out, an upstream that takes none of it
+            // for proxy-send-timeout ends the request (504). A slow client
+            // is its body's own idle timeout.
+            let mut seen = progress.frames();
+            loop {
+                tokio::select! {
+                    _ = &mut sent => break,
+                    () = tokio::time::sleep(ann.send_timeout) => {
+                        let now = progress.frames();
+                        if now == seen && !progress.waiting_for_data() {
+                            return;
+                        }
+                        seen = now;
+                    }
+                }
+            }
         }
         tokio::time::sleep(ann.read_timeout).await;
     };

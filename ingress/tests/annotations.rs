@@ -475,3 +475,31 @@ async fn a_client_pinned_to_the_primary_never_bounces_to_the_canary() {
         assert!(!r.headers.contains_key("set-cookie"));
     }
 }
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_times_out_on_every_backend_protocol() {
+    let a = tls_backend("secure").await;
+    let yaml = service("web", &[a])
+        + &ingress(
+            "s",
+            "s.test",
+            &[("Prefix", "/", "web")],
+            &[
+                ("backend-protocol", "HTTPS"),
+                ("proxy-body-size", "0"),
+                ("proxy-send-timeout", "1"),
+            ],
+        );
+    let p = Plane::start(&yaml).await;
+    // 16 MiB: far more than the buffers between proxy and upstream.
+    let mut send = h1::<Zeros>(p.http).await;
+    let req = http::Request::post("/hang")
+        .header("host", "s.test")
+        .body(Zeros(16 << 20))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("the send timeout fires; the request does not hang")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+}

@@ -208,7 +208,12 @@ fn answer(
     }
     // The rest of an upload goes on while the answer streams back; the
     // connection is reused only if both end cleanly.
-    let body = UpstreamBody::new(conn, head.framing, head.keep_alive, upload);
+    let body = UpstreamBody::new(
+        conn,
+        head.framing,
+        head.keep_alive,
+        (upload, ex.send_timeout),
+    );
     Ok(Answer::Response(response.map(|()| body)))
 }
 

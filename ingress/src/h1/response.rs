@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 pub struct UpstreamBody {
     /// `None` once the body is complete.
@@ -19,6 +20,8 @@ pub struct UpstreamBody {
     keep_alive: bool,
     /// The rest of the request body, still being sent.
     upload: Option<Upload>,
+    /// How long that upload may wait for the upstream to take bytes.
+    send_timeout: Duration,
 }
 
 enum State {
@@ -38,7 +41,7 @@ impl UpstreamBody {
         conn: Conn,
         framing: Framing,
         keep_alive: bool,
-        upload: Option<Upload>,
+        (upload, send_timeout): (Option<Upload>, Duration),
     ) -> UpstreamBody {
         let state = match framing {
             Framing::Empty => State::Done,
@@ -51,6 +54,7 @@ impl UpstreamBody {
             state,
             keep_alive,
             upload,
+            send_timeout,
         };
         if matches!(body.state, State::Done) {
             body.finish();
@@ -78,6 +82,20 @@ impl UpstreamBody {
             return;
         };
         match up.poll_send(&mut conn.io, cx) {
+            // Checked whenever the answer moves: an upstream that streams
+            // its answer but takes none of the upload for the send timeout
+            // gets no more of it (the connection is then not reused).
+            Poll::Pending
+                if up
+                    .blocked_since
+                    .is_some_and(|t| t.elapsed() >= self.send_timeout) =>
+            {
+                tracing::debug!(
+                    "upload given up: the upstream took nothing within the send timeout"
+                );
+                self.upload = None;
+                self.keep_alive = false;
+            }
             Poll::Pending => {}
             Poll::Ready(Ok(())) => self.upload = None,
             Poll::Ready(Err(e)) => {

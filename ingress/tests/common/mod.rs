@@ -120,6 +120,8 @@ async fn backend_handle(
             tokio::time::sleep(Duration::from_secs(3)).await;
             text("slow")
         }
+        // Takes the head, then neither reads the body nor answers: a hung pod.
+        "/hang" => std::future::pending().await,
         "/ws" => {
             let on = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
