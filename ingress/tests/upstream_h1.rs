@@ -256,15 +256,7 @@ async fn a_full_duplex_upstream_gets_the_whole_upload_while_it_answers() {
     let p = plane_with(be, &[("proxy-body-size", "0")]).await;
     // 4 MiB: far more than the socket buffers, so the upstream's answer
     // starts long before the upload is through.
-    let mut send = h1::<Zeros>(p.http).await;
-    let req = http::Request::post("/duplex")
-        .header("host", "raw.test")
-        .body(Zeros(4 << 20))
-        .unwrap();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("answered")
-        .unwrap();
+    let resp = post_zeros(p.http, "raw.test", "/duplex", 4 << 20).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -286,15 +278,8 @@ async fn an_upstream_that_stops_reading_an_upload_times_out_with_504() {
     let (be, _) = scripted().await;
     let p = plane_with(be, &[("proxy-body-size", "0"), ("proxy-send-timeout", "1")]).await;
     // 16 MiB: far more than the socket buffers between proxy and upstream.
-    let mut send = h1::<Zeros>(p.http).await;
-    let req = http::Request::post("/stalled")
-        .header("host", "raw.test")
-        .body(Zeros(16 << 20))
-        .unwrap();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("the send timeout fires; the request does not hang");
-    assert_eq!(resp.unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
+    let resp = post_zeros(p.http, "raw.test", "/stalled", 16 << 20).await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
 }
 
 #[tokio::test]
@@ -331,15 +316,8 @@ async fn an_early_answer_to_an_upload_is_passed_on() {
     let p = plane_with(be, &[("proxy-body-size", "0")]).await;
     // 8 MiB: far more than the socket buffers hold, so the proxy is still
     // sending when the upstream answers and stops reading.
-    let mut send = h1::<Zeros>(p.http).await;
-    let req = http::Request::post("/early")
-        .header("host", "raw.test")
-        .body(Zeros(8 << 20))
-        .unwrap();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("answered in time");
-    assert_eq!(resp.unwrap().status(), StatusCode::FORBIDDEN);
+    let resp = post_zeros(p.http, "raw.test", "/early", 8 << 20).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

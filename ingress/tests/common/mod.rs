@@ -324,6 +324,25 @@ where
     send
 }
 
+/// POSTs `bytes` zeros to `path` on `host` over a new HTTP/1.1 connection;
+/// the response head must come within 10 s (uploads that must not hang).
+pub async fn post_zeros(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    bytes: u64,
+) -> Response<Incoming> {
+    let mut send = h1::<Zeros>(addr).await;
+    let req = Request::post(path)
+        .header("host", host)
+        .body(Zeros(bytes))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("a response head in time, not a hang")
+        .unwrap()
+}
+
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
