@@ -97,24 +97,50 @@ where
 
 /// A body that reports when it is done (its last frame was taken, it
 /// failed, or it was dropped: the receiver resolves either way) and how it
-/// is going, for telling a stalled upstream from a slow client.
+/// is going, for telling a stalled upstream from a slow client. Frames go
+/// out in pieces of at most [`PIECE`] bytes, so progress shows at that
+/// grain even while a client sends large frames.
 pub struct Watched {
     inner: Body,
+    /// The part of the last frame not handed out yet.
+    rest: Bytes,
     done: Option<tokio::sync::oneshot::Sender<()>>,
     progress: std::sync::Arc<Progress>,
 }
 
+/// Largest piece a [`Watched`] body hands out at once.
+const PIECE: usize = 16 * 1024;
+
 /// How far a [`Watched`] body has been taken.
-#[derive(Default)]
 pub struct Progress {
-    frames: std::sync::atomic::AtomicU64,
+    base: std::time::Instant,
+    /// Nanoseconds after `base` of the first poll or the last piece taken;
+    /// `u64::MAX` before the first poll.
+    last: std::sync::atomic::AtomicU64,
     waiting_for_data: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
-    /// Frames taken so far.
-    pub fn frames(&self) -> u64 {
-        self.frames.load(std::sync::atomic::Ordering::Relaxed)
+    fn new() -> Progress {
+        Progress {
+            base: std::time::Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(u64::MAX),
+            waiting_for_data: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ns = self.base.elapsed().as_nanos() as u64;
+        self.last.store(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the body was first polled or last gave a piece; `None` while
+    /// it has never been polled (connect, TLS handshake, a stream slot).
+    pub fn last(&self) -> Option<std::time::Instant> {
+        match self.last.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => None,
+            ns => Some(self.base + std::time::Duration::from_nanos(ns)),
+        }
     }
 
     /// The last poll found no data yet: the sender is what we wait for.
@@ -133,13 +159,20 @@ impl Watched {
         std::sync::Arc<Progress>,
     ) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let progress = std::sync::Arc::new(Progress::default());
+        let progress = std::sync::Arc::new(Progress::new());
         let body = Watched {
             inner,
+            rest: Bytes::new(),
             done: Some(tx),
             progress: progress.clone(),
         };
         (body.boxed(), rx, progress)
+    }
+
+    fn piece(&mut self) -> Bytes {
+        let n = self.rest.len().min(PIECE);
+        self.progress.touch();
+        self.rest.split_to(n)
     }
 }
 
@@ -154,26 +187,43 @@ impl hyper::body::Body for Watched {
         use std::sync::atomic::Ordering::Relaxed;
         use std::task::Poll;
         let this = self.get_mut();
-        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        let p = &this.progress;
-        p.waiting_for_data.store(r.is_pending(), Relaxed);
-        match &r {
-            Poll::Ready(Some(Ok(_))) => {
-                p.frames.fetch_add(1, Relaxed);
-            }
-            Poll::Ready(None | Some(Err(_))) => {
-                this.done.take().map(|d| d.send(()));
-            }
-            Poll::Pending => {}
+        if this.progress.last().is_none() {
+            this.progress.touch();
         }
-        r
+        if !this.rest.is_empty() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(this.piece()))));
+        }
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        this.progress
+            .waiting_for_data
+            .store(r.is_pending(), Relaxed);
+        match r {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    this.rest = data;
+                    Poll::Ready(Some(Ok(hyper::body::Frame::data(this.piece()))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Poll::Ready(end) => {
+                this.done.take().map(|d| d.send(()));
+                Poll::Ready(end)
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        let (inner, rest) = (self.inner.size_hint(), self.rest.len() as u64);
+        let mut h = hyper::body::SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            h.set_upper(upper + rest);
+        }
+        h.set_lower(inner.lower() + rest);
+        h
     }
 }

@@ -421,19 +421,30 @@ async fn via_client(
     let read_deadline = async {
         if let Some((mut sent, progress)) = sent {
             // While the body goes out, an upstream that takes none of it
-            // for proxy-send-timeout ends the request (504). A slow client
-            // is its body's own idle timeout.
-            let mut seen = progress.frames();
+            // for proxy-send-timeout ends the request (504), as nginx's
+            // timer between two writes. Before the body is first polled,
+            // connect (and TLS) come first. A slow client is its body's own
+            // idle timeout, not the upstream's fault.
+            let begun = std::time::Instant::now();
             loop {
+                let until = match progress.last() {
+                    None => begun + ann.connect_timeout + ann.send_timeout,
+                    Some(t) => t + ann.send_timeout,
+                };
+                let now = std::time::Instant::now();
+                if now >= until && !progress.waiting_for_data() {
+                    return;
+                }
+                // Look again after at most one send timeout: the body may
+                // start, or the client may send again, before `until`.
+                let wake = if now >= until {
+                    now + ann.send_timeout
+                } else {
+                    until.min(now + ann.send_timeout)
+                };
                 tokio::select! {
                     _ = &mut sent => break,
-                    () = tokio::time::sleep(ann.send_timeout) => {
-                        let now = progress.frames();
-                        if now == seen && !progress.waiting_for_data() {
-                            return;
-                        }
-                        seen = now;
-                    }
+                    () = tokio::time::sleep_until(wake.into()) => {}
                 }
             }
         }

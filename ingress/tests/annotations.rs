@@ -479,19 +479,67 @@ async fn a_client_pinned_to_the_primary_never_bounces_to_the_canary() {
 #[tokio::test]
 async fn an_upstream_that_stops_reading_times_out_on_every_backend_protocol() {
     let a = tls_backend("secure").await;
+    let mut yaml = service("web", &[a]);
+    for (name, proto) in [("s", "HTTPS"), ("g", "GRPCS")] {
+        yaml += &ingress(
+            name,
+            &format!("{name}.test"),
+            &[("Prefix", "/", "web")],
+            &[
+                ("backend-protocol", proto),
+                ("proxy-body-size", "0"),
+                ("proxy-send-timeout", "1"),
+            ],
+        );
+    }
+    let p = Plane::start(&yaml).await;
+    for host in ["s.test", "g.test"] {
+        // 16 MiB: far more than the buffers and windows between proxy and upstream.
+        let resp = post_zeros(p.http, host, "/hang", 16 << 20).await;
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT, "{host}");
+    }
+}
+
+/// Sends one 1 KiB frame, then nothing, ever: a client that stalls.
+struct Stalls(bool);
+
+impl hyper::body::Body for Stalls {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            bytes::Bytes::from_static(&[b'x'; 1024]),
+        ))))
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_its_upload_gets_408_not_504() {
+    let a = tls_backend("secure").await;
     let yaml = service("web", &[a])
         + &ingress(
             "s",
             "s.test",
             &[("Prefix", "/", "web")],
-            &[
-                ("backend-protocol", "HTTPS"),
-                ("proxy-body-size", "0"),
-                ("proxy-send-timeout", "1"),
-            ],
+            &[("backend-protocol", "HTTPS"), ("proxy-send-timeout", "1")],
         );
     let p = Plane::start(&yaml).await;
-    // 16 MiB: far more than the buffers between proxy and upstream.
-    let resp = post_zeros(p.http, "s.test", "/hang", 16 << 20).await;
-    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    // The upstream reads all it gets; the client is the one that stopped.
+    let mut send = h1::<Stalls>(p.http).await;
+    let req = http::Request::post("/upload")
+        .header("host", "s.test")
+        .header("content-length", "4096")
+        .body(Stalls(false))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
 }
