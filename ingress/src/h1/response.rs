@@ -9,6 +9,7 @@ use super::upload::Upload;
 use crate::body::BoxError;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub struct UpstreamBody {
     upload: Option<Upload>,
     /// How long that upload may wait for the upstream to take bytes.
     send_timeout: Duration,
+    upload_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 enum State {
@@ -55,6 +57,7 @@ impl UpstreamBody {
             keep_alive,
             upload,
             send_timeout,
+            upload_timer: None,
         };
         if matches!(body.state, State::Done) {
             body.finish();
@@ -81,28 +84,38 @@ impl UpstreamBody {
         let (Some(up), Some(conn)) = (self.upload.as_mut(), self.conn.as_mut()) else {
             return;
         };
-        match up.poll_send(&mut conn.io, cx) {
-            // Checked whenever the answer moves: an upstream that streams
-            // its answer but takes none of the upload for the send timeout
-            // gets no more of it (the connection is then not reused).
-            Poll::Pending
-                if up
-                    .blocked_since
-                    .is_some_and(|t| t.elapsed() >= self.send_timeout) =>
-            {
-                tracing::debug!(
-                    "upload given up: the upstream took nothing within the send timeout"
-                );
+        let stalled = match up.poll_send(&mut conn.io, cx) {
+            Poll::Pending => match up.blocked_since {
+                // An upstream that takes none of the upload for the send
+                // timeout gets no more of it (the connection is then not
+                // reused). A timer wakes this body for that even while the
+                // answer is quiet.
+                Some(t) => {
+                    let at = tokio::time::Instant::from_std(t + self.send_timeout);
+                    let timer = self
+                        .upload_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
+                    }
+                    timer.as_mut().poll(cx).is_ready()
+                }
+                None => false,
+            },
+            Poll::Ready(Ok(())) => {
                 self.upload = None;
-                self.keep_alive = false;
+                return;
             }
-            Poll::Pending => {}
-            Poll::Ready(Ok(())) => self.upload = None,
             Poll::Ready(Err(e)) => {
                 tracing::debug!(error = %e, "upload stopped after the response head");
-                self.upload = None;
-                self.keep_alive = false;
+                true
             }
+        };
+        if stalled {
+            tracing::debug!("upload given up after the response head");
+            self.upload = None;
+            self.upload_timer = None;
+            self.keep_alive = false;
         }
     }
 }
