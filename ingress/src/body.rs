@@ -143,7 +143,8 @@ impl Progress {
         }
     }
 
-    /// The last poll found no data yet: the sender is what we wait for.
+    /// The last poll found no data yet, or the sender failed: the sender is
+    /// what the body waits for.
     pub fn waiting_for_data(&self) -> bool {
         self.waiting_for_data
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -194,9 +195,10 @@ impl hyper::body::Body for Watched {
             return Poll::Ready(Some(Ok(hyper::body::Frame::data(this.piece()))));
         }
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        this.progress
-            .waiting_for_data
-            .store(r.is_pending(), Relaxed);
+        // No data yet, or the sender failed (its idle timeout, a size
+        // limit): either way the upstream is not the one to blame.
+        let sender = matches!(r, Poll::Pending | Poll::Ready(Some(Err(_))));
+        this.progress.waiting_for_data.store(sender, Relaxed);
         match r {
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
