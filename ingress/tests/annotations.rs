@@ -372,10 +372,12 @@ async fn backend_protocol_https_and_grpcs() {
     );
 }
 
-/// Sends `n` chunks of 1 KiB, `gap` apart: an upload that flows, slowly.
+/// Sends `left` chunks of 1 KiB, `gap` apart: an upload that flows,
+/// slowly. Then it ends, or with `then_stall` sends nothing ever again.
 struct Paced {
     left: u32,
     gap: std::time::Duration,
+    then_stall: bool,
     sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -388,7 +390,10 @@ impl hyper::body::Body for Paced {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
         use std::future::Future;
         if self.left == 0 {
-            return std::task::Poll::Ready(None);
+            return match self.then_stall {
+                true => std::task::Poll::Pending,
+                false => std::task::Poll::Ready(None),
+            };
         }
         let gap = self.gap;
         let sleep = self
@@ -422,6 +427,7 @@ async fn read_timeout_starts_when_the_upload_ends_on_every_backend_protocol() {
         .body(Paced {
             left: 8,
             gap: std::time::Duration::from_millis(300),
+            then_stall: false,
             sleep: None,
         })
         .unwrap();
@@ -500,25 +506,6 @@ async fn an_upstream_that_stops_reading_times_out_on_every_backend_protocol() {
     }
 }
 
-/// Sends one 1 KiB frame, then nothing, ever: a client that stalls.
-struct Stalls(bool);
-
-impl hyper::body::Body for Stalls {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-        if std::mem::replace(&mut self.0, true) {
-            return std::task::Poll::Pending;
-        }
-        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
-            bytes::Bytes::from_static(&[b'x'; 1024]),
-        ))))
-    }
-}
-
 #[tokio::test]
 async fn a_client_that_stalls_its_upload_gets_408_not_504() {
     let a = tls_backend("secure").await;
@@ -531,11 +518,16 @@ async fn a_client_that_stalls_its_upload_gets_408_not_504() {
         );
     let p = Plane::start(&yaml).await;
     // The upstream reads all it gets; the client is the one that stopped.
-    let mut send = h1::<Stalls>(p.http).await;
+    let mut send = h1::<Paced>(p.http).await;
     let req = http::Request::post("/upload")
         .header("host", "s.test")
         .header("content-length", "4096")
-        .body(Stalls(false))
+        .body(Paced {
+            left: 1,
+            gap: std::time::Duration::ZERO,
+            then_stall: true,
+            sleep: None,
+        })
         .unwrap();
     let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
         .await
