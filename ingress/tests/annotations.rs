@@ -408,34 +408,53 @@ impl hyper::body::Body for Paced {
     }
 }
 
-#[tokio::test]
-async fn read_timeout_starts_when_the_upload_ends_on_every_backend_protocol() {
+impl Paced {
+    fn new(left: u32, gap_ms: u64, then_stall: bool) -> Paced {
+        Paced {
+            left,
+            gap: std::time::Duration::from_millis(gap_ms),
+            then_stall,
+            sleep: None,
+        }
+    }
+}
+
+/// The status a paced upload (`length`: its declared Content-Length) gets
+/// through a route to an HTTPS upstream (hyper-util's path) with `timeout`.
+async fn paced_upload_to_https(
+    timeout: (&str, &str),
+    body: Paced,
+    length: Option<u64>,
+) -> StatusCode {
     let a = tls_backend("secure").await;
     let yaml = service("web", &[a])
         + &ingress(
             "s",
             "s.test",
             &[("Prefix", "/", "web")],
-            &[("backend-protocol", "HTTPS"), ("proxy-read-timeout", "1")],
+            &[("backend-protocol", "HTTPS"), timeout],
         );
     let p = Plane::start(&yaml).await;
-    // 2.4 s of upload, never idle for longer than 300 ms: longer than the
-    // read timeout, which must not count while the body still flows.
     let mut send = h1::<Paced>(p.http).await;
-    let req = http::Request::post("/upload")
-        .header("host", "s.test")
-        .body(Paced {
-            left: 8,
-            gap: std::time::Duration::from_millis(300),
-            then_stall: false,
-            sleep: None,
-        })
-        .unwrap();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
+    let mut req = http::Request::post("/upload").header("host", "s.test");
+    if let Some(n) = length {
+        req = req.header("content-length", n);
+    }
+    let req = req.body(body).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
         .await
         .expect("answered")
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn read_timeout_starts_when_the_upload_ends_on_every_backend_protocol() {
+    // 2.4 s of upload, never idle for longer than 300 ms: longer than the
+    // read timeout, which must not count while the body still flows.
+    let status =
+        paced_upload_to_https(("proxy-read-timeout", "1"), Paced::new(8, 300, false), None).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -508,30 +527,8 @@ async fn an_upstream_that_stops_reading_times_out_on_every_backend_protocol() {
 
 #[tokio::test]
 async fn a_client_that_stalls_its_upload_gets_408_not_504() {
-    let a = tls_backend("secure").await;
-    let yaml = service("web", &[a])
-        + &ingress(
-            "s",
-            "s.test",
-            &[("Prefix", "/", "web")],
-            &[("backend-protocol", "HTTPS"), ("proxy-send-timeout", "1")],
-        );
-    let p = Plane::start(&yaml).await;
     // The upstream reads all it gets; the client is the one that stopped.
-    let mut send = h1::<Paced>(p.http).await;
-    let req = http::Request::post("/upload")
-        .header("host", "s.test")
-        .header("content-length", "4096")
-        .body(Paced {
-            left: 1,
-            gap: std::time::Duration::ZERO,
-            then_stall: true,
-            sleep: None,
-        })
-        .unwrap();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), send.send_request(req))
-        .await
-        .expect("answered")
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    let stalls = Paced::new(1, 0, true);
+    let status = paced_upload_to_https(("proxy-send-timeout", "1"), stalls, Some(4096)).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
 }

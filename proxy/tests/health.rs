@@ -101,18 +101,21 @@ async fn a_health_check_port_that_becomes_a_node_port_proxies() {
     };
     let be = Backend::start(addr("127.0.61.30:0"), "a").await;
     let eps = [ready("127.0.61.30")];
-    let lb = service(
-        "moving",
-        "127.0.61.40",
-        18081,
-        "TCP",
-        be.addr.port(),
-        &eps,
-        &format!(
-            "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: {PORT}\n"
-        ),
-        "",
-    );
+    let moving = |spec: &str| {
+        service(
+            "moving",
+            "127.0.61.40",
+            18081,
+            "TCP",
+            be.addr.port(),
+            &eps,
+            spec,
+            "",
+        )
+    };
+    let lb = moving(&format!(
+        "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: {PORT}\n"
+    ));
     let mut h = Harness::start(&lb, cfg).await;
     let at = SocketAddr::new(node, PORT);
     let out = probe_at(at).await;
@@ -120,17 +123,7 @@ async fn a_health_check_port_that_becomes_a_node_port_proxies() {
 
     // The next generation gives the same port to the Service as a nodePort:
     // the health server must make way for the proxy.
-    let np = service(
-        "moving",
-        "127.0.61.40",
-        18081,
-        "TCP",
-        be.addr.port(),
-        &eps,
-        "  type: NodePort\n",
-        "",
-    )
-    .replace(
+    let np = moving("  type: NodePort\n").replace(
         &format!("targetPort: {}}}", be.addr.port()),
         &format!("targetPort: {}, nodePort: {PORT}}}", be.addr.port()),
     );

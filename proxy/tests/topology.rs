@@ -6,40 +6,62 @@ use common::*;
 use proxy::Config;
 use std::net::SocketAddr;
 
-/// A Service asking for topology-aware routing, and a slice whose endpoints
-/// carry the given zone hints (`None`: no hints).
-fn zoned(port: u16, eps: &[(&str, Option<&str>)]) -> String {
+/// Service `name` at `vip:8080` with `meta`/`spec` lines added, and a slice
+/// whose endpoints are (address, node, hints as YAML flow mapping or none).
+fn hinted(
+    name: &str,
+    vip: &str,
+    port: u16,
+    (meta, spec): (&str, &str),
+    eps: &[(&str, &str, Option<String>)],
+) -> String {
     let mut slice = String::new();
-    for (ip, zone) in eps {
+    for (ip, node, hints) in eps {
         slice.push_str(&format!(
-            "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  nodeName: node-x\n"
+            "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  nodeName: {node}\n"
         ));
-        if let Some(z) = zone {
-            slice.push_str(&format!("  hints: {{forZones: [{{name: {z}}}]}}\n"));
+        if let Some(h) = hints {
+            slice.push_str(&format!("  hints: {h}\n"));
         }
     }
     format!(
         "apiVersion: v1
 kind: Service
 metadata:
-  name: zoned
+  name: {name}
   namespace: default
-  annotations: {{service.kubernetes.io/topology-mode: Auto}}
-spec:
-  clusterIP: 127.0.62.100
-  ports: [{{name: p, port: 8080, targetPort: {port}}}]
+{meta}spec:
+  clusterIP: {vip}
+{spec}  ports: [{{name: p, port: 8080, targetPort: {port}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: zoned-1
+  name: {name}-1
   namespace: default
-  labels: {{kubernetes.io/service-name: zoned}}
+  labels: {{kubernetes.io/service-name: {name}}}
 addressType: IPv4
 ports: [{{name: p, port: {port}}}]
 endpoints:
 {slice}"
     )
+}
+
+/// A Service asking for topology-aware routing (the annotation), and a
+/// slice whose endpoints carry the given zone hints (`None`: no hints).
+fn zoned(port: u16, eps: &[(&str, Option<&str>)]) -> String {
+    let eps: Vec<_> = eps
+        .iter()
+        .map(|(ip, zone)| {
+            (
+                *ip,
+                "node-x",
+                zone.map(|z| format!("{{forZones: [{{name: {z}}}]}}")),
+            )
+        })
+        .collect();
+    let meta = "  annotations: {service.kubernetes.io/topology-mode: Auto}\n";
+    hinted("zoned", "127.0.62.100", port, (meta, ""), &eps)
 }
 
 #[tokio::test]
@@ -82,31 +104,20 @@ async fn prefer_same_node_keeps_traffic_on_this_node() {
     let a = Backend::start("127.0.62.11:0".parse().unwrap(), "on-a").await;
     let _b = Backend::same_port("127.0.62.12", &a, "on-b").await;
     let port = a.addr.port();
-    let yaml = format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: near, namespace: default}}
-spec:
-  clusterIP: 127.0.62.110
-  trafficDistribution: PreferSameNode
-  ports: [{{name: p, port: 8080, targetPort: {port}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: near-1
-  namespace: default
-  labels: {{kubernetes.io/service-name: near}}
-addressType: IPv4
-ports: [{{name: p, port: {port}}}]
-endpoints:
-- addresses: [\"127.0.62.11\"]
-  nodeName: node-a
-  hints: {{forNodes: [{{name: node-a}}], forZones: [{{name: zone-a}}]}}
-- addresses: [\"127.0.62.12\"]
-  nodeName: node-b
-  hints: {{forNodes: [{{name: node-b}}], forZones: [{{name: zone-a}}]}}
-"
+    let both = |node: &str| {
+        Some(format!(
+            "{{forNodes: [{{name: {node}}}], forZones: [{{name: zone-a}}]}}"
+        ))
+    };
+    let yaml = hinted(
+        "near",
+        "127.0.62.110",
+        port,
+        ("", "  trafficDistribution: PreferSameNode\n"),
+        &[
+            ("127.0.62.11", "node-a", both("node-a")),
+            ("127.0.62.12", "node-b", both("node-b")),
+        ],
     );
     let cfg = Config {
         node_name: Some("node-b".into()),
