@@ -10,7 +10,7 @@
 # the medians of req/s and server CPU µs per request (proxy + backend).
 # Not run by tests or CI. Traffic only on 127.0.94.0/24.
 set -euo pipefail
-. "$(dirname "$0")/nginx-head.sh"
+. "$(dirname "$0")/common.sh"
 
 A=${1:?old nodeway binary}
 B=${2:?new nodeway binary}
@@ -39,20 +39,9 @@ PIN=(taskset -c "$SERVER_CPU")
 } >"$WORK/nginx.conf"
 "${PIN[@]}" nginx -c "$WORK/nginx.conf" -g "daemon off;" >/dev/null 2>&1 & PIDS+=($!); NG_PID=$!
 mkdir -p "$WORK/cfg"
-cat >"$WORK/cfg/ab.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: be, namespace: default}
-spec:
-  clusterIP: None
-  ports: [{name: http, port: 80, targetPort: $PORT}]
----
-apiVersion: v1
-kind: Endpoints
-metadata: {name: be, namespace: default}
-subsets:
-- addresses: [{ip: $BE}]
-  ports: [{name: http, port: $PORT}]
+{
+  backend_yaml
+  cat <<YAML
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -64,6 +53,7 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: be, port: {number: 80}}}}
 YAML
+} >"$WORK/cfg/ab.yaml"
 start_nodeway() { # binary addr
   NODEWAY_LOG=warn "${PIN[@]}" "$1" run --config "$WORK/cfg" --threads 1 --l4-disable \
     --dns-listen "$2:1053" --http-listen "$2:$PORT" --https-listen "$2:18443" \

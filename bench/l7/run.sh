@@ -27,7 +27,7 @@ KEEPALIVE=${KEEPALIVE:-320}
 CONNS=${CONNS:-"64 256"}
 RULES=50
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-. "$ROOT/bench/l7/nginx-head.sh"
+. "$ROOT/bench/l7/common.sh"
 NODEWAY=${NODEWAY:-$ROOT/target/release/nodeway}
 
 need() {
@@ -103,21 +103,7 @@ CFG
 
 mkdir -p "$WORK/cfg"
 {
-  cat <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: be, namespace: default}
-spec:
-  clusterIP: None   # headless: the L4 plane binds nothing for it
-  ports: [{name: http, port: 80, targetPort: $PORT}]
----
-apiVersion: v1
-kind: Endpoints
-metadata: {name: be, namespace: default}
-subsets:
-- addresses: [{ip: $BE}]
-  ports: [{name: http, port: $PORT}]
-YAML
+  backend_yaml
   for i in $(seq 0 $((RULES - 1))); do
     cat <<YAML
 ---

@@ -1,8 +1,10 @@
-# Sourced by the L7 benchmarks: prints the part of nginx.conf they share
-# (1 worker, what ingress-nginx renders for proxying, minus Lua), up to the
-# server blocks; the caller adds its servers and the closing brace.
+# Sourced by the L7 benchmarks: what run.sh and ab.sh both configure.
 # Uses WORK, BE, PORT and KEEPALIVE (default 320, ingress-nginx's
 # upstream-keepalive-connections).
+
+# The part of nginx.conf they share (1 worker, what ingress-nginx renders
+# for proxying, minus Lua), up to the server blocks; the caller adds its
+# servers and the closing brace.
 nginx_head() {
   cat <<CFG
 worker_processes 1;
@@ -23,4 +25,25 @@ http {
   proxy_set_header X-Forwarded-Proto \$scheme;
   keepalive_requests 1000000;
 CFG
+}
+
+# The backend as nodeway sees it: a headless Service `be` (the L4 plane
+# binds nothing for it) whose one endpoint is $BE:$PORT. The caller adds
+# its Ingresses.
+backend_yaml() {
+  cat <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: be, namespace: default}
+spec:
+  clusterIP: None
+  ports: [{name: http, port: 80, targetPort: $PORT}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: be, namespace: default}
+subsets:
+- addresses: [{ip: $BE}]
+  ports: [{name: http, port: $PORT}]
+YAML
 }
