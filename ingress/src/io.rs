@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// What a client sends first to speak HTTP/2 without TLS negotiation.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-pub struct FirstByteDeadline<T> {
+pub struct DetectionDeadline<T> {
     io: T,
     /// `None` once detection has decided.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -21,9 +21,9 @@ pub struct FirstByteDeadline<T> {
     matched: usize,
 }
 
-impl<T> FirstByteDeadline<T> {
+impl<T> DetectionDeadline<T> {
     pub fn new(io: T, within: Duration) -> Self {
-        FirstByteDeadline {
+        DetectionDeadline {
             io,
             deadline: Some(Box::pin(tokio::time::sleep(within))),
             matched: 0,
@@ -40,7 +40,7 @@ fn still_detecting(matched: usize, got: &[u8]) -> Option<usize> {
     (got[..n] == rest[..n] && matched + n < H2_PREFACE.len()).then_some(matched + n)
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for DetectionDeadline<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -69,7 +69,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for DetectionDeadline<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -3,7 +3,7 @@
 
 use crate::balance::Balancer;
 use crate::headers::Forwarded;
-use crate::io::FirstByteDeadline;
+use crate::io::DetectionDeadline;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Shared, handle};
 use crate::tls::{CertStore, server_config};
@@ -212,7 +212,7 @@ async fn serve_conn(
         None => {
             watcher
                 .watch(builder.serve_connection_with_upgrades(
-                    TokioIo::new(FirstByteDeadline::new(tcp, handshake_timeout)),
+                    TokioIo::new(DetectionDeadline::new(tcp, handshake_timeout)),
                     svc,
                 ))
                 .await
@@ -228,7 +228,7 @@ async fn serve_conn(
             };
             watcher
                 .watch(builder.serve_connection_with_upgrades(
-                    TokioIo::new(FirstByteDeadline::new(stream, handshake_timeout)),
+                    TokioIo::new(DetectionDeadline::new(stream, handshake_timeout)),
                     svc,
                 ))
                 .await
