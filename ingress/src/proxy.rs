@@ -193,30 +193,7 @@ async fn serve(
         None => sh.balancer.next(&be.key) % n,
     };
 
-    let query = req.uri().query();
-    let pq: PathAndQuery = match route.rewrite(&norm) {
-        // Captures come from the decoded path: encode them back for the URI.
-        Some(Rewritten { path, query: None }) => with_query(&encode_path(&path), query),
-        // nginx's rewrite: the template's arguments, then the request's
-        // (`?` alone drops them).
-        Some(Rewritten {
-            path,
-            query: Some(q),
-        }) => {
-            let q = match (q, query) {
-                (q, Some(orig)) if !q.is_empty() => Some(format!("{q}&{orig}")),
-                (q, _) if !q.is_empty() => Some(q),
-                _ => None,
-            };
-            with_query(&encode_path(&path), q.as_deref())
-        }
-        None if norm == raw => match req.uri().path_and_query() {
-            Some(pq) => pq.clone(),
-            None => PathAndQuery::from_static("/"),
-        },
-        // Forward exactly what was routed: a backend must never see `..` or `%2f`.
-        None => with_query(&encode_path(&norm), query),
-    };
+    let pq = upstream_target(&route, &norm, req.uri());
     let h2 = ann.backend_protocol.is_h2();
     let upgrade = req.version() <= Version::HTTP_11 && wants_upgrade(req.headers());
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -415,41 +392,7 @@ async fn via_client(
         Version::HTTP_11
     };
     *up.headers_mut() = headers;
-    // proxy-read-timeout counts from the end of the request body, as in
-    // nginx (and the h1 path): a slow upload is bounded by its own idle
-    // timeout, not by the time its response head may take.
-    let read_deadline = async {
-        if let Some((mut sent, progress)) = sent {
-            // While the body goes out, an upstream that takes none of it
-            // for proxy-send-timeout ends the request (504), as nginx's
-            // timer between two writes. Before the body is first polled,
-            // connect (and TLS) come first. A slow client is its body's own
-            // idle timeout, not the upstream's fault.
-            let begun = std::time::Instant::now();
-            loop {
-                let until = match progress.last() {
-                    None => begun + ann.connect_timeout + ann.send_timeout,
-                    Some(t) => t + ann.send_timeout,
-                };
-                let now = std::time::Instant::now();
-                if now >= until && !progress.waiting_for_data() {
-                    return;
-                }
-                // Look again after at most one send timeout: the body may
-                // start, or the client may send again, before `until`.
-                let wake = if now >= until {
-                    now + ann.send_timeout
-                } else {
-                    until.min(now + ann.send_timeout)
-                };
-                tokio::select! {
-                    _ = &mut sent => break,
-                    () = tokio::time::sleep_until(wake.into()) => {}
-                }
-            }
-        }
-        tokio::time::sleep(ann.read_timeout).await;
-    };
+    let read_deadline = upstream_deadline(sent, ann);
     let client = sh
         .upstream
         .client(ann.connect_timeout, ann.backend_protocol);
@@ -493,6 +436,73 @@ fn request_body_failed(e: &(dyn std::error::Error + 'static)) -> Response<Body> 
         status_close(StatusCode::REQUEST_TIMEOUT)
     } else {
         status_close(StatusCode::BAD_REQUEST)
+    }
+}
+
+/// When a request through hyper-util's client has waited too long for its
+/// response head. While the body goes out, an upstream that takes none of
+/// it for proxy-send-timeout ends it (504), as nginx's timer between two
+/// writes; before the body is first polled, connect (and TLS) come first.
+/// A slow client is its body's own idle timeout, not the upstream's fault.
+/// Once the body is through, proxy-read-timeout.
+async fn upstream_deadline(
+    sent: Option<(tokio::sync::oneshot::Receiver<()>, Arc<body::Progress>)>,
+    ann: &model::ingress::Annotations,
+) {
+    if let Some((mut sent, progress)) = sent {
+        let begun = std::time::Instant::now();
+        loop {
+            let until = match progress.last() {
+                None => begun + ann.connect_timeout + ann.send_timeout,
+                Some(t) => t + ann.send_timeout,
+            };
+            let now = std::time::Instant::now();
+            if now >= until && !progress.waiting_for_data() {
+                return;
+            }
+            // Look again after at most one send timeout: the body may
+            // start, or the client may send again, before `until`.
+            let wake = if now >= until {
+                now + ann.send_timeout
+            } else {
+                until.min(now + ann.send_timeout)
+            };
+            tokio::select! {
+                _ = &mut sent => break,
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+    tokio::time::sleep(ann.read_timeout).await;
+}
+
+/// The request target sent upstream: the rewrite-target if the route has
+/// one, else the request's own when routing changed nothing, else exactly
+/// the normalized path that was routed (a backend must never see `..` or
+/// `%2f`), with the query.
+fn upstream_target(route: &Route, norm: &str, uri: &Uri) -> PathAndQuery {
+    let query = uri.query();
+    match route.rewrite(norm) {
+        // Captures come from the decoded path: encode them back for the URI.
+        Some(Rewritten { path, query: None }) => with_query(&encode_path(&path), query),
+        // nginx's rewrite: the template's arguments, then the request's
+        // (`?` alone drops them).
+        Some(Rewritten {
+            path,
+            query: Some(q),
+        }) => {
+            let q = match (q, query) {
+                (q, Some(orig)) if !q.is_empty() => Some(format!("{q}&{orig}")),
+                (q, _) if !q.is_empty() => Some(q),
+                _ => None,
+            };
+            with_query(&encode_path(&path), q.as_deref())
+        }
+        None if norm == uri.path() => match uri.path_and_query() {
+            Some(pq) => pq.clone(),
+            None => PathAndQuery::from_static("/"),
+        },
+        None => with_query(&encode_path(norm), query),
     }
 }
 
