@@ -32,7 +32,7 @@ pub fn render(snap: &Snapshot, domain: &str) -> String {
         "NODE-PORTS".into(),
         "ENDPOINTS (ready/total)".into(),
     ]];
-    for s in snap.services.values() {
+    for s in snap.services_sorted() {
         rows.push([
             s.id.to_string(),
             service_type(s),
@@ -46,8 +46,8 @@ pub fn render(snap: &Snapshot, domain: &str) -> String {
     table(&mut out, &rows);
 
     let listens: Vec<String> = snap
-        .frontends
-        .iter()
+        .frontends_sorted()
+        .into_iter()
         .map(|f| match f.listen {
             Listen::Addr(a) => format!("{a}/{} -> {}", f.protocol.as_str(), f.service.id),
             Listen::NodePort(p) => {
@@ -174,7 +174,7 @@ fn endpoints(s: &Service) -> String {
 /// The names cluster DNS answers for these Services (per the DNS spec).
 fn dns_names(snap: &Snapshot, domain: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for s in snap.services.values() {
+    for s in snap.services_sorted() {
         let base = format!("{}.{}.svc.{domain}", s.name, s.namespace);
         if let Some(target) = &s.external_name {
             out.push((base, format!("CNAME {target}")));

@@ -39,7 +39,7 @@ pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
 
     // One echo backend per endpoint address, named after its Pod.
     let mut backends: BTreeMap<SocketAddr, String> = BTreeMap::new();
-    for s in snap.services.values() {
+    for s in snap.services_sorted() {
         for p in &s.ports {
             for b in p.backends.iter() {
                 let name = b

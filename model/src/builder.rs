@@ -3,10 +3,11 @@
 //! object that fails validation keeps its last good version, and everything
 //! else still updates.
 
+use crate::compiler::Compiler;
 use crate::error::{ConfigError, ObjectKey, Warning};
 use crate::object::Object;
 use crate::parse::parse_file;
-use crate::snapshot::{CompileOptions, Objects, Snapshot, compile};
+use crate::snapshot::{CompileOptions, Objects, Snapshot};
 use crate::validate::validate;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,13 +21,15 @@ struct FileState {
     warnings: Vec<Warning>,
 }
 
-/// Turns file contents into Snapshots, one generation after another.
+/// Turns file contents into Snapshots, one generation after another. Each
+/// object change is handed to the incremental [`Compiler`], so a build
+/// costs what changed since the last one.
 pub struct Builder {
     opts: CompileOptions,
     files: BTreeMap<PathBuf, FileState>,
     objects: Objects,
+    compiler: Compiler,
     generation: u64,
-    last: Option<Arc<Snapshot>>,
 }
 
 impl Builder {
@@ -35,8 +38,8 @@ impl Builder {
             opts,
             files: BTreeMap::new(),
             objects: Objects::new(),
+            compiler: Compiler::new(),
             generation: 0,
-            last: None,
         }
     }
 
@@ -106,7 +109,7 @@ impl Builder {
                     }
                     let problems = validate(&obj, &self.opts.validate);
                     if problems.is_empty() {
-                        self.objects.insert(key, (path.to_path_buf(), obj));
+                        self.set(key, Some((path.to_path_buf(), obj)));
                     } else {
                         for fe in problems {
                             errors.push(ConfigError::field(path, key.clone(), fe));
@@ -132,8 +135,23 @@ impl Builder {
 
     fn remove_if_from(&mut self, key: &ObjectKey, path: &Path) {
         if self.objects.get(key).is_some_and(|(p, _)| p == path) {
-            self.objects.remove(key);
+            self.set(key.clone(), None);
         }
+    }
+
+    /// The one place good objects change: the compiler hears of every
+    /// change (and of nothing that is not one).
+    fn set(&mut self, key: ObjectKey, new: Option<(PathBuf, Object)>) {
+        let old = self.objects.get(&key);
+        if old == new.as_ref() {
+            return;
+        }
+        self.compiler
+            .note(&key, old.map(|(_, o)| o), new.as_ref().map(|(_, o)| o));
+        match new {
+            Some(v) => self.objects.insert(key, v),
+            None => self.objects.remove(&key),
+        };
     }
 
     /// Compiles the current objects into the next generation.
@@ -145,16 +163,14 @@ impl Builder {
             .values()
             .flat_map(|f| f.warnings.clone())
             .collect();
-        let snap = Arc::new(compile(
+        Arc::new(self.compiler.compile(
             &self.objects,
             self.generation,
             &self.opts,
-            self.last.as_deref(),
+            None,
             errors,
             warnings,
-        ));
-        self.last = Some(snap.clone());
-        snap
+        ))
     }
 
     pub fn objects(&self) -> &Objects {

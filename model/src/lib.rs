@@ -3,12 +3,15 @@
 //! [`Snapshot`] out. Pure: no sockets, no runtime, no file watching.
 
 pub mod builder;
+mod claims;
+pub mod compiler;
 pub mod endpoints;
 pub mod error;
 pub mod ingress;
 pub mod object;
 pub mod parse;
 pub mod service;
+pub mod shared_map;
 pub mod snapshot;
 pub mod tls;
 pub mod validate;
@@ -20,7 +23,9 @@ pub use service::{
     Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, topology_backends,
     usable_backends,
 };
+pub use shared_map::SharedMap;
 pub use snapshot::{
-    CompileOptions, Frontend, HealthCheck, Listen, NamespacedName, SecretMap, ServiceMap, Snapshot,
+    CompileOptions, Frontend, FrontendMap, HealthCheck, Listen, NamespacedName, SecretMap,
+    ServiceMap, Snapshot,
 };
 pub use tls::TlsSecret;

@@ -1,15 +1,17 @@
 //! The Snapshot: one immutable picture of the cluster, compiled from the
 //! current good objects, with one table per plane.
 
+use crate::compiler::Compiler;
 use crate::endpoints::{self, PortSpec, ServiceRef, Sources};
-use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
-use crate::ingress::{self, IngressInput, IngressOptions, IngressTable};
+use crate::error::{ConfigError, ObjectKey, Warning};
+use crate::ingress::{IngressOptions, IngressTable};
 use crate::object::Object;
 use crate::service::{Protocol, Service, ServicePort, ServiceType, TargetPort};
+use crate::shared_map::SharedMap;
 use crate::tls::TlsSecret;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,8 +19,10 @@ use std::time::Duration;
 
 /// (namespace, name)
 pub type NamespacedName = (String, String);
-pub type ServiceMap = BTreeMap<NamespacedName, Arc<Service>>;
-pub type SecretMap = BTreeMap<NamespacedName, Arc<TlsSecret>>;
+pub type ServiceMap = SharedMap<NamespacedName, Arc<Service>>;
+pub type SecretMap = SharedMap<NamespacedName, Arc<TlsSecret>>;
+/// L4 frontends by where they listen; each address claimed at most once.
+pub type FrontendMap = SharedMap<(Listen, Protocol), Frontend>;
 
 /// A Service with this label is handled by another service proxy
 /// (kube-proxy skips it, and so does the L4 plane).
@@ -64,16 +68,15 @@ pub struct CompileOptions {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub generation: u64,
-    pub services: Arc<ServiceMap>,
-    /// L4 frontends, sorted by (listen, protocol); each claimed at most once.
-    pub frontends: Arc<Vec<Frontend>>,
+    pub services: ServiceMap,
+    pub frontends: FrontendMap,
     /// Load-balancer health-check ports (`spec.healthCheckNodePort`), sorted
     /// by port; each claimed at most once and never a nodePort.
     pub health_checks: Arc<Vec<HealthCheck>>,
     /// Namespaces that exist: Namespace objects, or any object in one.
     pub namespaces: Arc<BTreeSet<String>>,
     pub ingress: Arc<IngressTable>,
-    pub tls_secrets: Arc<SecretMap>,
+    pub tls_secrets: SecretMap,
     pub errors: Arc<Vec<ConfigError>>,
     pub warnings: Arc<Vec<Warning>>,
 }
@@ -83,111 +86,53 @@ impl Snapshot {
         self.services
             .get(&(namespace.to_string(), name.to_string()))
     }
+
+    /// The Services by namespace/name (the maps themselves are unordered).
+    pub fn services_sorted(&self) -> Vec<&Arc<Service>> {
+        let mut v: Vec<_> = self.services.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// The L4 frontends by (listen, protocol).
+    pub fn frontends_sorted(&self) -> Vec<&Frontend> {
+        let mut v: Vec<_> = self.frontends.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter().map(|(_, f)| f).collect()
+    }
 }
 
 /// A good object and the file it came from.
 pub type Objects = BTreeMap<ObjectKey, (PathBuf, Object)>;
 
-/// Compiles the good objects into a Snapshot. Cross-object conflicts are added
-/// to `errors`; `prev` lets unchanged Services keep their `Arc` (and so their
-/// identity for planes that compare pointers).
+/// Compiles the good objects into a Snapshot from scratch. `prev` says
+/// which Service held each L4 address before (a held claim is kept).
+/// Sources use the incremental [`Compiler`] instead; this is the same code
+/// with every object new.
 pub fn compile(
     objects: &Objects,
     generation: u64,
     opts: &CompileOptions,
     prev: Option<&Snapshot>,
-    mut errors: Vec<ConfigError>,
-    mut warnings: Vec<Warning>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
 ) -> Snapshot {
-    let mut namespaces = BTreeSet::new();
-    let mut sources: HashMap<&str, Sources<'_>> = HashMap::new();
-    let mut services = Vec::new();
-    let mut secrets = SecretMap::new();
-    let mut ingresses = Vec::new();
-    let mut classes = Vec::new();
-    for (key, (file, obj)) in objects {
-        if !key.namespace.is_empty() {
-            namespaces.insert(key.namespace.clone());
-        }
-        let ns = key.namespace.as_str();
-        match obj {
-            Object::Namespace(_) => {
-                namespaces.insert(key.name.clone());
-            }
-            Object::Service(s) => services.push((file, key, s.as_ref())),
-            Object::EndpointSlice(s) => {
-                if let Some(svc) = s
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(endpoints::SERVICE_NAME_LABEL))
-                {
-                    let src = sources.entry(ns).or_default();
-                    src.slices.entry(svc.as_str()).or_default().push(s);
-                }
-            }
-            Object::Endpoints(e) => {
-                sources
-                    .entry(ns)
-                    .or_default()
-                    .endpoints
-                    .insert(key.name.as_str(), e);
-            }
-            Object::Pod(p) => sources.entry(ns).or_default().pods.push(p),
-            Object::Secret(s) if s.type_.as_deref() == Some("kubernetes.io/tls") => {
-                // Validation already proved it parses.
-                if let Ok(t) = TlsSecret::from_secret(s) {
-                    secrets.insert((ns.to_string(), key.name.clone()), Arc::new(t));
-                }
-            }
-            Object::Secret(_) => {}
-            Object::Ingress(i) => ingresses.push((file.as_path(), i.as_ref())),
-            Object::IngressClass(c) => classes.push(c.as_ref()),
-        }
+    let mut c = Compiler::new();
+    for (key, (_, obj)) in objects {
+        c.note(key, None, Some(obj));
     }
-
-    let empty = Sources::default();
-    let mut service_map = ServiceMap::new();
-    let mut compiled = Vec::new();
-    for (file, key, svc) in services {
-        let src = sources.get(key.namespace.as_str()).unwrap_or(&empty);
-        let s = compile_service(key, svc, src);
-        let s = match prev.and_then(|p| p.services.get(&(key.namespace.clone(), key.name.clone())))
-        {
-            Some(old) if **old == s => old.clone(),
-            _ => Arc::new(s),
-        };
-        compiled.push((file, key, svc, s.clone()));
-        service_map.insert((key.namespace.clone(), key.name.clone()), s);
-    }
-
-    let frontends = claim_frontends(&compiled, prev, &mut errors);
-    let health_checks = claim_health_checks(&compiled, &frontends, &mut errors);
-    let services = Arc::new(service_map);
-    let secrets = Arc::new(secrets);
-    let table = ingress::compile(IngressInput {
-        ingresses,
-        classes,
-        services: &services,
-        secrets: &secrets,
-        opts: &opts.ingress,
-        errors: &mut errors,
-        warnings: &mut warnings,
-    });
-    Snapshot {
+    let held = prev.map(|p| &p.frontends);
+    c.compile(
+        objects,
         generation,
-        services,
-        frontends: Arc::new(frontends),
-        health_checks: Arc::new(health_checks),
-        namespaces: Arc::new(namespaces),
-        ingress: Arc::new(table),
-        tls_secrets: secrets,
-        errors: Arc::new(errors),
-        warnings: Arc::new(warnings),
-    }
+        opts,
+        Some(held.unwrap_or(&FrontendMap::new())),
+        errors,
+        warnings,
+    )
 }
 
-fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> Service {
+pub(crate) fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> Service {
     let spec = svc.spec.clone().unwrap_or_default();
     let service_type = match spec.type_.as_deref() {
         Some("NodePort") => ServiceType::NodePort,
@@ -364,161 +309,4 @@ fn topology_aware(svc: &core::Service) -> bool {
             .or_else(|| a.get("service.kubernetes.io/topology-aware-hints"))
     });
     matches!(mode.map(String::as_str), Some("Auto" | "auto"))
-}
-
-/// Gives each health-check port to one Service: a port that is some
-/// Service's TCP nodePort, or that an older Service already has, is an
-/// error on the Service that asks for it.
-fn claim_health_checks(
-    compiled: &[(&PathBuf, &ObjectKey, &core::Service, Arc<Service>)],
-    frontends: &[Frontend],
-    errors: &mut Vec<ConfigError>,
-) -> Vec<HealthCheck> {
-    let mut asking: Vec<_> = compiled
-        .iter()
-        .filter(|c| !c.3.proxied_elsewhere)
-        .filter_map(|c| Some((c.3.health_check_node_port?, c)))
-        .collect();
-    asking.sort_by_key(|(port, c)| (*port, c.3.created.unwrap_or(i64::MAX), c.1.clone()));
-    let mut out: Vec<HealthCheck> = Vec::new();
-    for (port, (file, key, _, svc)) in asking {
-        let node_port = frontends
-            .iter()
-            .find(|f| f.listen == Listen::NodePort(port) && f.protocol == Protocol::Tcp);
-        let taken = match (node_port, out.last().filter(|h| h.port == port)) {
-            (Some(f), _) => Some(format!("{port} is Service {}'s nodePort", f.service.id)),
-            (None, Some(h)) => Some(format!(
-                "{port} is already used by Service {}",
-                h.service.id
-            )),
-            (None, None) => None,
-        };
-        match taken {
-            Some(why) => errors.push(ConfigError::field(
-                (*file).clone(),
-                (*key).clone(),
-                FieldError::new("spec.healthCheckNodePort", why),
-            )),
-            None => out.push(HealthCheck {
-                port,
-                service: svc.clone(),
-            }),
-        }
-    }
-    out
-}
-
-/// Assigns every (address, port, protocol) and NodePort to exactly one Service.
-/// A claim held in the previous Snapshot keeps it; otherwise the oldest Service
-/// (then namespace/name) wins. Losers are reported and that port is not served.
-fn claim_frontends(
-    compiled: &[(&PathBuf, &ObjectKey, &core::Service, Arc<Service>)],
-    prev: Option<&Snapshot>,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<Frontend> {
-    let previous: HashMap<(Listen, Protocol), &str> = prev
-        .map(|p| {
-            p.frontends
-                .iter()
-                .map(|f| ((f.listen, f.protocol), &*f.service.id))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut wanted: Vec<(Listen, Protocol, usize, usize, &'static str, bool)> = Vec::new();
-    for (si, (_, _, _, s)) in compiled.iter().enumerate() {
-        // kube-proxy skips these too: nothing to balance, or another proxy's.
-        if s.service_type == ServiceType::ExternalName || s.headless || s.proxied_elsewhere {
-            continue;
-        }
-        for (pi, p) in s.ports.iter().enumerate() {
-            for ip in &s.cluster_ips {
-                wanted.push((
-                    Listen::Addr(SocketAddr::new(*ip, p.port)),
-                    p.protocol,
-                    si,
-                    pi,
-                    "spec.clusterIP",
-                    false,
-                ));
-            }
-            for ip in &s.external_ips {
-                wanted.push((
-                    Listen::Addr(SocketAddr::new(*ip, p.port)),
-                    p.protocol,
-                    si,
-                    pi,
-                    "spec.externalIPs",
-                    true,
-                ));
-            }
-            for ip in &s.load_balancer_ips {
-                wanted.push((
-                    Listen::Addr(SocketAddr::new(*ip, p.port)),
-                    p.protocol,
-                    si,
-                    pi,
-                    "status.loadBalancer.ingress",
-                    true,
-                ));
-            }
-            if let Some(np) = p.node_port {
-                wanted.push((
-                    Listen::NodePort(np),
-                    p.protocol,
-                    si,
-                    pi,
-                    "spec.ports.nodePort",
-                    true,
-                ));
-            }
-        }
-    }
-    let rank = |si: usize, listen: Listen, proto: Protocol| {
-        let s = &compiled[si].3;
-        let held = previous.get(&(listen, proto)) == Some(&&*s.id);
-        (
-            !held,
-            s.created.unwrap_or(i64::MAX),
-            s.namespace.clone(),
-            s.name.clone(),
-        )
-    };
-    wanted.sort_by(|a, b| {
-        (a.0, a.1)
-            .cmp(&(b.0, b.1))
-            .then_with(|| rank(a.2, a.0, a.1).cmp(&rank(b.2, b.0, b.1)))
-    });
-    let mut out: Vec<Frontend> = Vec::new();
-    for (listen, protocol, si, pi, field, external) in wanted {
-        if let Some(winner) = out
-            .last()
-            .filter(|f| f.listen == listen && f.protocol == protocol)
-        {
-            if Arc::ptr_eq(&winner.service, &compiled[si].3) {
-                continue; // the same Service naming an address twice
-            }
-            let (file, key, _, _) = &compiled[si];
-            let what = match listen {
-                Listen::Addr(a) => format!("{a}/{}", protocol.as_str()),
-                Listen::NodePort(n) => format!("nodePort {n}/{}", protocol.as_str()),
-            };
-            errors.push(ConfigError::field(
-                (*file).clone(),
-                (*key).clone(),
-                FieldError::new(
-                    field.replace("spec.ports.", &format!("spec.ports[{pi}].")),
-                    format!("{what} is already used by Service {}", winner.service.id),
-                ),
-            ));
-            continue;
-        }
-        out.push(Frontend {
-            listen,
-            protocol,
-            service: compiled[si].3.clone(),
-            port: pi,
-            external,
-        });
-    }
-    out
 }

@@ -77,7 +77,8 @@ pub(crate) fn build(
     let mut live_ports = HashSet::new();
     let mut live_services = HashSet::new();
     let now = Instant::now();
-    for fe in snap.frontends.iter() {
+    // Sorted: a ClusterIP (Listen::Addr) wins over a NodePort on the same node address.
+    for fe in snap.frontends_sorted() {
         let svc = &fe.service;
         let Some(port) = svc.ports.get(fe.port) else {
             continue;

@@ -179,7 +179,10 @@ fn two_services_claiming_one_address_older_wins() {
     );
     let s = b.build();
     assert_eq!(s.frontends.len(), 1);
-    assert_eq!(&*s.frontends[0].service.id, "default/old");
+    assert_eq!(
+        &*s.frontends.values().next().unwrap().service.id,
+        "default/old"
+    );
     assert_eq!(s.errors.len(), 1);
     assert!(s.errors[0].to_string().contains("Service default/new: spec.clusterIP: 127.0.0.10:80/TCP is already used by Service default/old"), "{}", s.errors[0]);
 }
@@ -195,7 +198,7 @@ fn nodeport_range_and_uniqueness() {
     let s = b.build();
     let np: Vec<_> = s
         .frontends
-        .iter()
+        .values()
         .filter(|f| matches!(f.listen, crate::Listen::NodePort(_)))
         .collect();
     assert_eq!(np.len(), 1);
@@ -319,6 +322,6 @@ fn services_of_another_service_proxy_get_no_frontend() {
     up(&mut b, "c.yaml", &svc_c("127.0.0.41"));
     let s = b.build();
     assert!(s.service("default", "other").unwrap().proxied_elsewhere);
-    let ids: Vec<&str> = s.frontends.iter().map(|f| &*f.service.id).collect();
+    let ids: Vec<&str> = s.frontends.values().map(|f| &*f.service.id).collect();
     assert_eq!(ids, vec!["default/c"]);
 }

@@ -8,7 +8,7 @@ use super::class::is_ours;
 use super::path::{prefix_key, spec_key};
 use super::table::{HostRoutes, IngressTable, PathKind, Route, RouteBackend, TlsEntry};
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
-use crate::snapshot::ServiceMap;
+use crate::snapshot::{NamespacedName, ServiceMap};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -63,23 +63,31 @@ impl HostBuild {
     }
 }
 
+/// The Services routes resolve to, and which ones were asked for.
+struct ServiceLookup<'a> {
+    map: &'a ServiceMap,
+    named: &'a mut HashSet<NamespacedName>,
+}
+
 fn resolve_backend(
     b: &IngressBackend,
     ns: &str,
     field: &str,
-    services: &ServiceMap,
+    services: &mut ServiceLookup<'_>,
 ) -> Result<RouteBackend, FieldError> {
     let Some(s) = &b.service else {
         return Err(FieldError::new(field, "has no service"));
     };
-    let svc = services
-        .get(&(ns.to_string(), s.name.clone()))
-        .ok_or_else(|| {
-            FieldError::new(
-                format!("{field}.service.name"),
-                format!("Service {ns}/{} does not exist (requests get 503)", s.name),
-            )
-        })?;
+    let key = (ns.to_string(), s.name.clone());
+    let svc = services.map.get(&key);
+    // Named even when missing: its creation must rebuild the routes.
+    services.named.insert(key);
+    let svc = svc.ok_or_else(|| {
+        FieldError::new(
+            format!("{field}.service.name"),
+            format!("Service {ns}/{} does not exist (requests get 503)", s.name),
+        )
+    })?;
     let port = s.port.as_ref();
     let idx = match (
         port.and_then(|p| p.number),
@@ -113,7 +121,7 @@ fn make_route(
     kind: PathKind,
     b: &IngressBackend,
     field: &str,
-    services: &ServiceMap,
+    services: &mut ServiceLookup<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Route {
     let ns = o.key.namespace.as_str();
@@ -160,7 +168,12 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
         opts,
         errors,
         warnings,
+        named_services,
     } = input;
+    let services = &mut ServiceLookup {
+        map: services,
+        named: named_services,
+    };
     let mut ours = Vec::new();
     for (file, ing) in ingresses {
         let ns = ing.metadata.namespace.as_deref().unwrap_or("default");

@@ -20,8 +20,9 @@ pub use table::{HostRoutes, IngressTable, PathKind, Rewritten, Route, RouteBacke
 pub use validate::validate;
 
 use crate::error::{ConfigError, Warning};
-use crate::snapshot::{SecretMap, ServiceMap};
+use crate::snapshot::{NamespacedName, SecretMap, ServiceMap};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use std::collections::HashSet;
 use std::path::Path;
 
 /// Which Ingresses this controller serves.
@@ -51,6 +52,8 @@ pub struct IngressInput<'a> {
     pub opts: &'a IngressOptions,
     pub errors: &'a mut Vec<ConfigError>,
     pub warnings: &'a mut Vec<Warning>,
+    /// Filled with every Service a backend names (found or not).
+    pub named_services: &'a mut HashSet<NamespacedName>,
 }
 
 #[cfg(test)]

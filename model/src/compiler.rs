@@ -1,0 +1,428 @@
+//! The incremental compile: object changes in, the next Snapshot out, with
+//! work in proportion to what changed.
+//!
+//! Each change is noted as it happens ([`Compiler::note`]), which records
+//! what depends on it: a Service, its Endpoints and EndpointSlices (by
+//! `kubernetes.io/service-name`) and, for selector Services, the Pods of
+//! its namespace. [`Compiler::compile`] then recompiles only those
+//! Services, re-decides only the L4 claims they made or make, and rebuilds
+//! the Ingress table only when an Ingress, IngressClass, TLS Secret or a
+//! Service an Ingress names changed. Everything else is shared with the
+//! previous Snapshot by pointer ([`SharedMap`]).
+//!
+//! A fresh compile is the same code with every object noted as added, so
+//! incremental and from-scratch results agree by construction (and a
+//! property test checks it).
+
+use crate::claims::{ClaimKey, Claims};
+use crate::endpoints::{self, Sources};
+use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
+use crate::ingress::{self, IngressInput, IngressTable};
+use crate::object::Object;
+use crate::service::{Protocol, Service};
+use crate::snapshot::{
+    CompileOptions, FrontendMap, HealthCheck, Listen, NamespacedName, Objects, SecretMap,
+    ServiceMap, Snapshot, compile_service,
+};
+use crate::tls::TlsSecret;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The compiled picture and the indexes that say what depends on what.
+#[derive(Default)]
+pub struct Compiler {
+    services: ServiceMap,
+    /// The file (or source) each Service came from, for errors.
+    files: HashMap<NamespacedName, Arc<Path>>,
+    frontends: FrontendMap,
+    claims: Claims,
+    /// Services that ask for a health-check port.
+    health_askers: BTreeSet<NamespacedName>,
+    health_checks: Arc<Vec<HealthCheck>>,
+    health_errors: Vec<ConfigError>,
+    /// How many objects (and Namespace objects) each namespace has.
+    namespace_refs: BTreeMap<String, usize>,
+    namespaces: Arc<BTreeSet<String>>,
+    namespaces_dirty: bool,
+    /// EndpointSlice names by (namespace, service-name label).
+    slices: HashMap<NamespacedName, BTreeSet<String>>,
+    secrets: SecretMap,
+    ingress: Arc<IngressTable>,
+    /// Services the Ingresses name (existing or not): a change to one of
+    /// them rebuilds the Ingress table.
+    ingress_services: HashSet<NamespacedName>,
+    ingress_errors: Vec<ConfigError>,
+    ingress_warnings: Vec<Warning>,
+    dirty_services: BTreeSet<NamespacedName>,
+    dirty_pod_namespaces: BTreeSet<String>,
+    dirty_ingress: bool,
+}
+
+fn nn(ns: &str, name: &str) -> NamespacedName {
+    (ns.to_string(), name.to_string())
+}
+
+fn slice_service(obj: Option<&Object>) -> Option<&str> {
+    match obj? {
+        Object::EndpointSlice(s) => s
+            .metadata
+            .labels
+            .as_ref()?
+            .get(endpoints::SERVICE_NAME_LABEL)
+            .map(String::as_str),
+        _ => None,
+    }
+}
+
+impl Compiler {
+    pub fn new() -> Self {
+        Compiler {
+            // The first compile publishes the namespace set even if empty.
+            namespaces_dirty: true,
+            dirty_ingress: true,
+            ..Default::default()
+        }
+    }
+
+    /// Records that the good version of `key` went from `old` to `new`
+    /// (`None`: absent). Call it for every change, before `compile`.
+    pub fn note(&mut self, key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) {
+        self.count_namespaces(key, old.is_some(), new.is_some());
+        let ns = key.namespace.as_str();
+        match key.kind {
+            "Service" | "Endpoints" => {
+                self.dirty_services.insert(nn(ns, &key.name));
+            }
+            "EndpointSlice" => {
+                if let Some(svc) = slice_service(old) {
+                    let k = nn(ns, svc);
+                    if let Some(set) = self.slices.get_mut(&k) {
+                        set.remove(&key.name);
+                        if set.is_empty() {
+                            self.slices.remove(&k);
+                        }
+                    }
+                    self.dirty_services.insert(k);
+                }
+                if let Some(svc) = slice_service(new) {
+                    let k = nn(ns, svc);
+                    self.slices
+                        .entry(k.clone())
+                        .or_default()
+                        .insert(key.name.clone());
+                    self.dirty_services.insert(k);
+                }
+            }
+            "Pod" => {
+                self.dirty_pod_namespaces.insert(key.namespace.clone());
+            }
+            "Secret" => {
+                let k = nn(ns, &key.name);
+                self.secrets.remove(&k);
+                if let Some(Object::Secret(s)) = new
+                    && s.type_.as_deref() == Some("kubernetes.io/tls")
+                    // Validation already proved it parses.
+                    && let Ok(t) = TlsSecret::from_secret(s)
+                {
+                    self.secrets.insert(k, Arc::new(t));
+                }
+                self.dirty_ingress |=
+                    old.is_some_and(is_tls_secret) || new.is_some_and(is_tls_secret);
+            }
+            "Ingress" | "IngressClass" => self.dirty_ingress = true,
+            _ => {}
+        }
+    }
+
+    fn count_namespaces(&mut self, key: &ObjectKey, was: bool, is: bool) {
+        let mut names = Vec::with_capacity(2);
+        if !key.namespace.is_empty() {
+            names.push(key.namespace.as_str());
+        }
+        if key.kind == "Namespace" {
+            names.push(key.name.as_str());
+        }
+        for ns in names {
+            let count = self.namespace_refs.entry(ns.to_string()).or_default();
+            let before = *count > 0;
+            *count = (*count + usize::from(is)).saturating_sub(usize::from(was));
+            if *count == 0 {
+                self.namespace_refs.remove(ns);
+            }
+            let after = self.namespace_refs.contains_key(ns);
+            self.namespaces_dirty |= before != after;
+        }
+    }
+
+    /// The next Snapshot from the good `objects` (which already reflect
+    /// every noted change). `held` says which Service held an L4 address
+    /// before, when not this compiler's own last result (a fresh compile).
+    pub fn compile(
+        &mut self,
+        objects: &Objects,
+        generation: u64,
+        opts: &CompileOptions,
+        held: Option<&FrontendMap>,
+        mut errors: Vec<ConfigError>,
+        mut warnings: Vec<Warning>,
+    ) -> Snapshot {
+        if std::mem::take(&mut self.namespaces_dirty) {
+            self.namespaces = Arc::new(self.namespace_refs.keys().cloned().collect());
+        }
+        let changed = self.compile_services(objects);
+        let touched = self.claim(&changed, held);
+        self.health(&changed, &touched);
+        if changed.iter().any(|k| self.ingress_services.contains(k)) {
+            self.dirty_ingress = true;
+        }
+        if std::mem::take(&mut self.dirty_ingress) {
+            self.compile_ingress(objects, opts);
+        }
+        errors.extend(self.claims.errors().cloned());
+        errors.extend(self.health_errors.iter().cloned());
+        errors.extend(self.ingress_errors.iter().cloned());
+        warnings.extend(self.ingress_warnings.iter().cloned());
+        Snapshot {
+            generation,
+            services: self.services.clone(),
+            frontends: self.frontends.clone(),
+            health_checks: self.health_checks.clone(),
+            namespaces: self.namespaces.clone(),
+            ingress: self.ingress.clone(),
+            tls_secrets: self.secrets.clone(),
+            errors: Arc::new(errors),
+            warnings: Arc::new(warnings),
+        }
+    }
+
+    /// Recompiles the dirty Services; returns those whose compiled form
+    /// changed (added, changed or removed).
+    fn compile_services(&mut self, objects: &Objects) -> Vec<NamespacedName> {
+        for ns in std::mem::take(&mut self.dirty_pod_namespaces) {
+            // Pods feed only Services with a selector (and no slices or
+            // Endpoints, which resolve() checks).
+            for (key, (_, obj)) in objects_of(objects, "Service", &ns) {
+                if let Object::Service(s) = obj
+                    && s.spec
+                        .as_ref()
+                        .and_then(|s| s.selector.as_ref())
+                        .is_some_and(|sel| !sel.is_empty())
+                {
+                    self.dirty_services.insert(nn(&ns, &key.name));
+                }
+            }
+        }
+        let mut changed = Vec::new();
+        for k in std::mem::take(&mut self.dirty_services) {
+            let okey = ObjectKey::new("Service", &k.0, &k.1);
+            let Some((file, Object::Service(svc))) = objects.get(&okey) else {
+                if self.services.remove(&k).is_some() {
+                    self.files.remove(&k);
+                    changed.push(k);
+                }
+                continue;
+            };
+            let slices = self.slices.get(&k);
+            let src = sources(objects, &k, slices);
+            let compiled = compile_service(&okey, svc, &src);
+            let moved = self.files.get(&k).is_none_or(|f| **f != **file);
+            if moved {
+                // Errors about it must name its new file.
+                self.files.insert(k.clone(), Arc::from(file.as_path()));
+            }
+            if !moved && self.services.get(&k).is_some_and(|old| **old == compiled) {
+                continue;
+            }
+            self.services.insert(k.clone(), Arc::new(compiled));
+            changed.push(k);
+        }
+        changed
+    }
+
+    /// Re-decides the L4 claims of the changed Services.
+    fn claim(
+        &mut self,
+        changed: &[NamespacedName],
+        held: Option<&FrontendMap>,
+    ) -> BTreeSet<ClaimKey> {
+        let mut touched = BTreeSet::new();
+        for k in changed {
+            let svc = self.services.get(k);
+            let file = self.files.get(k);
+            self.claims.set(k, svc.zip(file), &mut touched);
+        }
+        for ck in &touched {
+            let holder = held
+                .unwrap_or(&self.frontends)
+                .get(ck)
+                .map(|f| f.service.id.clone());
+            self.claims
+                .decide(*ck, holder.as_deref(), &mut self.frontends);
+        }
+        touched
+    }
+
+    /// Health-check ports, decided again when a Service that asks for one
+    /// changed or a TCP NodePort claim moved (they are few).
+    fn health(&mut self, changed: &[NamespacedName], touched: &BTreeSet<ClaimKey>) {
+        let mut dirty = touched
+            .iter()
+            .any(|(l, p)| matches!(l, Listen::NodePort(_)) && *p == Protocol::Tcp);
+        for k in changed {
+            let asks = self
+                .services
+                .get(k)
+                .is_some_and(|s| s.health_check_node_port.is_some() && !s.proxied_elsewhere);
+            dirty |= asks || self.health_askers.contains(k);
+            if asks {
+                self.health_askers.insert(k.clone());
+            } else {
+                self.health_askers.remove(k);
+            }
+        }
+        if !dirty {
+            return;
+        }
+        let asking: Vec<(&Arc<Path>, &Arc<Service>)> = self
+            .health_askers
+            .iter()
+            .filter_map(|k| Some((self.files.get(k)?, self.services.get(k)?)))
+            .collect();
+        let (checks, errors) = claim_health_checks(&asking, &self.frontends);
+        self.health_checks = Arc::new(checks);
+        self.health_errors = errors;
+    }
+
+    fn compile_ingress(&mut self, objects: &Objects, opts: &CompileOptions) {
+        let mut ingresses = Vec::new();
+        let mut classes = Vec::new();
+        for (_, (file, obj)) in objects_of_kind(objects, "Ingress") {
+            if let Object::Ingress(i) = obj {
+                ingresses.push((file.as_path(), i.as_ref()));
+            }
+        }
+        for (_, (_, obj)) in objects_of_kind(objects, "IngressClass") {
+            if let Object::IngressClass(c) = obj {
+                classes.push(c.as_ref());
+            }
+        }
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut named = HashSet::new();
+        let table = ingress::compile(IngressInput {
+            ingresses,
+            classes,
+            services: &self.services,
+            secrets: &self.secrets,
+            opts: &opts.ingress,
+            errors: &mut errors,
+            warnings: &mut warnings,
+            named_services: &mut named,
+        });
+        self.ingress = Arc::new(table);
+        self.ingress_services = named;
+        self.ingress_errors = errors;
+        self.ingress_warnings = warnings;
+    }
+}
+
+fn is_tls_secret(o: &Object) -> bool {
+    matches!(o, Object::Secret(s) if s.type_.as_deref() == Some("kubernetes.io/tls"))
+}
+
+/// The objects of one kind, in key order.
+fn objects_of_kind<'a>(
+    objects: &'a Objects,
+    kind: &'static str,
+) -> impl Iterator<Item = (&'a ObjectKey, &'a (PathBuf, Object))> {
+    objects
+        .range(ObjectKey::new(kind, "", "")..)
+        .take_while(move |(k, _)| k.kind == kind)
+}
+
+/// The objects of one kind in one namespace, in key order.
+fn objects_of<'a>(
+    objects: &'a Objects,
+    kind: &'static str,
+    ns: &'a str,
+) -> impl Iterator<Item = (&'a ObjectKey, &'a (PathBuf, Object))> {
+    objects
+        .range(ObjectKey::new(kind, ns, "")..)
+        .take_while(move |(k, _)| k.kind == kind && k.namespace == ns)
+}
+
+/// The endpoint sources of one Service: its slices, its Endpoints, and the
+/// Pods of its namespace (read only when it has neither).
+fn sources<'a>(
+    objects: &'a Objects,
+    svc: &'a NamespacedName,
+    slices: Option<&BTreeSet<String>>,
+) -> Sources<'a> {
+    let (ns, name) = (svc.0.as_str(), svc.1.as_str());
+    let mut src = Sources::default();
+    for slice in slices.into_iter().flatten() {
+        if let Some((_, Object::EndpointSlice(s))) =
+            objects.get(&ObjectKey::new("EndpointSlice", ns, slice))
+        {
+            src.slices.entry(name).or_default().push(s);
+        }
+    }
+    if let Some((_, Object::Endpoints(e))) = objects.get(&ObjectKey::new("Endpoints", ns, name)) {
+        src.endpoints.insert(name, e);
+    }
+    if src.slices.is_empty() && src.endpoints.is_empty() {
+        for (_, (_, obj)) in objects_of(objects, "Pod", ns) {
+            if let Object::Pod(p) = obj {
+                src.pods.push(p);
+            }
+        }
+    }
+    src
+}
+
+/// Gives each health-check port to one Service: a port that is some
+/// Service's TCP nodePort, or that an older Service already has, is an
+/// error on the Service that asks for it.
+fn claim_health_checks(
+    asking: &[(&Arc<Path>, &Arc<Service>)],
+    frontends: &FrontendMap,
+) -> (Vec<HealthCheck>, Vec<ConfigError>) {
+    let mut asking: Vec<_> = asking
+        .iter()
+        .filter_map(|c| Some((c.1.health_check_node_port?, c)))
+        .collect();
+    asking.sort_by_key(|(port, (_, s))| {
+        (
+            *port,
+            s.created.unwrap_or(i64::MAX),
+            s.namespace.clone(),
+            s.name.clone(),
+        )
+    });
+    let mut out: Vec<HealthCheck> = Vec::new();
+    let mut errors = Vec::new();
+    for (port, (file, svc)) in asking {
+        let node_port = frontends.get(&(Listen::NodePort(port), Protocol::Tcp));
+        let taken = match (node_port, out.last().filter(|h| h.port == port)) {
+            (Some(f), _) => Some(format!("{port} is Service {}'s nodePort", f.service.id)),
+            (None, Some(h)) => Some(format!(
+                "{port} is already used by Service {}",
+                h.service.id
+            )),
+            (None, None) => None,
+        };
+        match taken {
+            Some(why) => errors.push(ConfigError::field(
+                file.to_path_buf(),
+                ObjectKey::new("Service", &svc.namespace, &svc.name),
+                FieldError::new("spec.healthCheckNodePort", why),
+            )),
+            None => out.push(HealthCheck {
+                port,
+                service: (*svc).clone(),
+            }),
+        }
+    }
+    (out, errors)
+}
