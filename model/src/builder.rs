@@ -157,12 +157,7 @@ impl Builder {
     /// Compiles the current objects into the next generation.
     pub fn build(&mut self) -> Arc<Snapshot> {
         self.generation += 1;
-        let errors = self.files.values().flat_map(|f| f.errors.clone()).collect();
-        let warnings = self
-            .files
-            .values()
-            .flat_map(|f| f.warnings.clone())
-            .collect();
+        let (errors, warnings) = (self.file_errors(), self.file_warnings());
         Arc::new(self.compiler.compile(
             &self.objects,
             self.generation,
@@ -171,6 +166,18 @@ impl Builder {
             errors,
             warnings,
         ))
+    }
+
+    /// Errors of the files themselves and of the objects in them.
+    pub fn file_errors(&self) -> Vec<ConfigError> {
+        self.files.values().flat_map(|f| f.errors.clone()).collect()
+    }
+
+    pub fn file_warnings(&self) -> Vec<Warning> {
+        self.files
+            .values()
+            .flat_map(|f| f.warnings.clone())
+            .collect()
     }
 
     pub fn objects(&self) -> &Objects {

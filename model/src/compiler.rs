@@ -426,3 +426,6 @@ fn claim_health_checks(
     }
     (out, errors)
 }
+
+#[cfg(test)]
+mod tests;
