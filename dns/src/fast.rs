@@ -28,7 +28,8 @@ use hickory_proto::op::{MessageType, Metadata, OpCode};
 use hickory_proto::rr::{LowerName, Name, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
-use std::collections::HashMap;
+use model::SharedMap;
+use std::sync::Arc;
 
 /// The largest UDP answer we send even if a client offers more (as the
 /// hickory path).
@@ -64,15 +65,16 @@ enum FastName {
     Sets(Box<[FastSet]>),
 }
 
-/// Precompiled answers of one table, keyed by lower-case wire name.
-#[derive(Debug, Default)]
+/// Precompiled answers of one table, keyed by lower-case wire name. Kept
+/// up to date name by name as the table changes ([`FastTable::put`]).
+#[derive(Clone, Debug, Default)]
 pub struct FastTable {
     enabled: bool,
-    names: HashMap<Box<[u8]>, FastName>,
+    names: SharedMap<Box<[u8]>, Arc<FastName>>,
     /// The SOA record as it follows the question in negative answers, by
     /// length of the query name: its compression pointers are absolute
     /// offsets, so they move with the question.
-    negative: Box<[Option<Box<[u8]>>]>,
+    negative: Arc<[Option<Box<[u8]>>]>,
     zone: Box<[u8]>,
     /// Set when pod records are on: names below it may be synthesized.
     pod_zone: Option<Box<[u8]>>,
@@ -238,51 +240,66 @@ fn compile_set(name: &[u8], set: &RrSet) -> Option<Reply> {
 }
 
 impl FastTable {
-    /// Compiles the fast answers of a table's names. `generation` 0 (nothing
-    /// loaded) leaves the fast path off: the slow path answers SERVFAIL.
-    pub(crate) fn build<'a>(
-        generation: u64,
-        nodes: impl Iterator<Item = (&'a LowerName, &'a Node)>,
-        soa: &Record,
-        zone: &Name,
-        pod_zone: Option<&Name>,
-    ) -> FastTable {
-        let (Some(zone_wire), true) = (wire_name(zone), generation > 0) else {
-            return FastTable::default();
-        };
-        let negative = (0..=MAX_NAME)
+    /// No answers yet, and off until [`FastTable::set_negative`] is given a
+    /// generation above 0 (nothing loaded: the slow path answers SERVFAIL).
+    pub(crate) fn new(zone: &Name, pod_zone: Option<&Name>) -> FastTable {
+        FastTable {
+            zone: wire_name(zone).unwrap_or_default().into(),
+            pod_zone: pod_zone.and_then(wire_name).map(Into::into),
+            ..FastTable::default()
+        }
+    }
+
+    /// The negative answers for this generation's SOA (its serial is the
+    /// generation), which also switches the fast path on.
+    pub(crate) fn set_negative(&mut self, generation: u64, soa: &Record) {
+        self.enabled = generation > 0 && !self.zone.is_empty();
+        if !self.enabled {
+            return;
+        }
+        self.negative = (0..=MAX_NAME)
             .map(|len| {
                 let name = filler_name(len)?;
                 let (tail, _) = encode(&name, 1, &[], std::slice::from_ref(soa), &[])?;
                 Some(tail.into_boxed_slice())
             })
             .collect();
-        let mut names = HashMap::new();
-        for (name, node) in nodes {
-            let Some(key) = wire_name(&Name::from(name)) else {
-                continue;
-            };
-            let fast = if node.cname.is_some() {
-                FastName::Slow
-            } else {
-                FastName::Sets(
-                    node.rrsets
-                        .iter()
-                        .map(|set| FastSet {
-                            rtype: u16::from(set.rtype),
-                            reply: compile_set(&key, set),
-                        })
-                        .collect(),
-                )
-            };
-            names.insert(key.into_boxed_slice(), fast);
-        }
-        FastTable {
-            enabled: true,
-            names,
-            negative,
-            zone: zone_wire.into(),
-            pod_zone: pod_zone.and_then(wire_name).map(Into::into),
+    }
+
+    /// Compiles the answers of one name (replacing what it had).
+    pub(crate) fn put(&mut self, name: &LowerName, node: &Node) {
+        let Some(key) = wire_name(&Name::from(name)) else {
+            return;
+        };
+        let fast = if node.cname.is_some() {
+            FastName::Slow
+        } else {
+            FastName::Sets(
+                node.rrsets
+                    .iter()
+                    .map(|set| FastSet {
+                        rtype: u16::from(set.rtype),
+                        reply: compile_set(&key, set),
+                    })
+                    .collect(),
+            )
+        };
+        self.names.insert(key.into_boxed_slice(), Arc::new(fast));
+    }
+
+    /// The precompiled answers of one name (for [`crate::table::Table::describe`]).
+    pub(crate) fn entry(&self, name: &LowerName) -> Option<&dyn std::fmt::Debug> {
+        let key = wire_name(&Name::from(name))?;
+        self.names.get(&key[..]).map(|n| n as &dyn std::fmt::Debug)
+    }
+
+    pub(crate) fn negative_answers(&self) -> (bool, &[Option<Box<[u8]>>]) {
+        (self.enabled, &self.negative)
+    }
+
+    pub(crate) fn remove(&mut self, name: &LowerName) {
+        if let Some(key) = wire_name(&Name::from(name)) {
+            self.names.remove(&key[..]);
         }
     }
 
@@ -340,7 +357,7 @@ impl FastTable {
             let soa = self.negative.get(q.name.len())?.as_deref()?;
             Some((rcode, false, soa, [0, 1, 0]))
         };
-        match self.names.get(q.name) {
+        match self.names.get(q.name).map(|n| &**n) {
             Some(FastName::Slow) => None,
             Some(FastName::Sets(sets)) => {
                 let set = if q.qtype == TYPE_ANY {

@@ -120,9 +120,12 @@ impl DnsServer {
                 if snap.generation != current {
                     current = snap.generation;
                     let opts = opts.clone();
+                    let prev = t.load_full();
                     // Compiling is CPU work: keep it off the query workers.
-                    let table =
-                        tokio::task::spawn_blocking(move || Table::compile(&snap, &opts)).await;
+                    let table = tokio::task::spawn_blocking(move || {
+                        Table::update(Some(&prev), &snap, &opts)
+                    })
+                    .await;
                     match table {
                         Ok(table) => {
                             metrics.generation.set(table.generation as i64);

@@ -7,9 +7,11 @@ use crate::fast::FastTable;
 use crate::names::{dashed, parse_dashed};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use model::{Protocol, Service, Snapshot};
-use std::collections::HashMap;
+use model::shared_map::Diff;
+use model::{NamespacedName, Protocol, Service, ServiceMap, SharedMap, Snapshot};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The schema version we implement (Kubernetes DNS spec).
 const SCHEMA_VERSION: &str = "1.1.0";
@@ -61,16 +63,42 @@ pub enum Lookup<'a> {
     NotOurs,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Table {
     pub generation: u64,
+    zone_name: Name,
     zone: LowerName,
     pod_zone: LowerName,
-    nodes: HashMap<LowerName, Node>,
+    nodes: SharedMap<LowerName, Arc<Node>>,
     soa: Record,
     ttl: u32,
     pod_records: bool,
     fast: FastTable,
+    /// The Snapshot maps this table was built from: the next update diffs
+    /// against them to find what changed.
+    from_services: ServiceMap,
+    from_namespaces: Arc<BTreeSet<String>>,
+    /// The names each Service put in the table, to take them out again.
+    owned: SharedMap<NamespacedName, Arc<Owned>>,
+    /// Reverse names: the Services that point each address at a name.
+    ptrs: SharedMap<IpAddr, Arc<[PtrSource]>>,
+}
+
+/// What one Service contributed.
+#[derive(Debug, Default)]
+struct Owned {
+    names: Vec<LowerName>,
+    /// Addresses it gave a PTR target.
+    ptrs: Vec<IpAddr>,
+}
+
+/// One PTR target of a reverse name.
+#[derive(Clone, Debug)]
+struct PtrSource {
+    service: NamespacedName,
+    target: Name,
+    /// A ClusterIP's name goes before endpoint names.
+    cluster_ip: bool,
 }
 
 impl Table {
@@ -142,62 +170,260 @@ impl Table {
         Lookup::NxDomain
     }
 
-    /// Compiles the table from one Snapshot.
+    /// Every name with its records and fast answers, sorted: two tables
+    /// that answer alike describe alike (tests compare incremental updates
+    /// with fresh compiles this way).
+    pub fn describe(&self) -> String {
+        let mut names: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(name, node)| format!("{name} {node:?} fast={:?}", self.fast.entry(name)))
+            .collect();
+        names.sort();
+        format!(
+            "soa {:?}\n{:?}\n{}",
+            self.soa,
+            self.fast.negative_answers(),
+            names.join("\n")
+        )
+    }
+
+    /// Compiles the table from one Snapshot, from scratch.
     pub fn compile(snap: &Snapshot, opts: &TableOptions) -> Table {
+        Table::update(None, snap, opts)
+    }
+
+    /// The table for `snap`, reusing `prev` (built with the same options):
+    /// only the names of Services and namespaces that changed since `prev`'s
+    /// Snapshot are rebuilt, with their fast answers; the rest is shared.
+    pub fn update(prev: Option<&Table>, snap: &Snapshot, opts: &TableOptions) -> Table {
+        let t0 = std::time::Instant::now();
+        let mut t = match prev {
+            Some(p) => p.clone(),
+            None => Table::blank(opts),
+        };
+        t.generation = snap.generation;
+        t.apex();
+        t.namespaces(&snap.namespaces);
+        let from = std::mem::take(&mut t.from_services);
+        let changed = snap.services.diff(&from, Arc::ptr_eq);
+        let mut dirty_ptrs = BTreeSet::new();
+        for d in &changed {
+            let (key, svc) = match d {
+                Diff::Added(k, s) => (*k, Some(*s)),
+                Diff::Changed(k, _, s) => (*k, Some(*s)),
+                Diff::Removed(k, _) => (*k, None),
+            };
+            t.remove_service(key, &mut dirty_ptrs);
+            if let Some(svc) = svc {
+                t.add_service(key, svc, &mut dirty_ptrs);
+            }
+        }
+        for ip in dirty_ptrs {
+            t.rebuild_ptr(ip);
+        }
+        t.from_services = snap.services.clone();
+        tracing::debug!(
+            generation = snap.generation,
+            services = changed.len(),
+            names = t.nodes.len(),
+            took_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "dns table updated"
+        );
+        t
+    }
+
+    fn blank(opts: &TableOptions) -> Table {
         let zone = fqdn(&opts.zone)
             .unwrap_or_else(|| Name::from_ascii("cluster.local.").expect("literal"));
-        let mut b = TableBuilder {
-            zone: zone.clone(),
+        let pod_zone = zone.prepend_label("pod").expect("short label");
+        let fast = FastTable::new(&zone, opts.pod_records.then_some(&pod_zone));
+        Table {
+            generation: 0,
+            zone: LowerName::new(&zone),
+            pod_zone: LowerName::new(&pod_zone),
+            soa: Record::from_rdata(zone.clone(), 0, RData::NS(NS(zone.clone()))),
+            zone_name: zone,
+            nodes: SharedMap::new(),
             ttl: opts.ttl,
+            pod_records: opts.pod_records,
+            fast,
+            from_services: ServiceMap::new(),
+            from_namespaces: Arc::default(),
+            owned: SharedMap::new(),
+            ptrs: SharedMap::new(),
+        }
+    }
+
+    /// Puts compiled nodes in the table with their fast answers.
+    fn put(&mut self, nodes: HashMap<LowerName, Node>) -> Vec<LowerName> {
+        let mut names = Vec::with_capacity(nodes.len());
+        for (name, node) in nodes {
+            self.fast.put(&name, &node);
+            self.nodes.insert(name.clone(), Arc::new(node));
+            names.push(name);
+        }
+        names
+    }
+
+    fn take(&mut self, name: &LowerName) {
+        self.nodes.remove(name);
+        self.fast.remove(name);
+    }
+
+    fn builder(&self, floor: Name) -> TableBuilder {
+        TableBuilder {
+            floor,
+            ttl: self.ttl,
             nodes: HashMap::new(),
-            ptrs: HashMap::new(),
-        };
-        let soa = b.apex(snap.generation);
+            ptrs: Vec::new(),
+        }
+    }
+
+    /// The apex (SOA, NS, the schema version, `svc` and `pod`): its SOA
+    /// serial is the generation, so it is rebuilt every time (four names).
+    fn apex(&mut self) {
+        let mut b = self.builder(self.zone_name.clone());
+        let soa = b.apex(&self.zone_name, self.generation);
         b.add(
-            &zone,
+            &self.zone_name,
             RData::TXT(TXT::new(vec![SCHEMA_VERSION.into()])),
             VERSION_TTL,
             "dns-version",
         );
         for label in ["svc", "pod"] {
-            b.exists_rel(&[label]);
-        }
-        for ns in snap.namespaces.iter() {
-            b.exists_rel(&[ns.as_str(), "svc"]);
-            if opts.pod_records {
-                b.exists_rel(&[ns.as_str(), "pod"]);
+            if let Ok(n) = self.zone_name.prepend_label(label) {
+                b.ensure(&n);
             }
         }
-        for svc in snap.services.values() {
-            b.service(svc);
+        self.put(b.nodes);
+        self.soa = soa;
+        self.fast.set_negative(self.generation, &self.soa);
+    }
+
+    /// `<ns>.svc` (and `<ns>.pod`) for namespaces that came or went.
+    fn namespaces(&mut self, now: &Arc<BTreeSet<String>>) {
+        if Arc::ptr_eq(now, &self.from_namespaces) {
+            return;
         }
-        b.finish_ptrs();
-        let pod_zone = zone.prepend_label("pod").expect("short label");
-        let t0 = std::time::Instant::now();
-        let fast = FastTable::build(
-            snap.generation,
-            b.nodes.iter(),
-            &soa,
-            &zone,
-            opts.pod_records.then_some(&pod_zone),
-        );
-        tracing::debug!(
-            generation = snap.generation,
-            names = b.nodes.len(),
-            took_ms = t0.elapsed().as_secs_f64() * 1e3,
-            "dns fast answers compiled"
-        );
-        Table {
-            generation: snap.generation,
-            zone: LowerName::new(&zone),
-            pod_zone: LowerName::new(&pod_zone),
-            nodes: b.nodes,
-            soa,
-            ttl: opts.ttl,
-            pod_records: opts.pod_records,
-            fast,
+        let old = std::mem::replace(&mut self.from_namespaces, now.clone());
+        let mut labels = vec!["svc"];
+        if self.pod_records {
+            labels.push("pod");
+        }
+        for ns in old.difference(now) {
+            for l in &labels {
+                if let Some(n) = rel(&self.zone_name, &[ns.as_str(), l]) {
+                    self.take(&LowerName::new(&n));
+                }
+            }
+        }
+        let mut nodes = HashMap::new();
+        for ns in now.difference(&old) {
+            for l in &labels {
+                if let Some(n) = rel(&self.zone_name, &[ns.as_str(), l]) {
+                    // Empty: it exists (NODATA, not NXDOMAIN); its parents
+                    // are the apex's.
+                    nodes.insert(LowerName::new(&n), Node::default());
+                }
+            }
+        }
+        self.put(nodes);
+    }
+
+    fn remove_service(&mut self, key: &NamespacedName, dirty_ptrs: &mut BTreeSet<IpAddr>) {
+        let Some(owned) = self.owned.remove(key) else {
+            return;
+        };
+        for n in &owned.names {
+            self.take(n);
+        }
+        for ip in &owned.ptrs {
+            if let Some(list) = self.ptrs.get(ip) {
+                let rest: Vec<PtrSource> =
+                    list.iter().filter(|p| &p.service != key).cloned().collect();
+                if rest.is_empty() {
+                    self.ptrs.remove(ip);
+                } else {
+                    self.ptrs.insert(*ip, rest.into());
+                }
+            }
+            dirty_ptrs.insert(*ip);
         }
     }
+
+    fn add_service(
+        &mut self,
+        key: &NamespacedName,
+        svc: &Service,
+        dirty_ptrs: &mut BTreeSet<IpAddr>,
+    ) {
+        let Some(name) = rel(
+            &self.zone_name,
+            &[svc.name.as_str(), svc.namespace.as_str(), "svc"],
+        ) else {
+            tracing::warn!(service = %svc.id, "service name is not a valid DNS name; no records");
+            return;
+        };
+        let mut b = self.builder(name.clone());
+        b.service(svc, &name);
+        let mut owned = Owned::default();
+        for (ip, target, cluster_ip) in std::mem::take(&mut b.ptrs) {
+            let mut list: Vec<PtrSource> =
+                self.ptrs.get(&ip).map(|l| l.to_vec()).unwrap_or_default();
+            list.push(PtrSource {
+                service: key.clone(),
+                target,
+                cluster_ip,
+            });
+            // Merged in Service order whatever the order of updates.
+            list.sort_by(|a, b| a.service.cmp(&b.service));
+            self.ptrs.insert(ip, list.into());
+            if !owned.ptrs.contains(&ip) {
+                owned.ptrs.push(ip);
+            }
+            dirty_ptrs.insert(ip);
+        }
+        owned.names = self.put(b.nodes);
+        self.owned.insert(key.clone(), Arc::new(owned));
+    }
+
+    /// The PTR node of `ip`: ClusterIP names first, then endpoint names,
+    /// each in Service order, without repeats.
+    fn rebuild_ptr(&mut self, ip: IpAddr) {
+        let owner = Name::from(ip);
+        let key = LowerName::new(&owner);
+        let Some(list) = self.ptrs.get(&ip).cloned() else {
+            self.take(&key);
+            return;
+        };
+        let mut answers: Vec<Record> = Vec::new();
+        let firsts = list.iter().filter(|p| p.cluster_ip);
+        for p in firsts.chain(list.iter().filter(|p| !p.cluster_ip)) {
+            let r = Record::from_rdata(owner.clone(), self.ttl, RData::PTR(PTR(p.target.clone())));
+            if !answers.contains(&r) {
+                answers.push(r);
+            }
+        }
+        let node = Node {
+            rrsets: vec![RrSet {
+                rtype: RecordType::PTR,
+                answers,
+                additionals: vec![],
+            }],
+            cname: None,
+        };
+        self.put(HashMap::from([(key, node)]));
+    }
+}
+
+/// `<labels...>.<zone>`, lower-cased; `None` if not a valid name.
+fn rel(zone: &Name, labels: &[&str]) -> Option<Name> {
+    let mut n = zone.clone();
+    for l in labels.iter().rev() {
+        n = n.prepend_label(l.to_ascii_lowercase().as_str()).ok()?;
+    }
+    Some(n)
 }
 
 /// Lower-cased FQDN from text, `None` if it is not a valid name.
@@ -209,18 +435,20 @@ fn fqdn(s: &str) -> Option<Name> {
     Some(n)
 }
 
+/// Builds the nodes of one source (the apex, namespaces, one Service).
 struct TableBuilder {
-    zone: Name,
+    /// Names are made to exist up to here (a Service's own name); above
+    /// it they belong to the namespace and the apex.
+    floor: Name,
     ttl: u32,
     nodes: HashMap<LowerName, Node>,
-    /// Reverse name -> PTR targets, in insertion order (ClusterIPs first).
-    ptrs: HashMap<IpAddr, Vec<Name>>,
+    /// (address, PTR target, is a ClusterIP), in the order they were met.
+    ptrs: Vec<(IpAddr, Name, bool)>,
 }
 
 impl TableBuilder {
     /// The apex: SOA and NS. Returns the SOA record for negative answers.
-    fn apex(&mut self, generation: u64) -> Record {
-        let z = self.zone.clone();
+    fn apex(&mut self, z: &Name, generation: u64) -> Record {
         let mname = z
             .prepend_label("dns")
             .and_then(|n| n.prepend_label("ns"))
@@ -237,40 +465,25 @@ impl TableBuilder {
             self.ttl,
         );
         let record = Record::from_rdata(z.clone(), self.ttl.min(300), RData::SOA(soa));
-        self.push(&z, record.clone(), None);
+        self.push(z, record.clone(), None);
         self.push(
-            &z,
+            z,
             Record::from_rdata(z.clone(), self.ttl, RData::NS(NS(mname))),
             None,
         );
         record
     }
 
-    /// Makes `<labels...>.<zone>` exist (NODATA rather than NXDOMAIN).
-    fn exists_rel(&mut self, labels: &[&str]) {
-        if let Some(n) = self.rel(labels) {
-            self.ensure(&n);
-        }
-    }
-
-    fn rel(&self, labels: &[&str]) -> Option<Name> {
-        let mut n = self.zone.clone();
-        for l in labels.iter().rev() {
-            n = n.prepend_label(l.to_ascii_lowercase().as_str()).ok()?;
-        }
-        Some(n)
-    }
-
-    /// Makes a name and all its ancestors down to the zone exist.
+    /// Makes a name and its ancestors down to the floor exist.
     fn ensure(&mut self, name: &Name) {
         let mut n = name.clone();
-        while self.zone.zone_of(&n) {
+        while self.floor.zone_of(&n) {
             let key = LowerName::new(&n);
             if self.nodes.contains_key(&key) {
                 break;
             }
             self.nodes.insert(key, Node::default());
-            if n.num_labels() == 0 {
+            if n.num_labels() == self.floor.num_labels() {
                 break;
             }
             n = n.base_name();
@@ -316,21 +529,17 @@ impl TableBuilder {
         Record::from_rdata(owner.clone(), self.ttl, rdata)
     }
 
-    fn service(&mut self, svc: &Service) {
-        let Some(name) = self.rel(&[svc.name.as_str(), svc.namespace.as_str(), "svc"]) else {
-            tracing::warn!(service = %svc.id, "service name is not a valid DNS name; no records");
-            return;
-        };
+    fn service(&mut self, svc: &Service, name: &Name) {
         if let Some(ext) = &svc.external_name {
             // An externalName that is an IP is not a name: NXDOMAIN (as CoreDNS).
             if ext.trim_end_matches('.').parse::<IpAddr>().is_ok() {
                 return;
             }
             if let Some(target) = fqdn(ext) {
-                self.ensure(&name);
+                self.ensure(name);
                 let record =
                     Record::from_rdata(name.clone(), self.ttl, RData::CNAME(CNAME(target.clone())));
-                let node = self.nodes.get_mut(&LowerName::new(&name)).expect("ensured");
+                let node = self.nodes.get_mut(&LowerName::new(name)).expect("ensured");
                 node.cname = Some(Cname {
                     record,
                     target: LowerName::new(&target),
@@ -353,28 +562,27 @@ impl TableBuilder {
         for (ep_name, ip) in &eps {
             let r = self.addr_record(ep_name, *ip);
             self.push(ep_name, r, None);
-            self.ptrs.entry(*ip).or_default().push(ep_name.clone());
+            self.ptrs.push((*ip, ep_name.clone(), false));
         }
         if svc.headless {
             if eps.is_empty() {
                 return; // no ready endpoints: the name does not exist
             }
             for (_, ip) in &eps {
-                let r = self.addr_record(&name, *ip);
-                self.push(&name, r, None);
+                let r = self.addr_record(name, *ip);
+                self.push(name, r, None);
             }
         } else {
             for ip in &svc.cluster_ips {
-                let r = self.addr_record(&name, *ip);
-                self.push(&name, r, None);
-                // ClusterIPs go first in PTR answers.
-                self.ptrs.entry(*ip).or_default().insert(0, name.clone());
+                let r = self.addr_record(name, *ip);
+                self.push(name, r, None);
+                self.ptrs.push((*ip, name.clone(), true));
             }
             if svc.cluster_ips.is_empty() {
-                self.ensure(&name);
+                self.ensure(name);
             }
         }
-        self.srv(svc, &name, &eps);
+        self.srv(svc, name, &eps);
     }
 
     /// SRV records: per named port `_port._proto.<svc>`, and all ports at the
@@ -434,30 +642,6 @@ impl TableBuilder {
                 Record::from_rdata(owner.clone(), self.ttl, rdata),
                 Some(adds),
             );
-        }
-    }
-
-    fn finish_ptrs(&mut self) {
-        for (ip, targets) in std::mem::take(&mut self.ptrs) {
-            let owner = Name::from(ip);
-            let mut seen = Vec::new();
-            for t in targets {
-                if seen.contains(&t) {
-                    continue;
-                }
-                seen.push(t.clone());
-                let r = Record::from_rdata(owner.clone(), self.ttl, RData::PTR(PTR(t)));
-                // Reverse names are outside the zone: insert directly.
-                let node = self.nodes.entry(LowerName::new(&owner)).or_default();
-                match node.rrsets.first_mut() {
-                    Some(set) => set.answers.push(r),
-                    None => node.rrsets.push(RrSet {
-                        rtype: RecordType::PTR,
-                        answers: vec![r],
-                        additionals: vec![],
-                    }),
-                }
-            }
         }
     }
 }

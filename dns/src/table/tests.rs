@@ -412,3 +412,138 @@ fn empty_snapshot_is_generation_zero() {
         "nxdomain"
     );
 }
+
+/// A small deterministic generator (xorshift64*), so a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// One random manifest change: Services of every DNS shape sharing
+/// addresses (PTR names with several owners), slices that move, namespaces.
+fn dns_change(r: &mut Rng) -> (String, Option<String>) {
+    let ns = ["a", "b"][r.below(2) as usize];
+    let svc = ["web", "db", "ext"][r.below(3) as usize];
+    let ip = |r: &mut Rng| format!("127.0.5.{}", 1 + r.below(3));
+    let (file, text) = match r.below(4) {
+        0 => {
+            let spec = match r.below(4) {
+                0 => "clusterIP: None".to_string(),
+                1 => "type: ExternalName, externalName: example.com".to_string(),
+                _ => format!("clusterIP: {}", ip(r)),
+            };
+            (
+                format!("svc-{ns}-{svc}"),
+                format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec: {{{spec}, ports: [{{name: http, port: 80}}, {{port: 81, protocol: UDP, name: dns}}]}}\n"
+                ),
+            )
+        }
+        1 | 2 => {
+            let slice = ["s1", "s2"][r.below(2) as usize];
+            let mut eps = String::new();
+            for _ in 0..r.below(3) {
+                let host = if r.below(2) == 0 {
+                    ", hostname: h0"
+                } else {
+                    ""
+                };
+                eps.push_str(&format!(
+                    "- {{addresses: [{}]{host}, conditions: {{ready: {}}}}}\n",
+                    ip(r),
+                    r.below(3) != 0
+                ));
+            }
+            if eps.is_empty() {
+                eps.push_str("[]\n");
+            }
+            (
+                format!("slice-{ns}-{slice}"),
+                format!(
+                    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {slice}, namespace: {ns}, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{eps}"
+                )
+                .replace("endpoints:\n[]", "endpoints: []"),
+            )
+        }
+        _ => {
+            let name = ["a", "b", "c"][r.below(3) as usize];
+            (
+                format!("ns-{name}"),
+                format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"),
+            )
+        }
+    };
+    let text = (r.below(4) != 0).then_some(text);
+    (format!("{file}.yaml"), text)
+}
+
+#[test]
+fn updates_equal_fresh_compiles_after_every_change() {
+    for pod_records in [true, false] {
+        let o = TableOptions {
+            pod_records,
+            ..opts()
+        };
+        for seed in 1..=15u64 {
+            let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut b = Builder::new(CompileOptions::default());
+            let mut t = Table::empty(&o);
+            for step in 0..25 {
+                for _ in 0..1 + r.below(2) {
+                    let (file, text) = dns_change(&mut r);
+                    b.update_file(Path::new(&file), text.as_deref().map(str::as_bytes));
+                }
+                let snap = b.build();
+                t = Table::update(Some(&t), &snap, &o);
+                let fresh = Table::compile(&snap, &o);
+                assert_eq!(
+                    t.describe(),
+                    fresh.describe(),
+                    "seed {seed} step {step} (pod records {pod_records})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_update_rebuilds_only_what_changed() {
+    let mut b = Builder::new(CompileOptions::default());
+    b.update_file(Path::new("x.yaml"), Some(FIXTURE.as_bytes()));
+    let t1 = Table::compile(&b.build(), &opts());
+    b.update_file(
+        Path::new("y.yaml"),
+        Some(b"apiVersion: v1\nkind: Service\nmetadata: {name: late}\nspec: {clusterIP: 127.96.0.99, ports: [{port: 80}]}\n"),
+    );
+    let t2 = Table::update(Some(&t1), &b.build(), &opts());
+    let changed = t2.nodes.diff(&t1.nodes, Arc::ptr_eq);
+    let mut names: Vec<String> = changed
+        .iter()
+        .map(|d| match d {
+            Diff::Added(k, _) | Diff::Changed(k, _, _) | Diff::Removed(k, _) => k.to_string(),
+        })
+        .collect();
+    names.sort();
+    // The new Service's name and PTR, and the apex (its SOA serial).
+    assert_eq!(
+        names,
+        [
+            "99.0.96.127.in-addr.arpa.",
+            "cluster.local.",
+            "dns-version.cluster.local.",
+            "late.default.svc.cluster.local.",
+            "pod.cluster.local.",
+            "svc.cluster.local.",
+        ]
+    );
+    assert_eq!(
+        answers(&t2, "late.default.svc.cluster.local.", RecordType::A),
+        vec!["127.96.0.99"]
+    );
+}
