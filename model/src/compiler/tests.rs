@@ -73,9 +73,9 @@ fn slice(r: &mut Rng, ns: &str, name: &str) -> String {
     let mut eps = String::new();
     for _ in 0..r.below(3) {
         let ready = r.below(3) != 0;
-        let _ = write!(
+        let _ = writeln!(
             eps,
-            "- {{addresses: [127.0.8.{}], hostname: h{}, conditions: {{ready: {ready}}}}}\n",
+            "- {{addresses: [127.0.8.{}], hostname: h{}, conditions: {{ready: {ready}}}}}",
             1 + r.below(4),
             r.below(2)
         );
