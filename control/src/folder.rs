@@ -4,7 +4,8 @@
 //! Each change triggers a rescan of the paths rather than trusting individual
 //! events: editors write-then-rename, and Kubernetes ConfigMap volumes swap a
 //! `..data` symlink, so the event names rarely match the file names that changed.
-//! Only files whose bytes differ are parsed again.
+//! A rescan reads only files whose size, mtime or inode moved, and parses only
+//! those whose bytes differ: one changed file of 10,000 costs one file's parse.
 
 use crate::store::Store;
 use model::{Builder, CompileOptions, Snapshot};
@@ -45,10 +46,12 @@ pub struct Reload {
 pub struct FolderSource {
     roots: Vec<PathBuf>,
     builder: Builder,
-    /// Content hash of every file last read, to skip unchanged files.
-    seen: BTreeMap<PathBuf, u64>,
+    /// What every file looked like when last read, to skip unchanged files.
+    seen: BTreeMap<PathBuf, Seen>,
     /// Rescans done (tests use it to prove idle folders cost nothing).
     scans: Arc<AtomicU64>,
+    /// Files read (tests use it to prove unchanged files are not).
+    reads: Arc<AtomicU64>,
 }
 
 /// Reads the paths once and compiles them: what `nodeway check` uses.
@@ -56,6 +59,44 @@ pub fn load_paths(roots: &[PathBuf], opts: CompileOptions) -> Result<Arc<Snapsho
     let mut src = FolderSource::new(roots.to_vec(), opts)?;
     src.scan();
     Ok(src.builder.build())
+}
+
+/// A file as last read: a rescan reads it again only if its size, mtime or
+/// inode moved, and parses it again only if its bytes did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    stat: Option<Stat>,
+    hash: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stat {
+    len: u64,
+    mtime: std::time::SystemTime,
+    dev: u64,
+    ino: u64,
+}
+
+/// Within this of a scan, an mtime cannot prove a file unchanged: a same-size
+/// rewrite in the same clock tick keeps it (git's "racy" files). Such files
+/// are read again (and only parsed if their bytes changed).
+const RACY: Duration = Duration::from_secs(2);
+
+impl Stat {
+    fn of(meta: &std::fs::Metadata) -> Option<Stat> {
+        use std::os::unix::fs::MetadataExt;
+        Some(Stat {
+            len: meta.len(),
+            mtime: meta.modified().ok()?,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Proves the file unchanged since it was seen like this at `scanned`.
+    fn trusted(&self, scanned: std::time::SystemTime) -> bool {
+        self.mtime + RACY < scanned
+    }
 }
 
 impl FolderSource {
@@ -71,12 +112,18 @@ impl FolderSource {
             builder: Builder::new(opts),
             seen: BTreeMap::new(),
             scans: Arc::default(),
+            reads: Arc::default(),
         })
     }
 
     /// How many rescans this source has done so far.
     pub fn scan_counter(&self) -> Arc<AtomicU64> {
         self.scans.clone()
+    }
+
+    /// How many files this source has read so far.
+    pub fn read_counter(&self) -> Arc<AtomicU64> {
+        self.reads.clone()
     }
 
     /// Rereads the paths; returns true when any file appeared, changed or went.
@@ -99,7 +146,16 @@ impl FolderSource {
             self.builder.update_file(&path, None);
             changed = true;
         }
+        let now = std::time::SystemTime::now();
         for path in files {
+            let stat = std::fs::metadata(&path).ok().as_ref().and_then(Stat::of);
+            let old = self.seen.get(&path).copied();
+            if let (Some(old), Some(stat)) = (old, stat)
+                && old.stat == Some(stat)
+                && stat.trusted(now)
+            {
+                continue;
+            }
             let bytes = match read_limited(&path) {
                 Ok(b) => b,
                 Err(e) => {
@@ -108,13 +164,20 @@ impl FolderSource {
                     continue;
                 }
             };
+            self.reads.fetch_add(1, Ordering::Relaxed);
             let mut h = DefaultHasher::new();
             bytes.hash(&mut h);
             let hash = h.finish();
-            if self.seen.get(&path) == Some(&hash) {
+            // Trust the stat only if it did not move while we read.
+            let after = std::fs::metadata(&path).ok().as_ref().and_then(Stat::of);
+            let seen = Seen {
+                stat: stat.filter(|s| after == Some(*s)),
+                hash,
+            };
+            self.seen.insert(path.clone(), seen);
+            if old.is_some_and(|o| o.hash == hash) {
                 continue;
             }
-            self.seen.insert(path.clone(), hash);
             self.builder.update_file(&path, Some(&bytes));
             changed = true;
         }
