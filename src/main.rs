@@ -5,6 +5,7 @@ mod admin;
 mod check;
 mod demo;
 mod echo;
+mod limits;
 mod run;
 mod wire;
 mod wire_dns;

@@ -2,7 +2,7 @@
 
 use crate::admin::{self, ConfigMetrics, Readiness};
 use crate::wire::{Common, Ctx, PlaneHandle};
-use crate::{ServeArgs, wire_dns, wire_ingress, wire_l4};
+use crate::{ServeArgs, limits, wire_dns, wire_ingress, wire_l4};
 use anyhow::Context;
 use control::{FolderSource, Store};
 use prometheus_client::registry::Registry;
@@ -22,6 +22,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = Store::new();
     let source = FolderSource::new(config, args.model.compile_options(&args.ingress))?;
+    let nofile = limits::raise_nofile().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+        1024
+    });
 
     let mut registry = Registry::default();
     let config_metrics = ConfigMetrics::default();
@@ -66,12 +70,9 @@ pub async fn run(
                 .to_ascii_lowercase(),
         },
     };
+    // DNS and Ingress bind first: however many Service addresses L4 has to
+    // bind (or fails to), the other planes have their sockets.
     let mut planes: Vec<Box<dyn PlaneHandle>> = Vec::new();
-    planes.extend(
-        wire_l4::start(&args.l4, &mut ctx)
-            .await
-            .context("L4 plane")?,
-    );
     planes.extend(
         wire_dns::start(&args.dns, &mut ctx)
             .await
@@ -81,6 +82,11 @@ pub async fn run(
         wire_ingress::start(&args.ingress, &mut ctx)
             .await
             .context("Ingress plane")?,
+    );
+    planes.extend(
+        wire_l4::start(&args.l4, &mut ctx, limits::listener_budget(nofile))
+            .await
+            .context("L4 plane")?,
     );
     let names: Vec<&str> = planes.iter().map(|p| p.name()).collect();
     tracing::info!(planes = ?names, admin = %args.admin_listen, "nodeway ready");

@@ -58,7 +58,12 @@ impl PlaneHandle for Handle {
 }
 
 /// Starts the plane (binds its listeners) and returns its handle.
-pub async fn start(args: &L4Args, ctx: &mut Ctx) -> anyhow::Result<Option<Box<dyn PlaneHandle>>> {
+/// `max_listeners` is its share of the open-file limit.
+pub async fn start(
+    args: &L4Args,
+    ctx: &mut Ctx,
+    max_listeners: usize,
+) -> anyhow::Result<Option<Box<dyn PlaneHandle>>> {
     if args.l4_disable {
         return Ok(None);
     }
@@ -71,6 +76,7 @@ pub async fn start(args: &L4Args, ctx: &mut Ctx) -> anyhow::Result<Option<Box<dy
         udp_idle_timeout: args.l4_udp_idle_timeout,
         udp_max_sessions: args.l4_udp_max_sessions,
         splice: !args.l4_no_splice,
+        max_listeners,
     };
     let p = proxy::Proxy::start(
         cfg,

@@ -53,6 +53,11 @@ pub struct Config {
     pub udp_max_sessions: usize,
     /// Forward TCP with splice(2) (Linux); else a buffered copy.
     pub splice: bool,
+    /// Most sockets the plane binds: each takes a file descriptor, and the
+    /// process needs the rest for connections, DNS and Ingress. Addresses
+    /// past it are not bound (shown in problems) rather than exhausting the
+    /// limit for everyone.
+    pub max_listeners: usize,
 }
 
 impl Default for Config {
@@ -66,6 +71,7 @@ impl Default for Config {
             udp_idle_timeout: Duration::from_secs(30),
             udp_max_sessions: 65536,
             splice: true,
+            max_listeners: usize::MAX,
         }
     }
 }

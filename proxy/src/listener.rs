@@ -131,9 +131,14 @@ impl Reconciler {
     /// Binds every wanted address that is not bound yet.
     fn bind_missing(&mut self) {
         let mut errors = Vec::new();
+        let mut over_budget = 0usize;
         for w in &self.wanted {
             let key = (w.addr, w.protocol);
             if self.bound.contains_key(&key) || self.closing.contains(&key) {
+                continue;
+            }
+            if self.bound.len() + self.closing.len() >= self.shared.cfg.max_listeners {
+                over_budget += 1;
                 continue;
             }
             let task = match w.protocol {
@@ -182,6 +187,14 @@ impl Reconciler {
                     errors.push(e.to_string());
                 }
             }
+        }
+        if over_budget > 0 {
+            let e = format!(
+                "{over_budget} Service addresses not bound: the listener budget ({} sockets, from the open-file limit) is used up",
+                self.shared.cfg.max_listeners
+            );
+            warn!("{e}");
+            errors.push(e);
         }
         self.bind_errors = errors;
         self.publish();

@@ -162,6 +162,42 @@ async fn bind_failure_is_reported_and_isolated() {
     drop(squatter);
 }
 
+/// Past its share of the open-file limit the plane binds nothing more, and
+/// says so once, instead of starving DNS, Ingress and connections of fds.
+#[tokio::test]
+async fn listener_budget_is_never_exceeded() {
+    let a = Backend::start(addr("127.0.58.1:0"), "a").await;
+    let svc = |name: &str, ip: &str| {
+        service(
+            name,
+            ip,
+            8080,
+            "TCP",
+            a.addr.port(),
+            &[ready("127.0.58.1")],
+            "",
+            "",
+        )
+    };
+    let yaml =
+        svc("one", "127.0.58.100") + &svc("two", "127.0.58.101") + &svc("three", "127.0.58.102");
+    let cfg = Config {
+        max_listeners: 2,
+        ..Config::default()
+    };
+    let h = Harness::start(&yaml, cfg).await;
+    assert_eq!(h.proxy.listeners().len(), 2);
+    let problems = h.proxy.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("1 Service addresses not bound"),
+        "{problems:?}"
+    );
+    // The first two (by address) are served.
+    assert_eq!(hello(addr("127.0.58.100:8080")).await.0, "a");
+    assert_eq!(hello(addr("127.0.58.101:8080")).await.0, "a");
+}
+
 #[tokio::test]
 async fn shutdown_stops_accepting_and_resets_after_grace() {
     let a = Backend::start(addr("127.0.58.1:0"), "a").await;
