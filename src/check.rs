@@ -1,6 +1,7 @@
 //! `nodeway check`: validate manifests and print what would be served.
 
-use model::{CompileOptions, Listen, Service, ServiceType, Snapshot, TargetPort};
+use control::{Change, ViewCompiler};
+use model::{CompileOptions, ConfigError, Listen, Service, ServiceType, Snapshot, TargetPort};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,16 +14,52 @@ pub fn check(paths: &[PathBuf], opts: CompileOptions, domain: &str) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", render(&snap, domain.trim_end_matches('.')));
-    if snap.errors.is_empty() {
+    let domain = domain.trim_end_matches('.');
+    let errors = match all_errors(&snap, domain) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("nodeway check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", render(&snap, &errors, domain));
+    if errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
+/// The model's errors and each plane's, from the same view compiles the
+/// running planes do (a bad `nodeway.io/udp-idle-timeout` shows here).
+pub fn all_errors(snap: &Snapshot, domain: &str) -> anyhow::Result<Vec<ConfigError>> {
+    fn run<C: ViewCompiler>(mut c: C, snap: &Snapshot) -> Vec<ConfigError> {
+        c.compile(
+            None,
+            Change {
+                old: None,
+                new: snap,
+            },
+        )
+        .errors
+    }
+    let mut errors = snap.errors.to_vec();
+    errors.extend(proxy::check(snap, &proxy::Config::default()));
+    let dns = dns::server::TableCompiler {
+        opts: dns::table::TableOptions {
+            zone: domain.to_string(),
+            ttl: dns::Config::default().ttl,
+            pod_records: true,
+        },
+        metrics: None,
+    };
+    errors.extend(run(dns, snap));
+    errors.extend(run(ingress::ViewCompiler::new(None)?, snap));
+    Ok(errors)
+}
+
 /// The whole report as text (tested directly).
-pub fn render(snap: &Snapshot, domain: &str) -> String {
+pub fn render(snap: &Snapshot, errors: &[ConfigError], domain: &str) -> String {
     let mut out = String::new();
     let mut rows = vec![[
         "SERVICE".to_string(),
@@ -109,8 +146,8 @@ pub fn render(snap: &Snapshot, domain: &str) -> String {
             let _ = writeln!(out, "  {w}");
         }
     }
-    let _ = writeln!(out, "\nErrors ({}):", snap.errors.len());
-    for e in snap.errors.iter() {
+    let _ = writeln!(out, "\nErrors ({}):", errors.len());
+    for e in errors {
         let _ = writeln!(out, "  {e}");
     }
     out

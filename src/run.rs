@@ -40,25 +40,22 @@ pub async fn run(
     tokio::spawn(admin::serve(admin, metrics_registry.clone(), ready.clone()));
 
     // Watch the folder; the first Snapshot is published before we go on.
-    let mut updates = store.subscribe();
+    let mut updates = store.snapshots();
     let (m, r) = (config_metrics.clone(), ready.clone());
     let source_task = tokio::spawn(source.run(store.clone(), move |snap, _| {
         m.observe(snap.generation, snap.errors.len());
         r.loaded.store(true, Ordering::Release);
     }));
-    while *updates.borrow_and_update() == 0 {
-        if updates.changed().await.is_err() {
-            // The source ended before loading anything: report why.
-            return match source_task.await {
-                Ok(Err(e)) => Err(e.into()),
-                _ => Err(anyhow::anyhow!("config source stopped")),
-            };
-        }
+    if updates.wait_ready().await.is_err() {
+        // The source ended before loading anything: report why.
+        return match source_task.await {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Err(anyhow::anyhow!("config source stopped")),
+        };
     }
 
     let mut ctx = Ctx {
         snapshots: store.snapshots(),
-        updates: store.subscribe(),
         registry,
         common: Common {
             node_ips: args.node_ips.clone(),

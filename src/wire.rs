@@ -1,14 +1,11 @@
 //! What every plane gets from the binary, and what the binary needs back.
 
-use arc_swap::ArcSwap;
-use model::Snapshot;
+use control::Snapshots;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Settings shared by several planes (from `nodeway run` flags).
 #[derive(Clone, Debug)]
@@ -21,10 +18,9 @@ pub struct Common {
 
 /// Handed to each plane's `start`.
 pub struct Ctx {
-    /// The current Snapshot: load it per connection/query, never hold the guard across `.await`.
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
-    /// Changes to the generation number whenever a new Snapshot is published.
-    pub updates: watch::Receiver<u64>,
+    /// The published Snapshots, read-only: each plane follows them with
+    /// its view compiler (`control::follow`).
+    pub snapshots: Snapshots,
     /// Register plane metrics here (names `nodeway_*`).
     pub registry: Registry,
     pub common: Common,

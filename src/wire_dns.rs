@@ -84,14 +84,9 @@ pub async fn start(args: &DnsArgs, ctx: &mut Ctx) -> anyhow::Result<Option<Box<d
             "dns: no upstream resolvers (none given, none in /etc/resolv.conf): other names get SERVFAIL"
         );
     }
-    let server = dns::DnsServer::start(
-        cfg,
-        ctx.snapshots.clone(),
-        ctx.updates.clone(),
-        &mut ctx.registry,
-    )
-    .await
-    .context("starting DNS")?;
+    let server = dns::DnsServer::start(cfg, ctx.snapshots.clone(), &mut ctx.registry)
+        .await
+        .context("starting DNS")?;
     Ok(Some(Box::new(DnsPlane { server })))
 }
 

@@ -69,14 +69,9 @@ pub async fn start(
     args: &IngressArgs,
     ctx: &mut Ctx,
 ) -> anyhow::Result<Option<Box<dyn PlaneHandle>>> {
-    let handle = ingress::start(
-        config(args),
-        ctx.snapshots.clone(),
-        ctx.updates.clone(),
-        &mut ctx.registry,
-    )
-    .await
-    .context("starting the ingress plane")?;
+    let handle = ingress::start(config(args), ctx.snapshots.clone(), &mut ctx.registry)
+        .await
+        .context("starting the ingress plane")?;
     Ok(Some(Box::new(IngressPlane { handle })))
 }
 

@@ -78,11 +78,6 @@ pub async fn start(
         splice: !args.l4_no_splice,
         max_listeners,
     };
-    let p = proxy::Proxy::start(
-        cfg,
-        ctx.snapshots.clone(),
-        ctx.updates.clone(),
-        &mut ctx.registry,
-    );
+    let p = proxy::Proxy::start(cfg, ctx.snapshots.clone(), &mut ctx.registry).await;
     Ok(Some(Box::new(Handle(p))))
 }

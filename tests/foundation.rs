@@ -166,6 +166,27 @@ fn check_lists_every_error_and_exits_1() {
     );
 }
 
+/// A plane's own config errors show offline too: `check` runs the same
+/// view compiles as the running planes.
+#[test]
+fn check_shows_plane_errors_with_file_object_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(
+        dir.path(),
+        "dns.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: dns\n  namespace: kube-system\n  annotations: {nodeway.io/udp-idle-timeout: soon}\nspec:\n  clusterIP: 127.0.0.21\n  ports: [{port: 53, protocol: UDP}]\n",
+    );
+    let (ok, out) = check(&[dir.path()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("Errors (1):"), "{out}");
+    assert!(
+        out.contains(
+            "dns.yaml: Service kube-system/dns: metadata.annotations[nodeway.io/udp-idle-timeout]: invalid duration \"soon\""
+        ),
+        "{out}"
+    );
+}
+
 #[test]
 fn check_shows_health_check_ports() {
     let dir = tempfile::tempdir().unwrap();

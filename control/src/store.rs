@@ -1,6 +1,8 @@
 //! The Store: the current Snapshot behind one ArcSwap, plus a watch of its
-//! generation so planes can react to changes without polling.
+//! generation so planes can react to changes without polling. Only sources
+//! in this crate publish; everyone else gets a read-only [`Snapshots`].
 
+use crate::follow::Snapshots;
 use arc_swap::ArcSwap;
 use model::Snapshot;
 use std::sync::Arc;
@@ -27,21 +29,20 @@ impl Store {
         }
     }
 
-    /// What planes read on the request path.
-    pub fn snapshots(&self) -> Arc<ArcSwap<Snapshot>> {
-        self.current.clone()
+    /// A read-only handle for planes and tests.
+    pub fn snapshots(&self) -> Snapshots {
+        Snapshots {
+            current: self.current.clone(),
+            generation: self.generation.subscribe(),
+        }
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.generation.subscribe()
-    }
-
     /// Swaps in a new Snapshot atomically, then tells the watchers.
-    pub fn publish(&self, snap: Arc<Snapshot>) {
+    pub(crate) fn publish(&self, snap: Arc<Snapshot>) {
         let generation = snap.generation;
         self.current.store(snap);
         self.generation.send_replace(generation);
@@ -55,14 +56,14 @@ mod tests {
     #[tokio::test]
     async fn publish_swaps_and_notifies() {
         let store = Store::new();
-        let mut rx = store.subscribe();
+        let mut rx = store.snapshots();
         assert_eq!(store.load().generation, 0);
         store.publish(Arc::new(Snapshot {
             generation: 7,
             ..Default::default()
         }));
         rx.changed().await.unwrap();
-        assert_eq!(*rx.borrow(), 7);
-        assert_eq!(store.snapshots().load().generation, 7);
+        assert_eq!(rx.generation(), 7);
+        assert_eq!(rx.load().generation, 7);
     }
 }

@@ -5,7 +5,7 @@ use crate::fast::MAX_UDP_PAYLOAD;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::table::{Lookup, Table};
-use arc_swap::ArcSwap;
+use control::View;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_server::net::runtime::Time;
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 #[derive(Clone)]
 pub struct Handler {
-    pub tables: Arc<ArcSwap<Table>>,
+    pub tables: View<Table>,
     pub forwarder: Arc<Forwarder>,
     /// Client networks allowed to recurse (use the forwarder).
     pub allow_recursion: Arc<[IpNet]>,

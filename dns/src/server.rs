@@ -8,15 +8,13 @@ use crate::metrics::Metrics;
 use crate::table::{Table, TableOptions};
 use crate::udp::UdpServer;
 use crate::{Config, Error};
-use arc_swap::ArcSwap;
+use control::{Change, Compiled, Snapshots, View, ViewCompiler};
 use hickory_server::Server;
-use model::Snapshot;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Idle TCP connections are closed after this long.
@@ -44,22 +42,45 @@ async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), Error> {
     }
 }
 
+/// The DNS plane's view compiler: each Snapshot to a [`Table`], updated
+/// from the previous one (only what changed is rebuilt).
+pub struct TableCompiler {
+    pub opts: TableOptions,
+    pub metrics: Option<Metrics>,
+}
+
+impl ViewCompiler for TableCompiler {
+    type View = Table;
+
+    fn compile(&mut self, prev: Option<&Table>, change: Change<'_>) -> Compiled<Table> {
+        let table = Table::update(prev, change.new, &self.opts);
+        if let Some(m) = &self.metrics {
+            m.generation.set(table.generation as i64);
+            m.names.set(table.len() as i64);
+        }
+        Compiled {
+            view: table,
+            errors: Vec::new(),
+        }
+    }
+}
+
 /// A running DNS plane.
 pub struct DnsServer {
     server: Server<Handler>,
     udp: UdpServer,
-    refresher: JoinHandle<()>,
-    tables: Arc<ArcSwap<Table>>,
+    follower: JoinHandle<()>,
+    tables: View<Table>,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
 }
 
 impl DnsServer {
-    /// Binds UDP and TCP on `config.listen` (returns once bound) and serves.
+    /// Binds UDP and TCP on `config.listen` (returns once bound) and serves,
+    /// following `snapshots`.
     pub async fn start(
         config: Config,
-        snapshots: Arc<ArcSwap<Snapshot>>,
-        mut updates: watch::Receiver<u64>,
+        snapshots: Snapshots,
         registry: &mut Registry,
     ) -> Result<DnsServer, Error> {
         if config.ttl > 3600 {
@@ -74,16 +95,11 @@ impl DnsServer {
             ttl: config.ttl,
             pod_records: config.pod_records,
         };
-        let t0 = std::time::Instant::now();
-        let first = Table::compile(&snapshots.load(), &opts);
-        tracing::debug!(
-            generation = first.generation,
-            took_ms = t0.elapsed().as_secs_f64() * 1e3,
-            "dns table compiled"
-        );
-        metrics.generation.set(first.generation as i64);
-        metrics.names.set(first.len() as i64);
-        let tables = Arc::new(ArcSwap::from_pointee(first));
+        let compiler = TableCompiler {
+            opts,
+            metrics: Some(metrics.clone()),
+        };
+        let (tables, follower) = control::follow(snapshots, compiler, "dns").await;
 
         let (udp, tcp) = bind(config.listen).await?;
         let udp_addr = udp
@@ -111,48 +127,11 @@ impl DnsServer {
         let udp = UdpServer::start(udp, handler.clone(), workers.min(8));
         let mut server = Server::new(handler);
         server.register_listener(tcp, TCP_IDLE, 64);
-
-        let t = tables.clone();
-        let refresher = tokio::spawn(async move {
-            let mut current = t.load().generation;
-            loop {
-                let snap = snapshots.load_full();
-                if snap.generation != current {
-                    current = snap.generation;
-                    let opts = opts.clone();
-                    let prev = t.load_full();
-                    // Compiling is CPU work: keep it off the query workers.
-                    let table = tokio::task::spawn_blocking(move || {
-                        Table::update(Some(&prev), &snap, &opts)
-                    })
-                    .await;
-                    match table {
-                        Ok(table) => {
-                            metrics.generation.set(table.generation as i64);
-                            metrics.names.set(table.len() as i64);
-                            tracing::debug!(
-                                generation = table.generation,
-                                names = table.len(),
-                                "dns table swapped"
-                            );
-                            t.store(Arc::new(table));
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "dns table compile failed; keeping the previous table")
-                        }
-                    }
-                    continue; // a newer Snapshot may have arrived meanwhile
-                }
-                if updates.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, upstreams = ?config.upstreams, "dns listening");
         Ok(DnsServer {
             server,
             udp,
-            refresher,
+            follower,
             tables,
             udp_addr,
             tcp_addr,
@@ -172,10 +151,15 @@ impl DnsServer {
         self.tables.load().generation
     }
 
+    /// Waits until the served table was built from at least `generation`.
+    pub async fn wait_applied(&self, generation: u64) {
+        let _ = self.tables.wait_applied(generation).await;
+    }
+
     /// Stop accepting; give in-flight answers up to `grace`.
     pub async fn shutdown(mut self, grace: Duration) {
         let until = std::time::Instant::now() + grace;
-        self.refresher.abort();
+        self.follower.abort();
         self.server.shutdown_token().cancel();
         let udp = self.udp.shutdown(until);
         let tcp = tokio::time::timeout(grace, self.server.block_until_done());

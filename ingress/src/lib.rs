@@ -19,6 +19,7 @@ mod upstream;
 mod upstream_tls;
 
 pub use server::{Handle, start};
+pub use tls::{L7View, ViewCompiler};
 
 use std::net::SocketAddr;
 use std::time::Duration;

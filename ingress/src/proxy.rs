@@ -11,7 +11,6 @@ use crate::metrics::Metrics;
 use crate::policy;
 use crate::respond::{status, status_close};
 use crate::upstream::Upstream;
-use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -20,7 +19,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::{encode_path, is_valid_host};
 use model::ingress::{BackendProtocol, PathKind, Rewritten, Route, normalize_path};
-use model::{Snapshot, usable_backends};
+use model::usable_backends;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +27,8 @@ use std::time::Instant;
 
 /// What every request of the plane shares.
 pub struct Shared {
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    /// The route table and certificates of the current generation.
+    pub view: control::View<crate::tls::L7View>,
     pub upstream: Upstream,
     /// Pooled plain HTTP/1.1 connections, driven from the request's task.
     pub h1: h1::Pool,
@@ -118,7 +118,7 @@ async fn serve(
     if !is_valid_host(host) {
         return status(StatusCode::BAD_REQUEST);
     }
-    let table = sh.snapshots.load().ingress.clone();
+    let table = sh.view.load().table.clone();
     let raw = req.uri().path();
     let Ok(norm) = normalize_path(raw) else {
         return status(StatusCode::BAD_REQUEST);

@@ -6,16 +6,15 @@ use crate::headers::Forwarded;
 use crate::io::DetectionDeadline;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Shared, handle};
-use crate::tls::{CertStore, server_config};
+use crate::tls::{L7View, ViewCompiler, server_config};
 use crate::upstream::Upstream;
 use crate::{Config, Error};
-use arc_swap::ArcSwap;
+use control::{Snapshots, View};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use model::Snapshot;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +30,8 @@ pub struct Handle {
     https: Option<SocketAddr>,
     stop: watch::Sender<Option<Duration>>,
     tasks: Vec<JoinHandle<()>>,
-    updater: JoinHandle<()>,
+    follower: JoinHandle<()>,
+    view: View<L7View>,
 }
 
 impl Handle {
@@ -51,7 +51,12 @@ impl Handle {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.updater.abort();
+        self.follower.abort();
+    }
+
+    /// Waits until the served routes were built from at least `generation`.
+    pub async fn wait_applied(&self, generation: u64) {
+        let _ = self.view.wait_applied(generation).await;
     }
 }
 
@@ -73,8 +78,7 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
 /// Binds the listeners, then serves until [`Handle::shutdown`].
 pub async fn start(
     cfg: Config,
-    snapshots: Arc<ArcSwap<Snapshot>>,
-    mut updates: watch::Receiver<u64>,
+    snapshots: Snapshots,
     registry: &mut Registry,
 ) -> Result<Handle, Error> {
     let http = cfg.http_listen.map(bind).transpose()?;
@@ -82,21 +86,12 @@ pub async fn start(
     let local = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
     let (http_addr, https_addr) = (local(&http), local(&https));
 
-    let certs = Arc::new(CertStore::new(cfg.default_certificate.clone())?);
-    certs.update(&snapshots.load());
-    let updater = {
-        let (certs, snapshots) = (certs.clone(), snapshots.clone());
-        tokio::spawn(async move {
-            while updates.changed().await.is_ok() {
-                let snap = snapshots.load_full();
-                certs.update(&snap);
-            }
-        })
-    };
+    let compiler = ViewCompiler::new(cfg.default_certificate.clone())?;
+    let (view, follower) = control::follow(snapshots, compiler, "ingress").await;
 
     let metrics = Metrics::new(registry);
     let shared = Arc::new(Shared {
-        snapshots,
+        view: view.clone(),
         upstream: Upstream::new(cfg.upstream_idle_per_host, metrics.upstream_open.clone()),
         h1: crate::h1::Pool::new(cfg.upstream_idle_per_host, metrics.upstream_open.clone()),
         balancer: Balancer::default(),
@@ -134,7 +129,7 @@ pub async fn start(
         )));
     }
     if let Some(l) = https {
-        let acceptor = TlsAcceptor::from(server_config(certs)?);
+        let acceptor = TlsAcceptor::from(server_config(view.clone())?);
         tasks.push(tokio::spawn(accept_loop(
             l,
             Some(acceptor),
@@ -150,7 +145,8 @@ pub async fn start(
         https: https_addr,
         stop,
         tasks,
-        updater,
+        follower,
+        view,
     })
 }
 

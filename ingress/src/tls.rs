@@ -3,7 +3,7 @@
 //! certificate (a Secret, or self-signed at start) for unknown names.
 
 use crate::Error;
-use arc_swap::ArcSwap;
+use control::{Change, Compiled, View};
 use model::Snapshot;
 use model::ingress::IngressTable;
 use rustls::ServerConfig;
@@ -14,15 +14,19 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-struct CertState {
-    table: Arc<IngressTable>,
+/// The L7 plane's view of one Snapshot: its route table and the TLS keys
+/// of the certificates the table refers to, swapped together so a request
+/// never sees the routes of one generation with the certificates of another.
+pub struct L7View {
+    pub table: Arc<IngressTable>,
     /// Secret `namespace/name` to its loaded key.
     keys: HashMap<Arc<str>, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
 }
 
-pub struct CertStore {
-    state: ArcSwap<CertState>,
+/// Compiles Snapshots into [`L7View`]s: keys already loaded for an
+/// unchanged certificate are reused from the previous view.
+pub struct ViewCompiler {
     self_signed: Arc<CertifiedKey>,
     default_ref: Option<(String, String)>,
     provider: Arc<CryptoProvider>,
@@ -32,8 +36,10 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-impl CertStore {
-    pub fn new(default_ref: Option<(String, String)>) -> Result<CertStore, Error> {
+impl ViewCompiler {
+    /// `default_ref`: the Secret for unknown SNI names (else a self-signed
+    /// certificate made now).
+    pub fn new(default_ref: Option<(String, String)>) -> Result<ViewCompiler, Error> {
         let provider = provider();
         let made = rcgen::generate_simple_self_signed(vec!["nodeway.invalid".to_string()])
             .map_err(|e| Error::Tls(format!("self-signed certificate: {e}")))?;
@@ -42,40 +48,66 @@ impl CertStore {
             CertifiedKey::from_der(vec![made.cert.der().clone()], key, &provider)
                 .map_err(|e| Error::Tls(format!("self-signed certificate: {e}")))?,
         );
-        Ok(CertStore {
-            state: ArcSwap::from_pointee(CertState {
-                table: Arc::default(),
-                keys: HashMap::new(),
-                default: self_signed.clone(),
-            }),
+        Ok(ViewCompiler {
             self_signed,
             default_ref,
             provider,
         })
     }
 
-    /// Rebuilds the SNI table from a Snapshot; keys already loaded for an
-    /// unchanged certificate are reused.
-    pub fn update(&self, snap: &Snapshot) {
-        let prev = self.state.load();
-        let mut keys: HashMap<Arc<str>, Arc<CertifiedKey>> = HashMap::new();
-        let load = |id: &Arc<str>, t: &model::TlsSecret| -> Option<Arc<CertifiedKey>> {
-            if let Some(k) = prev.keys.get(id).filter(|k| k.cert == t.chain) {
-                return Some(k.clone());
+    fn load(
+        &self,
+        prev: Option<&L7View>,
+        id: &Arc<str>,
+        t: &model::TlsSecret,
+    ) -> Option<Arc<CertifiedKey>> {
+        if let Some(k) = prev
+            .and_then(|p| p.keys.get(id))
+            .filter(|k| k.cert == t.chain)
+        {
+            return Some(k.clone());
+        }
+        match CertifiedKey::from_der(t.chain.clone(), t.key.clone_key(), &self.provider) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                tracing::warn!(secret = &**id, error = %e, "TLS Secret unusable; default certificate used instead");
+                None
             }
-            match CertifiedKey::from_der(t.chain.clone(), t.key.clone_key(), &self.provider) {
-                Ok(k) => Some(Arc::new(k)),
-                Err(e) => {
-                    tracing::warn!(secret = &**id, error = %e, "TLS Secret unusable; default certificate used instead");
-                    None
-                }
-            }
+        }
+    }
+}
+
+impl control::ViewCompiler for ViewCompiler {
+    type View = L7View;
+
+    fn compile(&mut self, prev: Option<&L7View>, change: Change<'_>) -> Compiled<L7View> {
+        let snap = change.new;
+        // The table and its certificates only change with the model's
+        // Ingress table or the default certificate's Secret.
+        let default_secret = |s: &Snapshot| {
+            self.default_ref
+                .as_ref()
+                .and_then(|(ns, name)| s.tls_secrets.get(&(ns.clone(), name.clone())).cloned())
         };
+        if let (Some(p), Some(old)) = (prev, change.old)
+            && Arc::ptr_eq(&p.table, &snap.ingress)
+            && opt_ptr_eq(&default_secret(old), &default_secret(snap))
+        {
+            return Compiled {
+                view: L7View {
+                    table: p.table.clone(),
+                    keys: p.keys.clone(),
+                    default: p.default.clone(),
+                },
+                errors: Vec::new(),
+            };
+        }
+        let mut keys: HashMap<Arc<str>, Arc<CertifiedKey>> = HashMap::new();
         for e in snap.ingress.certificates() {
             if keys.contains_key(&e.secret) {
                 continue;
             }
-            if let Some(k) = load(&e.secret, &e.cert) {
+            if let Some(k) = self.load(prev, &e.secret, &e.cert) {
                 keys.insert(e.secret.clone(), k);
             }
         }
@@ -84,18 +116,31 @@ impl CertStore {
             .as_ref()
             .and_then(|(ns, name)| {
                 let t = snap.tls_secrets.get(&(ns.clone(), name.clone()))?;
-                load(&Arc::from(format!("{ns}/{name}")), t)
+                self.load(prev, &Arc::from(format!("{ns}/{name}")), t)
             })
             .unwrap_or_else(|| self.self_signed.clone());
-        self.state.store(Arc::new(CertState {
-            table: snap.ingress.clone(),
-            keys,
-            default,
-        }));
+        Compiled {
+            view: L7View {
+                table: snap.ingress.clone(),
+                keys,
+                default,
+            },
+            errors: Vec::new(),
+        }
     }
 }
 
-pub struct Resolver(pub Arc<CertStore>);
+fn opt_ptr_eq<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+pub struct Resolver {
+    view: View<L7View>,
+}
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +150,7 @@ impl std::fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let st = self.0.state.load();
+        let st = self.view.load();
         let by_sni = hello
             .server_name()
             .and_then(|sni| st.table.cert_for(sni))
@@ -115,12 +160,12 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// The TLS server config: TLS 1.2/1.3, ALPN h2 then http/1.1.
-pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, Error> {
-    let mut cfg = ServerConfig::builder_with_provider(store.provider.clone())
+pub fn server_config(view: View<L7View>) -> Result<Arc<ServerConfig>, Error> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver(store)));
+        .with_cert_resolver(Arc::new(Resolver { view }));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

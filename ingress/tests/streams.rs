@@ -51,7 +51,8 @@ async fn websocket_passthrough_survives_reload() {
     p.apply(
         "test.yaml",
         &(service("web", &[]) + &ingress("i", "", &[("Prefix", "/other", "web")], &[])),
-    );
+    )
+    .await;
     assert_eq!(get(p.http, "x", "/").await.status, StatusCode::NOT_FOUND);
     s.write_all(b"again").await.unwrap();
     s.read_exact(&mut echo).await.unwrap();
@@ -184,7 +185,8 @@ async fn reload_under_traffic_fails_no_request() {
         p.apply(
             "test.yaml",
             &(base.clone() + &ing(if i % 2 == 0 { "sb" } else { "sa" })),
-        );
+        )
+        .await;
         let okc = ok.clone();
         wait_for(Duration::from_secs(10), "requests after a reload", || {
             let okc = okc.clone();

@@ -166,7 +166,8 @@ async fn sni_picks_certificate_h2_over_tls_and_swaps_on_reload() {
             + &secret("cert-a", &ca2_pem, &ka2_pem)
             + &secret("cert-w", &cw_pem, &kw_pem)
             + &tls_ingress()),
-    );
+    )
+    .await;
     let (h1c, addr) = (h1.clone(), p.https);
     wait_for(
         std::time::Duration::from_secs(10),

@@ -11,7 +11,6 @@ use crate::service::{Protocol, Service, ServiceType};
 use crate::snapshot::{Frontend, FrontendMap, Listen, NamespacedName};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) type ClaimKey = (Listen, Protocol);
@@ -20,7 +19,6 @@ pub(crate) type ClaimKey = (Listen, Protocol);
 #[derive(Clone, Debug)]
 struct Claim {
     service: Arc<Service>,
-    file: Arc<Path>,
     /// Position among the Service's own claims: the first of several on
     /// the same address is the one served.
     order: usize,
@@ -53,7 +51,7 @@ impl Claim {
             f => f.to_string(),
         };
         ConfigError::field(
-            self.file.to_path_buf(),
+            self.service.source.to_path_buf(),
             crate::ObjectKey::new("Service", &self.service.namespace, &self.service.name),
             FieldError::new(field, format!("{what} is already used by Service {winner}")),
         )
@@ -61,7 +59,7 @@ impl Claim {
 }
 
 /// Every address a Service wants, in the order it asks for them.
-fn wanted(svc: &Arc<Service>, file: &Arc<Path>) -> Vec<(ClaimKey, Claim)> {
+fn wanted(svc: &Arc<Service>) -> Vec<(ClaimKey, Claim)> {
     let mut out = Vec::new();
     // kube-proxy skips these too: nothing to balance, or another proxy's.
     if svc.service_type == ServiceType::ExternalName || svc.headless || svc.proxied_elsewhere {
@@ -74,7 +72,6 @@ fn wanted(svc: &Arc<Service>, file: &Arc<Path>) -> Vec<(ClaimKey, Claim)> {
                 (listen, p.protocol),
                 Claim {
                     service: svc.clone(),
-                    file: file.clone(),
                     order,
                     port: pi,
                     field,
@@ -115,7 +112,7 @@ impl Claims {
     pub fn set(
         &mut self,
         key: &NamespacedName,
-        svc: Option<(&Arc<Service>, &Arc<Path>)>,
+        svc: Option<&Arc<Service>>,
         touched: &mut BTreeSet<ClaimKey>,
     ) {
         for ck in self.of_service.remove(key).unwrap_or_default() {
@@ -127,11 +124,11 @@ impl Claims {
             }
             touched.insert(ck);
         }
-        let Some((svc, file)) = svc else {
+        let Some(svc) = svc else {
             return;
         };
         let mut keys = Vec::new();
-        for (ck, claim) in wanted(svc, file) {
+        for (ck, claim) in wanted(svc) {
             self.contenders.entry(ck).or_default().push(claim);
             touched.insert(ck);
             keys.push(ck);

@@ -26,15 +26,13 @@ use crate::snapshot::{
 };
 use crate::tls::TlsSecret;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The compiled picture and the indexes that say what depends on what.
 #[derive(Default)]
 pub struct Compiler {
     services: ServiceMap,
-    /// The file (or source) each Service came from, for errors.
-    files: HashMap<NamespacedName, Arc<Path>>,
     frontends: FrontendMap,
     claims: Claims,
     /// Services that ask for a health-check port.
@@ -218,20 +216,20 @@ impl Compiler {
             let okey = ObjectKey::new("Service", &k.0, &k.1);
             let Some((file, Object::Service(svc))) = objects.get(&okey) else {
                 if self.services.remove(&k).is_some() {
-                    self.files.remove(&k);
                     changed.push(k);
                 }
                 continue;
             };
             let slices = self.slices.get(&k);
             let src = sources(objects, &k, slices);
-            let compiled = compile_service(&okey, svc, &src);
-            let moved = self.files.get(&k).is_none_or(|f| **f != **file);
-            if moved {
-                // Errors about it must name its new file.
-                self.files.insert(k.clone(), Arc::from(file.as_path()));
-            }
-            if !moved && self.services.get(&k).is_some_and(|old| **old == compiled) {
+            let old = self.services.get(&k);
+            // The same file keeps its `Arc`, so an unchanged Service compares equal.
+            let source = match old {
+                Some(o) if *o.source == **file => o.source.clone(),
+                _ => Arc::from(file.as_path()),
+            };
+            let compiled = compile_service(&okey, svc, &src, source);
+            if old.is_some_and(|old| **old == compiled) {
                 continue;
             }
             self.services.insert(k.clone(), Arc::new(compiled));
@@ -248,9 +246,7 @@ impl Compiler {
     ) -> BTreeSet<ClaimKey> {
         let mut touched = BTreeSet::new();
         for k in changed {
-            let svc = self.services.get(k);
-            let file = self.files.get(k);
-            self.claims.set(k, svc.zip(file), &mut touched);
+            self.claims.set(k, self.services.get(k), &mut touched);
         }
         for ck in &touched {
             let holder = held
@@ -284,10 +280,10 @@ impl Compiler {
         if !dirty {
             return;
         }
-        let asking: Vec<(&Arc<Path>, &Arc<Service>)> = self
+        let asking: Vec<&Arc<Service>> = self
             .health_askers
             .iter()
-            .filter_map(|k| Some((self.files.get(k)?, self.services.get(k)?)))
+            .filter_map(|k| self.services.get(k))
             .collect();
         let (checks, errors) = claim_health_checks(&asking, &self.frontends);
         self.health_checks = Arc::new(checks);
@@ -385,14 +381,14 @@ fn sources<'a>(
 /// Service's TCP nodePort, or that an older Service already has, is an
 /// error on the Service that asks for it.
 fn claim_health_checks(
-    asking: &[(&Arc<Path>, &Arc<Service>)],
+    asking: &[&Arc<Service>],
     frontends: &FrontendMap,
 ) -> (Vec<HealthCheck>, Vec<ConfigError>) {
     let mut asking: Vec<_> = asking
         .iter()
-        .filter_map(|c| Some((c.1.health_check_node_port?, c)))
+        .filter_map(|s| Some((s.health_check_node_port?, *s)))
         .collect();
-    asking.sort_by_key(|(port, (_, s))| {
+    asking.sort_by_key(|(port, s)| {
         (
             *port,
             s.created.unwrap_or(i64::MAX),
@@ -402,7 +398,7 @@ fn claim_health_checks(
     });
     let mut out: Vec<HealthCheck> = Vec::new();
     let mut errors = Vec::new();
-    for (port, (file, svc)) in asking {
+    for (port, svc) in asking {
         let node_port = frontends.get(&(Listen::NodePort(port), Protocol::Tcp));
         let taken = match (node_port, out.last().filter(|h| h.port == port)) {
             (Some(f), _) => Some(format!("{port} is Service {}'s nodePort", f.service.id)),
@@ -414,13 +410,13 @@ fn claim_health_checks(
         };
         match taken {
             Some(why) => errors.push(ConfigError::field(
-                file.to_path_buf(),
+                svc.source.to_path_buf(),
                 ObjectKey::new("Service", &svc.namespace, &svc.name),
                 FieldError::new("spec.healthCheckNodePort", why),
             )),
             None => out.push(HealthCheck {
                 port,
-                service: (*svc).clone(),
+                service: svc.clone(),
             }),
         }
     }

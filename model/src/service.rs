@@ -137,6 +137,8 @@ pub struct Service {
     pub proxied_elsewhere: bool,
     /// creationTimestamp as seconds since the epoch, when given.
     pub created: Option<i64>,
+    /// The file (or source) it came from: planes name it in their errors.
+    pub source: Arc<std::path::Path>,
 }
 
 impl Service {

@@ -132,7 +132,12 @@ pub fn compile(
     )
 }
 
-pub(crate) fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Sources<'_>) -> Service {
+pub(crate) fn compile_service(
+    key: &ObjectKey,
+    svc: &core::Service,
+    src: &Sources<'_>,
+    source: Arc<std::path::Path>,
+) -> Service {
     let spec = svc.spec.clone().unwrap_or_default();
     let service_type = match spec.type_.as_deref() {
         Some("NodePort") => ServiceType::NodePort,
@@ -290,6 +295,7 @@ pub(crate) fn compile_service(key: &ObjectKey, svc: &core::Service, src: &Source
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
+        source,
     }
 }
 

@@ -89,7 +89,7 @@ async fn answer(mut conn: TcpStream, local: SocketAddr, shared: Arc<Shared>) {
     if !matches!(tokio::time::timeout(READ_TIMEOUT, read).await, Ok(true)) {
         return;
     }
-    let health = shared.health.load().get(&local).cloned();
+    let health = shared.view.load().health.get(&local).cloned();
     let _ = conn.write_all(render(health.as_deref()).as_bytes()).await;
     let _ = conn.shutdown().await;
 }

@@ -20,12 +20,14 @@ mod routes;
 mod splice;
 mod tcp;
 mod udp;
+mod view;
 
 pub use error::Error;
 pub use routes::{PROXY_PROTOCOL_ANNOTATION, UDP_IDLE_ANNOTATION, parse_duration, parse_timeout};
+pub use view::{L4Compiler, L4View, check};
 
-use arc_swap::ArcSwap;
-use model::{Protocol, Snapshot};
+use control::{Snapshots, View};
+use model::{ConfigError, Protocol};
 use prometheus_client::registry::Registry;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -88,10 +90,9 @@ pub struct ListenerInfo {
 /// What the data path shares.
 pub(crate) struct Shared {
     pub cfg: Config,
-    pub routes: ArcSwap<routes::RouteMap>,
-    /// What each health-check address reports.
-    pub health: ArcSwap<health::HealthMap>,
-    pub metrics: metrics::Metrics,
+    /// Routes and health answers of the current generation.
+    pub view: View<L4View>,
+    pub metrics: Arc<metrics::Metrics>,
     /// Fires when the shutdown grace is over: open connections reset.
     pub kill: watch::Receiver<bool>,
     pub problems: Mutex<Vec<String>>,
@@ -106,27 +107,25 @@ pub struct Proxy {
     drain: mpsc::Receiver<()>,
     applied: watch::Receiver<u64>,
     reconciler: JoinHandle<()>,
+    follower: JoinHandle<()>,
 }
 
 impl Proxy {
     /// Binds the listeners of the current Snapshot (returns once that is
     /// done; failures are reported by [`Proxy::problems`]) and follows
-    /// `updates` from then on. Must be called within a tokio runtime.
-    pub fn start(
-        mut cfg: Config,
-        snapshots: Arc<ArcSwap<Snapshot>>,
-        updates: watch::Receiver<u64>,
-        registry: &mut Registry,
-    ) -> Proxy {
+    /// `snapshots` from then on. Must be called within a tokio runtime.
+    pub async fn start(mut cfg: Config, snapshots: Snapshots, registry: &mut Registry) -> Proxy {
         if cfg.node_ips.is_empty() {
             cfg.node_ips = Config::default().node_ips;
         }
+        let metrics = Arc::new(metrics::Metrics::new(registry));
+        let compiler = L4Compiler::new(cfg.clone(), metrics.clone());
+        let (view, follower) = control::follow(snapshots, compiler, "l4").await;
         let (kill, kill_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             cfg,
-            routes: ArcSwap::from_pointee(routes::RouteMap::new()),
-            health: ArcSwap::from_pointee(health::HealthMap::new()),
-            metrics: metrics::Metrics::new(registry),
+            view: view.clone(),
+            metrics,
             kill: kill_rx,
             problems: Mutex::new(Vec::new()),
             listeners: Mutex::new(Vec::new()),
@@ -136,9 +135,9 @@ impl Proxy {
         let (drain_tx, drain) = mpsc::channel(1);
         let (applied_tx, applied) = watch::channel(0);
         let mut rec = listener::Reconciler::new(shared.clone(), drain_tx, applied_tx);
-        rec.apply(&snapshots.load_full());
+        rec.apply(&view.load_full());
         let (stop, stop_rx) = watch::channel(false);
-        let reconciler = tokio::spawn(rec.run(snapshots, updates, stop_rx));
+        let reconciler = tokio::spawn(rec.run(view.subscribe(), stop_rx));
         Proxy {
             shared,
             stop,
@@ -146,7 +145,14 @@ impl Proxy {
             drain,
             applied,
             reconciler,
+            follower,
         }
+    }
+
+    /// Config errors of the current generation (bad annotations), each
+    /// naming file, object and field.
+    pub fn errors(&self) -> Arc<Vec<ConfigError>> {
+        self.shared.view.errors()
     }
 
     /// One line per problem: listeners that failed to bind, frontends that
@@ -187,8 +193,10 @@ impl Proxy {
             kill,
             mut drain,
             reconciler,
+            follower,
             ..
         } = self;
+        follower.abort();
         let _ = stop.send(true);
         let _ = reconciler.await;
         if tokio::time::timeout(grace, drain.recv()).await.is_err() {

@@ -2,10 +2,10 @@
 //! that are new, close the ones that are gone (their established connections
 //! finish on their own), and leave the rest untouched.
 
-use crate::balance::BalanceState;
-use crate::routes::{self, Wanted};
+use crate::routes::Wanted;
+use crate::view::L4View;
 use crate::{Error, ListenerInfo, Shared, health, tcp, udp};
-use model::{Protocol, Snapshot};
+use model::Protocol;
 use socket2::{Domain, Socket, Type};
 use std::collections::HashMap;
 use std::io;
@@ -44,7 +44,6 @@ type Key = (SocketAddr, Protocol);
 
 pub(crate) struct Reconciler {
     shared: Arc<Shared>,
-    state: BalanceState,
     bound: HashMap<Key, Bound>,
     /// Addresses whose listener changed kind (a healthCheckNodePort that
     /// became a nodePort, or back): the old socket must be closed before
@@ -64,7 +63,6 @@ impl Reconciler {
     pub fn new(shared: Arc<Shared>, drain: mpsc::Sender<()>, applied: watch::Sender<u64>) -> Self {
         Reconciler {
             shared,
-            state: BalanceState::default(),
             bound: HashMap::new(),
             closing: Default::default(),
             closed: mpsc::unbounded_channel(),
@@ -78,26 +76,16 @@ impl Reconciler {
         }
     }
 
-    /// Applies a Snapshot: new routes first (so a listener bound below finds
-    /// its route at once), then the listener diff.
-    pub fn apply(&mut self, snap: &Snapshot) {
-        let built = routes::build(
-            snap,
-            &self.shared.cfg,
-            &mut self.state,
-            &self.shared.metrics,
-        );
-        self.shared.routes.store(Arc::new(built.routes));
-        let cfg = &self.shared.cfg;
-        let health = health::build(snap, &cfg.node_ips, cfg.node_name.as_deref());
-        self.shared.health.store(Arc::new(health));
+    /// Applies a view: its routes are already in place (so a listener
+    /// bound below finds its route at once); here the listener diff.
+    pub fn apply(&mut self, view: &L4View) {
         // Tells UDP frontends to drop sessions whose endpoint went away.
         self.route_gen.send_modify(|g| *g += 1);
-        for p in &built.problems {
-            warn!(generation = snap.generation, "{p}");
+        for p in &view.problems {
+            warn!(generation = view.generation, "{p}");
         }
-        self.route_problems = built.problems;
-        self.wanted = built.wanted;
+        self.route_problems = view.problems.clone();
+        self.wanted = view.wanted.clone();
         let keep: HashMap<Key, bool> = self
             .wanted
             .iter()
@@ -125,7 +113,7 @@ impl Reconciler {
                 }
             });
         self.bind_missing();
-        self.applied.send_replace(snap.generation);
+        self.applied.send_replace(view.generation);
     }
 
     /// Binds every wanted address that is not bound yet.
@@ -225,20 +213,18 @@ impl Reconciler {
             .unwrap_or_else(|e| e.into_inner()) = infos;
     }
 
-    /// Follows Snapshot updates until `stop` fires; dropping `self` then
-    /// closes every listener.
-    pub async fn run(
-        mut self,
-        snapshots: Arc<arc_swap::ArcSwap<Snapshot>>,
-        mut updates: watch::Receiver<u64>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    /// Follows the view until `stop` fires; dropping `self` then closes
+    /// every listener.
+    pub async fn run(mut self, mut updates: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) {
         let mut watching = true;
         loop {
             let retry = !self.bind_errors.is_empty();
             tokio::select! {
                 r = updates.changed(), if watching => match r {
-                    Ok(()) => self.apply(&snapshots.load_full()),
+                    Ok(()) => {
+                        let view = self.shared.view.load_full();
+                        self.apply(&view);
+                    }
                     // The Store is gone: keep serving the last Snapshot.
                     Err(_) => watching = false,
                 },

@@ -5,7 +5,7 @@
 use crate::balance::{self, Affinity, BalanceState, PortId, PortKey};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::{Config, Error};
-use model::{Listen, Protocol, Service, Snapshot};
+use model::{ConfigError, FieldError, Listen, ObjectKey, Protocol, Service, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -61,6 +61,8 @@ pub(crate) struct Built {
     /// Frontends that cannot be served (a NodePort on a node address that a
     /// ClusterIP also uses, SCTP...).
     pub problems: Vec<String>,
+    /// Bad per-Service settings (annotations), naming file, object, field.
+    pub errors: Vec<ConfigError>,
 }
 
 /// Builds the routes of `snap`, updating the balancing state and metrics
@@ -74,6 +76,7 @@ pub(crate) fn build(
     let mut routes = RouteMap::new();
     let mut wanted = Vec::new();
     let mut problems = Vec::new();
+    let mut errors = Vec::new();
     let mut live_ports = HashSet::new();
     let mut live_services = HashSet::new();
     let now = Instant::now();
@@ -132,10 +135,18 @@ pub(crate) fn build(
         let udp_idle = match svc.annotations.get(UDP_IDLE_ANNOTATION) {
             None => cfg.udp_idle_timeout,
             Some(v) => parse_timeout(v).unwrap_or_else(|e| {
-                problems.push(format!(
-                    "Service {}: annotation {UDP_IDLE_ANNOTATION}: {e}",
-                    svc.id
-                ));
+                let error = ConfigError::field(
+                    svc.source.to_path_buf(),
+                    ObjectKey::new("Service", &svc.namespace, &svc.name),
+                    FieldError::new(
+                        format!("metadata.annotations[{UDP_IDLE_ANNOTATION}]"),
+                        format!("{e}; the default {:?} is used", cfg.udp_idle_timeout),
+                    ),
+                );
+                // One per Service, not one per frontend of it.
+                if !errors.contains(&error) {
+                    errors.push(error);
+                }
                 cfg.udp_idle_timeout
             }),
         };
@@ -204,6 +215,7 @@ pub(crate) fn build(
         routes,
         wanted,
         problems,
+        errors,
     }
 }
 

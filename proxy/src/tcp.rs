@@ -35,7 +35,12 @@ pub(crate) async fn accept_loop(
         };
         // One Snapshot-derived lookup per connection; the guard is dropped
         // at the end of this statement, before any await.
-        let route = shared.routes.load().get(&(local, Protocol::Tcp)).cloned();
+        let route = shared
+            .view
+            .load()
+            .routes
+            .get(&(local, Protocol::Tcp))
+            .cloned();
         let Some(route) = route else {
             // The listener is being removed by the reconciler.
             reset(&conn);
@@ -159,7 +164,12 @@ async fn connect(
         // The listener being removed, or its address now serving another
         // Service (or another PROXY-protocol setting, which decides what
         // the backend is sent first), leaves nothing to retry: reset.
-        let now = shared.routes.load().get(&(local, Protocol::Tcp))?.clone();
+        let now = shared
+            .view
+            .load()
+            .routes
+            .get(&(local, Protocol::Tcp))?
+            .clone();
         if now.service.id != route.service.id || now.proxy_protocol != route.proxy_protocol {
             return None;
         }

@@ -80,7 +80,12 @@ impl Table {
 
     /// Keeps only sessions whose endpoint the current route of `local` still uses.
     fn prune_to(&mut self, shared: &Shared, local: SocketAddr) {
-        let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
+        let route = shared
+            .view
+            .load()
+            .routes
+            .get(&(local, Protocol::Udp))
+            .cloned();
         self.prune(route.as_deref());
     }
 
@@ -201,7 +206,12 @@ fn on_datagram(
         send(&s.upstream, data);
         return;
     }
-    let route = shared.routes.load().get(&(local, Protocol::Udp)).cloned();
+    let route = shared
+        .view
+        .load()
+        .routes
+        .get(&(local, Protocol::Udp))
+        .cloned();
     let Some(route) = route else { return };
     let Some(start) = route.start_index(client.ip()) else {
         // No usable endpoint: drop, as kube-proxy does for UDP.

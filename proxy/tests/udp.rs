@@ -223,7 +223,7 @@ async fn udp_without_endpoints_is_dropped_and_counted() {
 }
 
 #[tokio::test]
-async fn a_zero_udp_idle_timeout_is_a_reported_problem_and_the_default_applies() {
+async fn a_zero_udp_idle_timeout_is_a_config_error_and_the_default_applies() {
     let (a, _ta) = udp_backend(addr("127.0.55.2:0"), "a").await;
     let meta = "  annotations: {nodeway.io/udp-idle-timeout: \"0\"}\n";
     let yaml = service(
@@ -237,13 +237,14 @@ async fn a_zero_udp_idle_timeout_is_a_reported_problem_and_the_default_applies()
         meta,
     );
     let h = Harness::start(&yaml, Config::default()).await;
-    let problems = h.proxy.problems();
-    assert!(
-        problems.len() == 1
-            && problems[0].contains("default/zero")
-            && problems[0].contains("nodeway.io/udp-idle-timeout"),
-        "{problems:?}"
+    let errors = h.proxy.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "test.yaml: Service default/zero: metadata.annotations[nodeway.io/udp-idle-timeout]: \
+         invalid timeout \"0\": must be above zero; the default 30s is used"
     );
+    assert!(h.proxy.problems().is_empty());
     // A zero timeout would end every session before its reply; the default
     // (30 s) keeps this one.
     let c = client("127.0.55.211").await;

@@ -17,7 +17,7 @@ fn write_atomic(path: &Path, text: &str) {
 
 async fn wait_for(store: &Store, what: &str, f: impl Fn(&Snapshot) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut rx = store.subscribe();
+    let mut rx = store.snapshots();
     loop {
         if f(&store.load()) {
             return;

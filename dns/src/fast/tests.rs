@@ -8,7 +8,7 @@ use crate::handler::Handler;
 use crate::metrics::Metrics;
 use crate::table::{Table, TableOptions};
 use crate::udp::encode_udp;
-use arc_swap::ArcSwap;
+use control::View;
 use hickory_proto::op::{Edns, Message, Query as HQuery};
 use hickory_proto::rr::RecordType;
 use hickory_server::net::NetError;
@@ -59,7 +59,7 @@ fn handler(yaml: &str, allow_recursion: Vec<ipnet::IpNet>) -> Handler {
         metrics.clone(),
     );
     Handler {
-        tables: Arc::new(ArcSwap::from_pointee(Table::compile(&snap, &opts))),
+        tables: View::fixed(Table::compile(&snap, &opts)),
         forwarder: Arc::new(forwarder),
         allow_recursion: allow_recursion.into(),
         metrics,
@@ -277,13 +277,15 @@ async fn recursion_available_follows_the_acl_on_both_paths() {
 
 #[tokio::test]
 async fn nothing_is_fast_before_the_first_snapshot() {
-    let h = handler("", crate::Config::default_allow_recursion());
     let opts = TableOptions {
         zone: "cluster.local".into(),
         ttl: 5,
         pod_records: true,
     };
-    h.tables.store(Arc::new(Table::empty(&opts)));
+    let h = Handler {
+        tables: View::fixed(Table::empty(&opts)),
+        ..handler("", crate::Config::default_allow_recursion())
+    };
     assert_eq!(compare(&h, "cluster.local.", RecordType::SOA).await, 0);
     assert_eq!(compare(&h, "nope.cluster.local.", RecordType::A).await, 0);
 }

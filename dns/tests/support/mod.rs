@@ -3,21 +3,19 @@
 //! clients. Nothing here leaves 127.0.0.1.
 #![allow(dead_code)]
 
-use arc_swap::ArcSwap;
+use control::MemorySource;
 use dns::{Config, DnsServer};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use model::{Builder, CompileOptions, Snapshot};
+use model::CompileOptions;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::watch;
 
 pub const FIXTURE: &str = include_str!("../fixture.yaml");
 const WAIT: Duration = Duration::from_secs(5);
@@ -25,29 +23,24 @@ const WAIT: Duration = Duration::from_secs(5);
 pub struct Plane {
     pub server: Option<DnsServer>,
     pub addr: SocketAddr,
-    pub builder: Builder,
-    pub store: Arc<ArcSwap<Snapshot>>,
-    pub updates: watch::Sender<u64>,
+    pub source: MemorySource,
     pub registry: Registry,
 }
 
 impl Plane {
     /// The plane with `yaml` loaded (or nothing loaded: generation 0).
     pub async fn start(yaml: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Plane {
-        let mut builder = Builder::new(CompileOptions::default());
-        let store = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-        let (updates, rx) = watch::channel(0);
+        let mut source = MemorySource::new(CompileOptions::default());
         let mut cfg = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             ..Config::default()
         };
         tweak(&mut cfg);
         if let Some(y) = yaml {
-            builder.update_file(Path::new("x.yaml"), Some(y.as_bytes()));
-            store.store(builder.build());
+            source.apply("x.yaml", y);
         }
         let mut registry = Registry::default();
-        let server = DnsServer::start(cfg, store.clone(), rx, &mut registry)
+        let server = DnsServer::start(cfg, source.store().snapshots(), &mut registry)
             .await
             .expect("start");
         let addr = server.udp_addr();
@@ -55,22 +48,14 @@ impl Plane {
         Plane {
             server: Some(server),
             addr,
-            builder,
-            store,
-            updates,
+            source,
             registry,
         }
     }
 
     /// Publishes new manifests as the next generation.
     pub fn publish(&mut self, yaml: &str) -> u64 {
-        self.builder
-            .update_file(Path::new("x.yaml"), Some(yaml.as_bytes()));
-        let snap = self.builder.build();
-        let g = snap.generation;
-        self.store.store(snap);
-        self.updates.send_replace(g);
-        g
+        self.source.apply("x.yaml", yaml).generation
     }
 
     pub fn metrics(&self) -> String {

@@ -2,8 +2,8 @@
 //! `127.0.0.1:0` over Snapshots built from YAML, and a client.
 #![allow(dead_code)]
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
+use control::MemorySource;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -12,17 +12,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use model::{Builder, CompileOptions, Snapshot};
+use model::CompileOptions;
 use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 pub type TBody = BoxBody<Bytes, Infallible>;
 
@@ -256,10 +254,8 @@ pub struct Plane {
     pub handle: Option<ingress::Handle>,
     pub http: SocketAddr,
     pub https: SocketAddr,
-    pub store: Arc<ArcSwap<Snapshot>>,
     pub registry: Registry,
-    tx: watch::Sender<u64>,
-    builder: Builder,
+    source: MemorySource,
 }
 
 impl Plane {
@@ -268,37 +264,36 @@ impl Plane {
     }
 
     pub async fn start_with(yaml: &str, mut cfg: ingress::Config) -> Plane {
-        let mut builder = Builder::new(CompileOptions::default());
-        builder.update_file(Path::new("test.yaml"), Some(yaml.as_bytes()));
-        let snap = builder.build();
+        let mut source = MemorySource::new(CompileOptions::default());
+        let snap = source.apply("test.yaml", yaml);
         assert!(snap.errors.is_empty(), "config errors: {:?}", snap.errors);
-        let store = Arc::new(ArcSwap::new(snap.clone()));
-        let (tx, rx) = watch::channel(snap.generation);
         let mut registry = Registry::default();
         cfg.http_listen = Some(([127, 0, 0, 1], 0).into());
         cfg.https_listen = Some(([127, 0, 0, 1], 0).into());
-        let handle = ingress::start(cfg, store.clone(), rx, &mut registry)
+        let handle = ingress::start(cfg, source.store().snapshots(), &mut registry)
             .await
             .unwrap();
         Plane {
             http: handle.http_addr().unwrap(),
             https: handle.https_addr().unwrap(),
             handle: Some(handle),
-            store,
             registry,
-            tx,
-            builder,
+            source,
         }
     }
 
-    /// Replaces a manifest file and publishes the next Snapshot.
-    pub fn apply(&mut self, file: &str, yaml: &str) {
-        self.builder
-            .update_file(Path::new(file), Some(yaml.as_bytes()));
-        let snap = self.builder.build();
+    /// Replaces a manifest file, publishes the next Snapshot and waits
+    /// until the plane serves it.
+    pub async fn apply(&mut self, file: &str, yaml: &str) {
+        let snap = self.source.apply(file, yaml);
         assert!(snap.errors.is_empty(), "config errors: {:?}", snap.errors);
-        self.store.store(snap.clone());
-        self.tx.send_replace(snap.generation);
+        let handle = self.handle.as_ref().expect("running");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            handle.wait_applied(snap.generation),
+        )
+        .await
+        .expect("the plane applies the change");
     }
 
     pub fn metrics(&self) -> String {

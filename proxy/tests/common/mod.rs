@@ -2,17 +2,14 @@
 //! TCP/UDP backends on distinct 127.x addresses.
 #![allow(dead_code)]
 
-use arc_swap::ArcSwap;
-use model::{Builder, CompileOptions, Snapshot};
+use control::MemorySource;
+use model::CompileOptions;
 use prometheus_client::registry::Registry;
 use proxy::{Config, Proxy};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Bounds every wait in these tests so a bug fails instead of hanging.
@@ -21,39 +18,28 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub struct Harness {
     pub proxy: Proxy,
     pub registry: Registry,
-    store: Arc<ArcSwap<Snapshot>>,
-    tx: watch::Sender<u64>,
-    builder: Builder,
+    source: MemorySource,
 }
 
 impl Harness {
     pub async fn start(yaml: &str, cfg: Config) -> Harness {
-        let mut builder = Builder::new(CompileOptions::default());
-        builder.update_file(Path::new("test.yaml"), Some(yaml.as_bytes()));
-        let snap = builder.build();
+        let mut source = MemorySource::new(CompileOptions::default());
+        let snap = source.apply("test.yaml", yaml);
         assert!(snap.errors.is_empty(), "manifest errors: {:?}", snap.errors);
-        let store = Arc::new(ArcSwap::new(snap.clone()));
-        let (tx, rx) = watch::channel(snap.generation);
         let mut registry = Registry::default();
-        let proxy = Proxy::start(cfg, store.clone(), rx, &mut registry);
+        let proxy = Proxy::start(cfg, source.store().snapshots(), &mut registry).await;
         assert_eq!(proxy.applied(), snap.generation);
         Harness {
             proxy,
             registry,
-            store,
-            tx,
-            builder,
+            source,
         }
     }
 
     /// Publishes a new Snapshot and waits until the proxy applied it.
     pub async fn update(&mut self, yaml: &str) {
-        self.builder
-            .update_file(Path::new("test.yaml"), Some(yaml.as_bytes()));
-        let snap = self.builder.build();
+        let snap = self.source.apply("test.yaml", yaml);
         assert!(snap.errors.is_empty(), "manifest errors: {:?}", snap.errors);
-        self.store.store(snap.clone());
-        self.tx.send_replace(snap.generation);
         tokio::time::timeout(DEADLINE, self.proxy.wait_applied(snap.generation))
             .await
             .expect("snapshot applied");
