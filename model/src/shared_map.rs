@@ -21,9 +21,11 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-/// Shards per map: enough that one shard of a 250,000-name DNS table is a
-/// few hundred entries, few enough that an empty map is small.
-const SHARDS: usize = 256;
+/// Shards per map: one shard of a 250,000-name DNS table is ~60 entries,
+/// so a change that touches a few dozen names copies a few thousand
+/// entries, not the table. A new map's shards all point at one empty map
+/// (copied on first write), so an empty map is one small allocation.
+const SHARDS: usize = 4096;
 
 pub struct SharedMap<K, V> {
     shards: Arc<Vec<Arc<HashMap<K, V>>>>,
@@ -55,7 +57,7 @@ impl<K, V> Clone for SharedMap<K, V> {
 impl<K, V> Default for SharedMap<K, V> {
     fn default() -> Self {
         SharedMap {
-            shards: Arc::new((0..SHARDS).map(|_| Arc::new(HashMap::new())).collect()),
+            shards: Arc::new(vec![Arc::new(HashMap::new()); SHARDS]),
             hasher: Arc::new(RandomState::new()),
             len: 0,
         }
