@@ -13,6 +13,7 @@ pub mod parse;
 pub mod service;
 pub mod shared_map;
 pub mod snapshot;
+pub mod testing;
 pub mod tls;
 pub mod validate;
 

@@ -57,7 +57,12 @@ impl<K, V> Clone for SharedMap<K, V> {
 impl<K, V> Default for SharedMap<K, V> {
     fn default() -> Self {
         SharedMap {
-            shards: Arc::new(vec![Arc::new(HashMap::new()); SHARDS]),
+            shards: {
+                // One empty map behind every shard on purpose: each shard
+                // gets its own copy when first written (make_mut).
+                let empty = Arc::new(HashMap::new());
+                Arc::new(vec![empty; SHARDS])
+            },
             hasher: Arc::new(RandomState::new()),
             len: 0,
         }

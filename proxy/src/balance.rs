@@ -97,9 +97,11 @@ impl BalanceState {
     }
 
     /// Forgets the state of ports that no longer exist.
-    pub fn retain(&mut self, live: &HashSet<PortKey>) {
-        self.cursors.retain(|k, _| live.contains(k));
-        self.affinity.retain(|k, _| live.contains(k));
+    pub fn forget(&mut self, dead: &HashSet<PortKey>) {
+        for k in dead {
+            self.cursors.remove(k);
+            self.affinity.remove(k);
+        }
     }
 }
 

@@ -29,7 +29,7 @@ pub(crate) struct Health {
     pub local_ready: usize,
 }
 
-pub(crate) type HealthMap = HashMap<SocketAddr, Arc<Health>>;
+pub(crate) type HealthMap = Arc<HashMap<SocketAddr, Arc<Health>>>;
 
 /// The health of each Service with a health-check port, by node address.
 pub(crate) fn build(
@@ -37,7 +37,7 @@ pub(crate) fn build(
     node_ips: &[std::net::IpAddr],
     node_name: Option<&str>,
 ) -> HealthMap {
-    let mut map = HealthMap::new();
+    let mut map = HashMap::new();
     for hc in snap.health_checks.iter() {
         let svc = &hc.service;
         let local_ready = svc
@@ -54,7 +54,7 @@ pub(crate) fn build(
             map.insert(SocketAddr::new(*ip, hc.port), health.clone());
         }
     }
-    map
+    Arc::new(map)
 }
 
 /// Answers health checks on `local` until the task is aborted.

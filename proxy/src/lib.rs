@@ -96,7 +96,7 @@ pub(crate) struct Shared {
     /// Fires when the shutdown grace is over: open connections reset.
     pub kill: watch::Receiver<bool>,
     pub problems: Mutex<Vec<String>>,
-    pub listeners: Mutex<Vec<ListenerInfo>>,
+    pub listeners: Mutex<std::collections::BTreeMap<routes::Key, ListenerInfo>>,
 }
 
 /// The running L4 plane.
@@ -128,7 +128,7 @@ impl Proxy {
             metrics,
             kill: kill_rx,
             problems: Mutex::new(Vec::new()),
-            listeners: Mutex::new(Vec::new()),
+            listeners: Mutex::default(),
         });
         // Nobody sends on `drain`: every connection holds a sender clone,
         // so `recv()` returning None means all of them have finished.
@@ -171,7 +171,9 @@ impl Proxy {
             .listeners
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The generation of the last Snapshot applied.

@@ -6,8 +6,9 @@ use crate::routes::Wanted;
 use crate::view::L4View;
 use crate::{Error, ListenerInfo, Shared, health, tcp, udp};
 use model::Protocol;
+use model::shared_map::Diff;
 use socket2::{Domain, Socket, Type};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,6 @@ const BACKLOG: i32 = 1024;
 /// A bound address. Dropping it aborts its accept/receive task, which
 /// closes the socket; connections already accepted run in their own tasks.
 struct Bound {
-    serial: u64,
     /// Serves kube-proxy's health check rather than proxying.
     health: bool,
     task: Option<JoinHandle<()>>,
@@ -45,12 +45,18 @@ type Key = (SocketAddr, Protocol);
 pub(crate) struct Reconciler {
     shared: Arc<Shared>,
     bound: HashMap<Key, Bound>,
+    /// What each address should serve (a Service frontend or a health check).
+    desired: HashMap<Key, Wanted>,
+    /// Desired but not bound (failed, over budget, or waiting for a close),
+    /// in address order so the budget always goes to the same ones.
+    unbound: BTreeSet<Key>,
     /// Addresses whose listener changed kind (a healthCheckNodePort that
     /// became a nodePort, or back): the old socket must be closed before
     /// the new one can bind. Each is reported on `closed` once it is.
-    closing: std::collections::HashSet<Key>,
+    closing: HashSet<Key>,
     closed: (mpsc::UnboundedSender<Key>, mpsc::UnboundedReceiver<Key>),
-    wanted: Vec<Wanted>,
+    /// The view applied last: the next one is diffed against it.
+    last: Option<Arc<L4View>>,
     route_problems: Vec<String>,
     bind_errors: Vec<String>,
     serial: u64,
@@ -64,9 +70,11 @@ impl Reconciler {
         Reconciler {
             shared,
             bound: HashMap::new(),
-            closing: Default::default(),
+            desired: HashMap::new(),
+            unbound: BTreeSet::new(),
+            closing: HashSet::new(),
             closed: mpsc::unbounded_channel(),
-            wanted: Vec::new(),
+            last: None,
             route_problems: Vec::new(),
             bind_errors: Vec::new(),
             serial: 0,
@@ -77,91 +85,144 @@ impl Reconciler {
     }
 
     /// Applies a view: its routes are already in place (so a listener
-    /// bound below finds its route at once); here the listener diff.
-    pub fn apply(&mut self, view: &L4View) {
+    /// bound below finds its route at once); here the listener diff, for
+    /// the addresses that changed since the last view only.
+    pub fn apply(&mut self, view: &Arc<L4View>) {
         // Tells UDP frontends to drop sessions whose endpoint went away.
         self.route_gen.send_modify(|g| *g += 1);
-        for p in &view.problems {
+        let problems = view.problems();
+        for p in problems.iter().filter(|p| !self.route_problems.contains(p)) {
             warn!(generation = view.generation, "{p}");
         }
-        self.route_problems = view.problems.clone();
-        self.wanted = view.wanted.clone();
-        let keep: HashMap<Key, bool> = self
-            .wanted
-            .iter()
-            .map(|w| ((w.addr, w.protocol), w.health))
-            .collect();
-        let (closing, closed) = (&mut self.closing, &self.closed.0);
-        self.bound
-            .retain(|&(addr, proto), b| match keep.get(&(addr, proto)) {
-                Some(&health) if health == b.health => true,
-                wanted => {
-                    info!(listen = %addr, protocol = proto.as_str(), "listener closed");
-                    if wanted.is_some()
-                        && let Some(task) = b.task.take()
-                    {
-                        // Same address, other kind: rebind once the socket is gone.
-                        task.abort();
-                        closing.insert((addr, proto));
-                        let closed = closed.clone();
-                        tokio::spawn(async move {
-                            let _ = task.await;
-                            let _ = closed.send((addr, proto));
-                        });
-                    }
-                    false
-                }
+        self.route_problems = problems;
+        let mut touched: BTreeSet<Key> = match &self.last {
+            Some(old) => view
+                .t
+                .wanted
+                .diff(&old.t.wanted, |a, b| a == b)
+                .into_iter()
+                .map(|d| match d {
+                    Diff::Added(k, _) | Diff::Removed(k, _) | Diff::Changed(k, _, _) => *k,
+                })
+                .collect(),
+            None => view.t.wanted.keys().copied().collect(),
+        };
+        let old_health = self.last.as_ref().map(|l| l.t.health_wanted.clone());
+        if old_health
+            .as_ref()
+            .is_none_or(|h| !Arc::ptr_eq(h, &view.t.health_wanted))
+        {
+            let old = old_health.iter().flat_map(|h| h.iter());
+            for w in old.chain(view.t.health_wanted.iter()) {
+                touched.insert((w.addr, w.protocol));
+            }
+        }
+        for key in touched {
+            let want = view.t.wanted.get(&key).cloned().or_else(|| {
+                view.t
+                    .health_wanted
+                    .iter()
+                    .find(|w| (w.addr, w.protocol) == key)
+                    .cloned()
             });
+            self.reconcile(key, want);
+        }
+        self.last = Some(view.clone());
         self.bind_missing();
         self.applied.send_replace(view.generation);
+    }
+
+    /// Makes one address serve what it should: keep, close, or queue a bind.
+    fn reconcile(&mut self, key: Key, want: Option<Wanted>) {
+        let (addr, proto) = key;
+        match (self.bound.get_mut(&key), &want) {
+            (Some(b), Some(w)) if b.health == w.health => {}
+            (Some(b), Some(_)) => {
+                info!(listen = %addr, protocol = proto.as_str(), "listener closed");
+                if let Some(task) = b.task.take() {
+                    // Same address, other kind: rebind once the socket is gone.
+                    task.abort();
+                    self.closing.insert(key);
+                    let closed = self.closed.0.clone();
+                    tokio::spawn(async move {
+                        let _ = task.await;
+                        let _ = closed.send(key);
+                    });
+                }
+                self.unbind(&key);
+            }
+            (Some(_), None) => {
+                info!(listen = %addr, protocol = proto.as_str(), "listener closed");
+                self.unbind(&key);
+            }
+            (None, _) => {}
+        }
+        match want {
+            Some(w) => {
+                if !self.bound.contains_key(&key) {
+                    self.unbound.insert(key);
+                }
+                self.desired.insert(key, w);
+            }
+            None => {
+                self.unbound.remove(&key);
+                self.desired.remove(&key);
+            }
+        }
+    }
+
+    /// Drops a bound socket (its accept task is aborted; its connections
+    /// run on in their own tasks).
+    fn unbind(&mut self, key: &Key) {
+        self.bound.remove(key);
+        self.shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Binds every wanted address that is not bound yet.
     fn bind_missing(&mut self) {
         let mut errors = Vec::new();
         let mut over_budget = 0usize;
-        for w in &self.wanted {
-            let key = (w.addr, w.protocol);
-            if self.bound.contains_key(&key) || self.closing.contains(&key) {
+        let pending: Vec<Key> = self.unbound.iter().copied().collect();
+        for key in pending {
+            if self.closing.contains(&key) {
                 continue;
             }
             if self.bound.len() + self.closing.len() >= self.shared.cfg.max_listeners {
                 over_budget += 1;
                 continue;
             }
-            let task = match w.protocol {
-                Protocol::Tcp if w.health => bind_tcp(w.addr)
-                    .map(|l| tokio::spawn(health::serve(l, w.addr, self.shared.clone()))),
-                Protocol::Tcp => bind_tcp(w.addr).map(|l| {
-                    tokio::spawn(tcp::accept_loop(
-                        l,
-                        w.addr,
-                        self.shared.clone(),
-                        self.drain.clone(),
-                    ))
-                }),
-                Protocol::Udp => bind_udp(w.addr).map(|s| {
-                    tokio::spawn(udp::recv_loop(
-                        s,
-                        w.addr,
-                        self.shared.clone(),
-                        self.route_gen.subscribe(),
-                    ))
-                }),
-                Protocol::Sctp => continue, // reported by routes::build
+            let Some(w) = self.desired.get(&key).cloned() else {
+                self.unbound.remove(&key);
+                continue;
             };
-            match task {
+            match self.bind(&w) {
                 Ok(task) => {
                     self.serial += 1;
                     info!(listen = %w.addr, protocol = w.protocol.as_str(), service = %w.service, "listening");
                     self.bound.insert(
                         key,
                         Bound {
-                            serial: self.serial,
                             health: w.health,
                             task: Some(task),
                         },
                     );
+                    self.unbound.remove(&key);
+                    self.shared
+                        .listeners
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(
+                            key,
+                            ListenerInfo {
+                                addr: w.addr,
+                                protocol: w.protocol,
+                                serial: self.serial,
+                            },
+                        );
                 }
                 Err(source) => {
                     let e = Error::Bind {
@@ -188,6 +249,28 @@ impl Reconciler {
         self.publish();
     }
 
+    /// Binds one address and starts serving it.
+    fn bind(&self, w: &Wanted) -> io::Result<JoinHandle<()>> {
+        let shared = self.shared.clone();
+        match w.protocol {
+            Protocol::Tcp if w.health => {
+                bind_tcp(w.addr).map(|l| tokio::spawn(health::serve(l, w.addr, shared)))
+            }
+            Protocol::Tcp => bind_tcp(w.addr)
+                .map(|l| tokio::spawn(tcp::accept_loop(l, w.addr, shared, self.drain.clone()))),
+            Protocol::Udp => bind_udp(w.addr).map(|s| {
+                tokio::spawn(udp::recv_loop(
+                    s,
+                    w.addr,
+                    shared,
+                    self.route_gen.subscribe(),
+                ))
+            }),
+            // Never wanted: routes report SCTP as a problem instead.
+            Protocol::Sctp => Err(io::Error::other("SCTP is not supported")),
+        }
+    }
+
     fn publish(&self) {
         let mut problems = self.route_problems.clone();
         problems.extend(self.bind_errors.iter().cloned());
@@ -196,21 +279,6 @@ impl Reconciler {
             .problems
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = problems;
-        let mut infos: Vec<ListenerInfo> = self
-            .bound
-            .iter()
-            .map(|((addr, protocol), b)| ListenerInfo {
-                addr: *addr,
-                protocol: *protocol,
-                serial: b.serial,
-            })
-            .collect();
-        infos.sort_by_key(|i| (i.addr, i.protocol));
-        *self
-            .shared
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = infos;
     }
 
     /// Follows the view until `stop` fires; dropping `self` then closes

@@ -138,10 +138,10 @@ impl Metrics {
     /// Forgets the label sets of Services that are gone, so deleted Services
     /// do not accumulate series forever. Connections still open keep
     /// counting into their (now unexported) handles.
-    pub fn retain(&self, live: &HashSet<Arc<str>>) {
+    pub fn forget(&self, gone: &HashSet<Arc<str>>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|id, _| {
-            if live.contains(id) {
+            if !gone.contains(id) {
                 return true;
             }
             let l = ServiceLabel {

@@ -5,7 +5,11 @@
 use crate::balance::{self, Affinity, BalanceState, PortId, PortKey};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::{Config, Error};
-use model::{ConfigError, FieldError, Listen, ObjectKey, Protocol, Service, Snapshot};
+use model::shared_map::Diff;
+use model::{
+    ConfigError, FieldError, Frontend, FrontendMap, Listen, ObjectKey, Protocol, Service,
+    SharedMap, Snapshot,
+};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,6 +23,10 @@ pub const UDP_IDLE_ANNOTATION: &str = "nodeway.io/udp-idle-timeout";
 
 pub(crate) struct Route {
     pub service: Arc<Service>,
+    /// The frontend that made it (the routes of a frontend are replaced
+    /// together).
+    pub frontend: (Listen, Protocol),
+    pub port_key: PortKey,
     /// The usable endpoints (kube-proxy's choice, traffic policy applied),
     /// computed once per generation.
     pub endpoints: Arc<[SocketAddr]>,
@@ -43,7 +51,10 @@ impl Route {
     }
 }
 
-pub(crate) type RouteMap = HashMap<(SocketAddr, Protocol), Arc<Route>>;
+pub(crate) type Key = (SocketAddr, Protocol);
+pub(crate) type RouteMap = SharedMap<Key, Arc<Route>>;
+/// The Service frontend listeners wanted, by address.
+pub(crate) type WantedMap = SharedMap<Key, Wanted>;
 
 /// A listener the plane should have, and the Service it is for (for logs).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -55,153 +66,323 @@ pub(crate) struct Wanted {
     pub health: bool,
 }
 
-pub(crate) struct Built {
+/// The routes of one generation and what is needed to update them per
+/// change: every table is shared with the previous generation except the
+/// entries of the frontends that changed.
+#[derive(Clone, Default)]
+pub(crate) struct Tables {
     pub routes: RouteMap,
-    pub wanted: Vec<Wanted>,
-    /// Frontends that cannot be served (a NodePort on a node address that a
-    /// ClusterIP also uses, SCTP...).
-    pub problems: Vec<String>,
-    /// Bad per-Service settings (annotations), naming file, object, field.
-    pub errors: Vec<ConfigError>,
+    pub wanted: WantedMap,
+    /// Health-check listeners (few: rebuilt each time).
+    pub health_wanted: Arc<Vec<Wanted>>,
+    /// Frontends that cannot be served (a NodePort on a node address that
+    /// a ClusterIP also uses, SCTP...), by frontend.
+    pub problems: SharedMap<ClaimKey, Arc<Vec<String>>>,
+    /// Bad per-Service settings (annotations), by frontend.
+    pub errors: SharedMap<ClaimKey, ConfigError>,
 }
 
-/// Builds the routes of `snap`, updating the balancing state and metrics
-/// caches (entries of gone ports and Services are forgotten).
-pub(crate) fn build(
+type ClaimKey = (Listen, Protocol);
+
+/// Whether two frontends produce the same routes.
+fn same_frontend(a: &Frontend, b: &Frontend) -> bool {
+    Arc::ptr_eq(&a.service, &b.service) && a.port == b.port && a.external == b.external
+}
+
+/// Balancing state and metric handles kept per Service port while some
+/// frontend uses them, so a reload neither resets round-robin fairness nor
+/// forgets affinity, and a deleted Service's state goes with it.
+#[derive(Default)]
+pub(crate) struct Live {
+    state: BalanceState,
+    ports: HashMap<PortKey, usize>,
+    services: HashMap<Arc<str>, usize>,
+}
+
+impl Live {
+    fn hold(&mut self, key: &PortKey) {
+        *self.ports.entry(key.clone()).or_default() += 1;
+        *self.services.entry(key.0.clone()).or_default() += 1;
+    }
+
+    fn release(&mut self, key: &PortKey) {
+        if let Some(n) = self.ports.get_mut(key) {
+            *n -= 1;
+        }
+        if let Some(n) = self.services.get_mut(&key.0) {
+            *n -= 1;
+        }
+    }
+
+    /// Forgets what no frontend holds any more (after a whole update, so a
+    /// changed frontend keeps its cursor).
+    fn collect(&mut self, metrics: &Metrics) {
+        let dead: HashSet<PortKey> = self
+            .ports
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !dead.is_empty() {
+            self.ports.retain(|_, n| *n > 0);
+            self.state.forget(&dead);
+        }
+        let gone: HashSet<Arc<str>> = self
+            .services
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !gone.is_empty() {
+            self.services.retain(|_, n| *n > 0);
+            metrics.forget(&gone);
+        }
+    }
+}
+
+/// Updates `t` from the frontends of `old` (what `t` was built from; none:
+/// `t` is empty) to those of `new`, touching only frontends that changed.
+pub(crate) fn update(
+    t: &mut Tables,
+    old: Option<&Snapshot>,
+    new: &Snapshot,
+    cfg: &Config,
+    live: &mut Live,
+    metrics: &Metrics,
+) {
+    let empty = FrontendMap::new();
+    let before = old.map_or(&empty, |o| &o.frontends);
+    let changes = new.frontends.diff(before, same_frontend);
+    let mut removed = Vec::new();
+    let mut added = Vec::new();
+    for d in &changes {
+        match d {
+            Diff::Removed(k, f) => removed.push((**k, *f)),
+            Diff::Added(k, f) => added.push((**k, *f)),
+            Diff::Changed(k, o, f) => {
+                removed.push((**k, *o));
+                added.push((**k, *f));
+            }
+        }
+    }
+    for (ck, fe) in &removed {
+        remove_frontend(t, *ck, fe, cfg, live);
+    }
+    // A ClusterIP that gave up a node address lets that node's NodePort
+    // route back in.
+    let mut readmit = Vec::new();
+    for (ck, _) in &removed {
+        if let (Listen::Addr(a), proto) = ck
+            && cfg.node_ips.contains(&a.ip())
+            && let Some(np) = new.frontends.get(&(Listen::NodePort(a.port()), *proto))
+            && !added
+                .iter()
+                .any(|(k, _)| *k == (Listen::NodePort(a.port()), *proto))
+        {
+            readmit.push(((Listen::NodePort(a.port()), *proto), np));
+        }
+    }
+    for (ck, fe) in readmit {
+        remove_frontend(t, ck, fe, cfg, live);
+        added.push((ck, fe));
+    }
+    // ClusterIPs first: they take a node address over a NodePort.
+    added.sort_by_key(|(ck, _)| *ck);
+    let now = Instant::now();
+    for (ck, fe) in added {
+        add_frontend(t, ck, fe, new, cfg, live, metrics, now);
+    }
+    live.collect(metrics);
+    if old.is_none_or(|o| !Arc::ptr_eq(&o.health_checks, &new.health_checks)) || !changes.is_empty()
+    {
+        t.health_wanted = Arc::new(health_wanted(t, new, cfg));
+    }
+}
+
+/// Every concrete address a frontend listens on.
+fn addrs(fe: &Frontend, cfg: &Config) -> Vec<SocketAddr> {
+    match fe.listen {
+        Listen::Addr(a) => vec![a],
+        Listen::NodePort(p) => cfg
+            .node_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, p))
+            .collect(),
+    }
+}
+
+fn port_key(svc: &Service, port: &model::ServicePort) -> PortKey {
+    (
+        svc.id.clone(),
+        if port.name.is_empty() {
+            PortId::Number(port.protocol, port.port)
+        } else {
+            PortId::Name(port.name.clone())
+        },
+    )
+}
+
+fn remove_frontend(t: &mut Tables, ck: ClaimKey, fe: &Frontend, cfg: &Config, live: &mut Live) {
+    t.problems.remove(&ck);
+    t.errors.remove(&ck);
+    for addr in addrs(fe, cfg) {
+        let key = (addr, fe.protocol);
+        if t.routes.get(&key).is_some_and(|r| r.frontend == ck) {
+            if let Some(r) = t.routes.remove(&key) {
+                live.release(&r.port_key);
+            }
+            t.wanted.remove(&key);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_frontend(
+    t: &mut Tables,
+    ck: ClaimKey,
+    fe: &Frontend,
     snap: &Snapshot,
     cfg: &Config,
-    state: &mut BalanceState,
+    live: &mut Live,
     metrics: &Metrics,
-) -> Built {
-    let mut routes = RouteMap::new();
-    let mut wanted = Vec::new();
+    now: Instant,
+) {
+    let svc = &fe.service;
+    let Some(port) = svc.ports.get(fe.port) else {
+        return;
+    };
     let mut problems = Vec::new();
-    let mut errors = Vec::new();
-    let mut live_ports = HashSet::new();
-    let mut live_services = HashSet::new();
-    let now = Instant::now();
-    // Sorted: a ClusterIP (Listen::Addr) wins over a NodePort on the same node address.
-    for fe in snap.frontends_sorted() {
-        let svc = &fe.service;
-        let Some(port) = svc.ports.get(fe.port) else {
-            continue;
-        };
-        if fe.protocol == Protocol::Sctp {
-            problems.push(format!(
-                "Service {} port {}: SCTP is not supported",
-                svc.id, port.port
-            ));
-            continue;
-        }
-        let key: PortKey = (
-            svc.id.clone(),
-            if port.name.is_empty() {
-                PortId::Number(port.protocol, port.port)
-            } else {
-                PortId::Name(port.name.clone())
-            },
-        );
-        let local = if fe.external {
-            svc.external_traffic_local
-        } else {
-            svc.internal_traffic_local
-        };
-        // Policy Local without a known node name: no endpoint is local, so
-        // traffic is dropped rather than silently sent off-node.
-        let local_node = local.then(|| cfg.node_name.as_deref().unwrap_or(""));
-        let endpoints: Arc<[SocketAddr]> = if svc.topology_aware && !local {
-            // Hints apply to cluster-wide policy only, as in kube-proxy.
-            model::topology_backends(
-                &port.backends,
-                cfg.node_name.as_deref(),
-                cfg.node_zone.as_deref(),
-            )
-            .into_iter()
+    if fe.protocol == Protocol::Sctp {
+        problems.push(format!(
+            "Service {} port {}: SCTP is not supported",
+            svc.id, port.port
+        ));
+        t.problems.insert(ck, Arc::new(problems));
+        return;
+    }
+    let key = port_key(svc, port);
+    let local = if fe.external {
+        svc.external_traffic_local
+    } else {
+        svc.internal_traffic_local
+    };
+    // Policy Local without a known node name: no endpoint is local, so
+    // traffic is dropped rather than silently sent off-node.
+    let local_node = local.then(|| cfg.node_name.as_deref().unwrap_or(""));
+    let endpoints: Arc<[SocketAddr]> = if svc.topology_aware && !local {
+        // Hints apply to cluster-wide policy only, as in kube-proxy.
+        model::topology_backends(
+            &port.backends,
+            cfg.node_name.as_deref(),
+            cfg.node_zone.as_deref(),
+        )
+        .into_iter()
+        .map(|b| b.addr)
+        .collect()
+    } else {
+        model::usable_backends(&port.backends, local_node)
             .map(|b| b.addr)
             .collect()
-        } else {
-            model::usable_backends(&port.backends, local_node)
-                .map(|b| b.addr)
-                .collect()
-        };
-        let affinity = svc.session_affinity.map(|t| {
-            let a = state.affinity(&key);
-            let all: HashSet<SocketAddr> = model::usable_backends(&port.backends, None)
-                .map(|b| b.addr)
-                .collect();
-            a.prune(&all, t, now);
-            (a, t)
-        });
-        let udp_idle = match svc.annotations.get(UDP_IDLE_ANNOTATION) {
-            None => cfg.udp_idle_timeout,
-            Some(v) => parse_timeout(v).unwrap_or_else(|e| {
-                let error = ConfigError::field(
+    };
+    let affinity = svc.session_affinity.map(|timeout| {
+        let a = live.state.affinity(&key);
+        let all: HashSet<SocketAddr> = model::usable_backends(&port.backends, None)
+            .map(|b| b.addr)
+            .collect();
+        a.prune(&all, timeout, now);
+        (a, timeout)
+    });
+    let udp_idle = match svc.annotations.get(UDP_IDLE_ANNOTATION) {
+        None => cfg.udp_idle_timeout,
+        Some(v) => parse_timeout(v).unwrap_or_else(|e| {
+            t.errors.insert(
+                ck,
+                ConfigError::field(
                     svc.source.to_path_buf(),
                     ObjectKey::new("Service", &svc.namespace, &svc.name),
                     FieldError::new(
                         format!("metadata.annotations[{UDP_IDLE_ANNOTATION}]"),
                         format!("{e}; the default {:?} is used", cfg.udp_idle_timeout),
                     ),
-                );
-                // One per Service, not one per frontend of it.
-                if !errors.contains(&error) {
-                    errors.push(error);
-                }
-                cfg.udp_idle_timeout
-            }),
-        };
-        let route = Arc::new(Route {
-            service: svc.clone(),
-            endpoints,
-            cursor: state.cursor(&key),
-            affinity,
-            metrics: metrics.service(&svc.id),
-            proxy_protocol: svc
-                .annotations
-                .get(PROXY_PROTOCOL_ANNOTATION)
-                .is_some_and(|v| v.eq_ignore_ascii_case("v2")),
-            udp_idle,
-        });
-        live_ports.insert(key);
-        live_services.insert(svc.id.clone());
-        let addrs: Vec<SocketAddr> = match fe.listen {
-            Listen::Addr(a) => vec![a],
-            Listen::NodePort(p) => cfg
-                .node_ips
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, p))
-                .collect(),
-        };
-        for addr in addrs {
-            if let Some(other) = routes.get(&(addr, fe.protocol)) {
-                problems.push(format!(
-                    "{addr}/{} of Service {} is already used by Service {}",
-                    fe.protocol.as_str(),
-                    svc.id,
-                    other.service.id
-                ));
-                continue;
-            }
-            routes.insert((addr, fe.protocol), route.clone());
-            wanted.push(Wanted {
+                ),
+            );
+            cfg.udp_idle_timeout
+        }),
+    };
+    let route = Arc::new(Route {
+        service: svc.clone(),
+        frontend: ck,
+        endpoints,
+        cursor: live.state.cursor(&key),
+        affinity,
+        metrics: metrics.service(&svc.id),
+        proxy_protocol: svc
+            .annotations
+            .get(PROXY_PROTOCOL_ANNOTATION)
+            .is_some_and(|v| v.eq_ignore_ascii_case("v2")),
+        udp_idle,
+        port_key: key,
+    });
+    for addr in addrs(fe, cfg) {
+        let slot = (addr, fe.protocol);
+        if let Listen::NodePort(_) = fe.listen
+            && let Some(other) = snap.frontends.get(&(Listen::Addr(addr), fe.protocol))
+        {
+            problems.push(format!(
+                "{addr}/{} of Service {} is already used by Service {}",
+                fe.protocol.as_str(),
+                svc.id,
+                other.service.id
+            ));
+            continue;
+        }
+        if let Some(old) = t.routes.insert(slot, route.clone()) {
+            // A NodePort that held this node address yields to a ClusterIP.
+            live.release(&old.port_key);
+            let mut p = t
+                .problems
+                .get(&old.frontend)
+                .map(|p| p.to_vec())
+                .unwrap_or_default();
+            p.push(format!(
+                "{addr}/{} of Service {} is already used by Service {}",
+                fe.protocol.as_str(),
+                old.service.id,
+                svc.id
+            ));
+            t.problems.insert(old.frontend, Arc::new(p));
+        }
+        live.hold(&route.port_key);
+        t.wanted.insert(
+            slot,
+            Wanted {
                 addr,
                 protocol: fe.protocol,
                 service: svc.id.clone(),
                 health: false,
-            });
-        }
+            },
+        );
     }
+    if !problems.is_empty() {
+        t.problems.insert(ck, Arc::new(problems));
+    }
+}
+
+/// Health-check listeners on every node address, unless a route has it.
+fn health_wanted(t: &mut Tables, snap: &Snapshot, cfg: &Config) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
     for hc in snap.health_checks.iter() {
         for ip in &cfg.node_ips {
             let addr = SocketAddr::new(*ip, hc.port);
-            if let Some(other) = routes.get(&(addr, Protocol::Tcp)) {
+            if let Some(other) = t.routes.get(&(addr, Protocol::Tcp)) {
                 problems.push(format!(
                     "health check {addr} of Service {} is already used by Service {}",
                     hc.service.id, other.service.id
                 ));
                 continue;
             }
-            wanted.push(Wanted {
+            out.push(Wanted {
                 addr,
                 protocol: Protocol::Tcp,
                 service: hc.service.id.clone(),
@@ -209,14 +390,14 @@ pub(crate) fn build(
             });
         }
     }
-    state.retain(&live_ports);
-    metrics.retain(&live_services);
-    Built {
-        routes,
-        wanted,
-        problems,
-        errors,
+    // Kept under a key no frontend has: NodePort 0.
+    let key = (Listen::NodePort(0), Protocol::Tcp);
+    if problems.is_empty() {
+        t.problems.remove(&key);
+    } else {
+        t.problems.insert(key, Arc::new(problems));
     }
+    out
 }
 
 /// Parses `500ms`, `2s`, `5m`, `1h` or a bare number of seconds.

@@ -38,6 +38,7 @@ pub(crate) async fn accept_loop(
         let route = shared
             .view
             .load()
+            .t
             .routes
             .get(&(local, Protocol::Tcp))
             .cloned();
@@ -167,6 +168,7 @@ async fn connect(
         let now = shared
             .view
             .load()
+            .t
             .routes
             .get(&(local, Protocol::Tcp))?
             .clone();

@@ -83,6 +83,7 @@ impl Table {
         let route = shared
             .view
             .load()
+            .t
             .routes
             .get(&(local, Protocol::Udp))
             .cloned();
@@ -209,6 +210,7 @@ fn on_datagram(
     let route = shared
         .view
         .load()
+        .t
         .routes
         .get(&(local, Protocol::Udp))
         .cloned();

@@ -413,17 +413,7 @@ fn empty_snapshot_is_generation_zero() {
     );
 }
 
-/// A small deterministic generator (xorshift64*), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
+use model::testing::Rng;
 
 /// One random manifest change: Services of every DNS shape sharing
 /// addresses (PTR names with several owners), slices that move, namespaces.
@@ -491,7 +481,7 @@ fn updates_equal_fresh_compiles_after_every_change() {
             ..opts()
         };
         for seed in 1..=15u64 {
-            let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut r = Rng::new(seed);
             let mut b = Builder::new(CompileOptions::default());
             let mut t = Table::empty(&o);
             for step in 0..25 {

@@ -9,25 +9,7 @@ use crate::{Builder, ObjectKey};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// A small deterministic generator (xorshift64*), so a failure names its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
+use crate::testing::Rng;
 
 const NAMESPACES: &[&str] = &["a", "b"];
 const SERVICES: &[&str] = &["web", "api", "db"];
@@ -205,7 +187,7 @@ fn describe(s: &Snapshot) -> String {
 #[test]
 fn incremental_equals_fresh_after_every_change() {
     for seed in 1..=150u64 {
-        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut r = Rng::new(seed);
         let mut b = Builder::new(CompileOptions::default());
         let mut prev: Option<std::sync::Arc<Snapshot>> = None;
         for step in 0..40 {
