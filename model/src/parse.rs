@@ -188,16 +188,36 @@ fn decode<T: DeserializeOwned>(
         String::new()
     };
     let key = ObjectKey::new(kind, &namespace, &text(doc.pointer("/metadata/name"), ""));
+    let mut doc = doc;
+    strip(&mut doc);
     match serde_path_to_error(doc) {
         Ok(v) => Ok(wrap(v)),
         Err(e) => Err((key, e)),
     }
 }
 
+/// Annotation kubectl keeps a whole copy of the object in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what no plane reads and can be large: `managedFields` (often
+/// bigger than the object) and kubectl's last-applied copy of the object.
+/// Kept objects are then about the size of what was written.
+fn strip(doc: &mut Value) {
+    let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    meta.remove("managedFields");
+    if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        ann.remove(LAST_APPLIED);
+    }
+}
+
 /// Decodes and, on failure, names the field as well as serde_json lets us:
 /// its message carries the offending value and expected type.
 fn serde_path_to_error<T: DeserializeOwned>(doc: Value) -> Result<T, FieldError> {
-    serde_json::from_value(doc.clone()).map_err(|e| {
+    // From a reference: the document stays whole for locating a bad field,
+    // without a copy per object.
+    T::deserialize(&doc).map_err(|e| {
         let field = locate_bad_field::<T>(&doc).unwrap_or_else(|| "(object)".to_string());
         FieldError::new(field, e.to_string())
     })

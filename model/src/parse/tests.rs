@@ -105,3 +105,14 @@ fn non_string_name_still_names_the_object() {
     assert_eq!(key.to_string(), "Service default/false");
     assert_eq!(fe.field, "metadata.name");
 }
+
+#[test]
+fn managed_fields_and_last_applied_are_not_kept() {
+    let p = parse(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations: {kubectl.kubernetes.io/last-applied-configuration: '{\"big\": 1}', keep: me}\n  managedFields: [{manager: kubectl, operation: Apply}]\nspec: {ports: [{port: 80}]}\n",
+    );
+    let meta = p.objects[0].as_ref().unwrap().metadata();
+    assert!(meta.managed_fields.is_none());
+    let ann = meta.annotations.as_ref().unwrap();
+    assert_eq!(ann.keys().collect::<Vec<_>>(), ["keep"]);
+}
