@@ -118,7 +118,15 @@ impl Nodeway {
         // some other socket on 127.0.0.1 between `free_port` and nodeway's
         // bind cannot collide with them.
         let lo = own_loopback();
-        let at = |ip: IpAddr| SocketAddr::new(ip, free_port(ip));
+        // Distinct: a port freed by one probe may come back from the next.
+        let mut taken = Vec::new();
+        let mut at = |ip: IpAddr| loop {
+            let p = free_port(ip);
+            if !taken.contains(&p) {
+                taken.push(p);
+                break SocketAddr::new(ip, p);
+            }
+        };
         let (dns, http, https, admin, dead) = (at(lo), at(lo), at(lo), at(lo), at(lo));
         let mut args: Vec<String> = vec![
             "run".into(),
