@@ -89,16 +89,22 @@ fn bench(c: &mut Criterion) {
         })
     });
     let mut n = 0usize;
-    g.bench_function("one EndpointSlice changed at 10k: parse + incremental compile", |b| {
-        b.iter(|| {
-            n += 1;
-            let i = n % SERVICES;
-            let mut y = String::new();
-            slice(&mut y, i, n % 7);
-            builder.update_file(&PathBuf::from(format!("slice-{i}.yaml")), Some(y.as_bytes()));
-            builder.build()
-        })
-    });
+    g.bench_function(
+        "one EndpointSlice changed at 10k: parse + incremental compile",
+        |b| {
+            b.iter(|| {
+                n += 1;
+                let i = n % SERVICES;
+                let mut y = String::new();
+                slice(&mut y, i, n % 7);
+                builder.update_file(
+                    &PathBuf::from(format!("slice-{i}.yaml")),
+                    Some(y.as_bytes()),
+                );
+                builder.build()
+            })
+        },
+    );
     g.bench_function("parse + validate 10k services / 100k endpoints", |b| {
         b.iter(|| loaded(&files))
     });

@@ -112,10 +112,8 @@ pub fn render(snap: &Snapshot, errors: &[ConfigError], domain: &str) -> String {
     ]];
     for r in snap.ingress.routes() {
         let backend = match &r.backend {
-            Some(b) => {
-                let p = &b.service.ports[b.port];
-                format!("{}:{}", b.service.id, p.port)
-            }
+            // `namespace/name:port`
+            Some(b) => b.key.to_string(),
             None => "(none: 503)".into(),
         };
         let host = if r.host.is_empty() {

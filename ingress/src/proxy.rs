@@ -118,15 +118,16 @@ async fn serve(
     if !is_valid_host(host) {
         return status(StatusCode::BAD_REQUEST);
     }
-    let table = sh.view.load().table.clone();
+    // One generation for the whole request: its routes and the Services
+    // (endpoints) they name.
+    let view = sh.view.load_full();
     let raw = req.uri().path();
     let Ok(norm) = normalize_path(raw) else {
         return status(StatusCode::BAD_REQUEST);
     };
-    let Some(route) = table.find(host, &norm).cloned() else {
+    let Some(route) = view.table.find(host, &norm).cloned() else {
         return status(StatusCode::NOT_FOUND);
     };
-    drop(table);
     out.route = Some(route.clone());
     let ann = &route.annotations;
     if let Some(answer) = policy::before_proxy(&route, &req, &norm, host, conn, sh.https_port) {
@@ -138,8 +139,19 @@ async fn serve(
     // before any canary rule.
     let pinned = ann.affinity.as_ref().is_some_and(|a| {
         route.backend.as_ref().is_some_and(|be| {
-            let backends = &be.service.ports[be.port].backends;
-            from_cookie(req.headers(), &a.name, usable_backends(backends, None)).is_some()
+            let Some(port) = view
+                .services
+                .get(&be.service)
+                .and_then(|s| s.ports.get(be.port))
+            else {
+                return false;
+            };
+            from_cookie(
+                req.headers(),
+                &a.name,
+                usable_backends(&port.backends, None),
+            )
+            .is_some()
         })
     });
     let target = match &route.canary {
@@ -157,11 +169,16 @@ async fn serve(
     let Some(be) = target.backend.as_ref() else {
         return status(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let port = &be.service.ports[be.port];
+    let Some(service) = view.services.get(&be.service).cloned() else {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    drop(view);
+    let Some(port) = service.ports.get(be.port) else {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    };
     // An ExternalName Service is reached by its name and the Service port;
     // the connector resolves it per connection.
-    let external = be
-        .service
+    let external = service
         .external_name
         .as_deref()
         .map(|name| format!("{}:{}", name.trim_end_matches('.'), port.port));

@@ -4,8 +4,8 @@
 
 use crate::Error;
 use control::{Change, Compiled, View};
-use model::Snapshot;
 use model::ingress::IngressTable;
+use model::{ServiceMap, Snapshot};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -19,6 +19,9 @@ use std::sync::Arc;
 /// never sees the routes of one generation with the certificates of another.
 pub struct L7View {
     pub table: Arc<IngressTable>,
+    /// The Snapshot's Services: routes name their backend Service, and a
+    /// request reads its current endpoints here.
+    pub services: ServiceMap,
     /// Secret `namespace/name` to its loaded key.
     keys: HashMap<Arc<str>, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
@@ -96,6 +99,7 @@ impl control::ViewCompiler for ViewCompiler {
             return Compiled {
                 view: L7View {
                     table: p.table.clone(),
+                    services: snap.services.clone(),
                     keys: p.keys.clone(),
                     default: p.default.clone(),
                 },
@@ -122,6 +126,7 @@ impl control::ViewCompiler for ViewCompiler {
         Compiled {
             view: L7View {
                 table: snap.ingress.clone(),
+                services: snap.services.clone(),
                 keys,
                 default,
             },

@@ -168,10 +168,13 @@ impl Compiler {
         if std::mem::take(&mut self.namespaces_dirty) {
             self.namespaces = Arc::new(self.namespace_refs.keys().cloned().collect());
         }
-        let changed = self.compile_services(objects);
+        let (changed, reshaped) = self.compile_services(objects);
         let touched = self.claim(&changed, held);
         self.health(&changed, &touched);
-        if changed.iter().any(|k| self.ingress_services.contains(k)) {
+        // Routes name their Service and read its endpoints per request:
+        // only a Service that appeared, went or changed its ports (or
+        // externalName) changes what an Ingress resolves to.
+        if reshaped.iter().any(|k| self.ingress_services.contains(k)) {
             self.dirty_ingress = true;
         }
         if std::mem::take(&mut self.dirty_ingress) {
@@ -195,8 +198,12 @@ impl Compiler {
     }
 
     /// Recompiles the dirty Services; returns those whose compiled form
-    /// changed (added, changed or removed).
-    fn compile_services(&mut self, objects: &Objects) -> Vec<NamespacedName> {
+    /// changed (added, changed or removed), and among them those whose
+    /// route shape changed ([`route_shape`]).
+    fn compile_services(
+        &mut self,
+        objects: &Objects,
+    ) -> (Vec<NamespacedName>, Vec<NamespacedName>) {
         for ns in std::mem::take(&mut self.dirty_pod_namespaces) {
             // Pods feed only Services with a selector (and no slices or
             // Endpoints, which resolve() checks).
@@ -212,10 +219,12 @@ impl Compiler {
             }
         }
         let mut changed = Vec::new();
+        let mut reshaped = Vec::new();
         for k in std::mem::take(&mut self.dirty_services) {
             let okey = ObjectKey::new("Service", &k.0, &k.1);
             let Some((file, Object::Service(svc))) = objects.get(&okey) else {
                 if self.services.remove(&k).is_some() {
+                    reshaped.push(k.clone());
                     changed.push(k);
                 }
                 continue;
@@ -232,10 +241,13 @@ impl Compiler {
             if old.is_some_and(|old| **old == compiled) {
                 continue;
             }
+            if old.is_none_or(|old| route_shape(old) != route_shape(&compiled)) {
+                reshaped.push(k.clone());
+            }
             self.services.insert(k.clone(), Arc::new(compiled));
             changed.push(k);
         }
-        changed
+        (changed, reshaped)
     }
 
     /// Re-decides the L4 claims of the changed Services.
@@ -321,6 +333,15 @@ impl Compiler {
         self.ingress_errors = errors;
         self.ingress_warnings = warnings;
     }
+}
+
+/// What an Ingress route resolves a Service to: its ports by number and
+/// name (in order: routes keep a port index) and its externalName.
+fn route_shape(s: &Service) -> (Vec<(&str, u16)>, Option<&str>) {
+    (
+        s.ports.iter().map(|p| (p.name.as_str(), p.port)).collect(),
+        s.external_name.as_deref(),
+    )
 }
 
 fn is_tls_secret(o: &Object) -> bool {

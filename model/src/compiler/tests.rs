@@ -167,9 +167,7 @@ fn describe(s: &Snapshot) -> String {
             r.path,
             r.kind,
             r.ingress,
-            r.backend
-                .as_ref()
-                .map(|b| (&b.key, b.service.endpoints.len())),
+            r.backend.as_ref().map(|b| (&b.key, b.port)),
             r.canary
                 .as_ref()
                 .map(|c| (&c.ingress, c.backend.as_ref().map(|b| b.key.clone())))
@@ -248,4 +246,48 @@ fn a_one_service_change_shares_everything_else() {
     );
     let key = ObjectKey::new("Service", "default", "extra");
     assert!(b.object(&key).is_some());
+
+    // An Ingress naming a Service: its endpoints changing leaves the
+    // routes alone (requests read the endpoints per request), its ports
+    // changing rebuilds them.
+    b.update_file(
+        Path::new("ing.yaml"),
+        Some(b"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i}\nspec: {rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s1, port: {number: 80}}}}]}}]}\n"),
+    );
+    let three = b.build();
+    let slice = |ip: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s1-a, labels: {{kubernetes.io/service-name: s1}}}}\naddressType: IPv4\nendpoints: [{{addresses: [{ip}]}}]\n"
+        )
+    };
+    b.update_file(
+        Path::new("slice.yaml"),
+        Some(slice("127.0.12.1").as_bytes()),
+    );
+    let four = b.build();
+    assert!(!std::sync::Arc::ptr_eq(
+        three.service("default", "s1").unwrap(),
+        four.service("default", "s1").unwrap()
+    ));
+    assert!(
+        std::sync::Arc::ptr_eq(&three.ingress, &four.ingress),
+        "endpoints only"
+    );
+    all = all.replace(
+        "name: s1}\nspec: {clusterIP: 127.0.10.1, ports: [{port: 80}]}",
+        "name: s1}\nspec: {clusterIP: 127.0.10.1, ports: [{port: 81}]}",
+    );
+    b.update_file(Path::new("all.yaml"), Some(all.as_bytes()));
+    let five = b.build();
+    assert!(
+        !std::sync::Arc::ptr_eq(&four.ingress, &five.ingress),
+        "ports changed"
+    );
+    assert!(
+        five.errors
+            .iter()
+            .any(|e| e.to_string().contains("has no port 80")),
+        "{:?}",
+        five.errors
+    );
 }

@@ -108,7 +108,7 @@ fn resolve_backend(
     };
     Ok(RouteBackend {
         key: Arc::from(format!("{}:{}", svc.id, svc.ports[idx].port)),
-        service: svc.clone(),
+        service: (svc.namespace.clone(), svc.name.clone()),
         port: idx,
     })
 }

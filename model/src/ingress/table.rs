@@ -3,7 +3,7 @@
 
 use super::annotations::Annotations;
 use super::path::{encode_arg, encode_query, normalize_host, prefix_candidates};
-use crate::service::Service;
+use crate::snapshot::NamespacedName;
 use crate::tls::TlsSecret;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,10 +18,14 @@ pub enum PathKind {
 }
 
 /// Where a route sends requests: a Service port, resolved at compile time.
+/// The route names the Service, not a copy of it: requests take its
+/// endpoints from the current Snapshot, so an endpoint change does not
+/// rebuild the routes (only a change to the Service's ports does).
 #[derive(Clone, Debug)]
 pub struct RouteBackend {
-    pub service: Arc<Service>,
-    /// Index into `service.ports`.
+    /// (namespace, name) of the Service.
+    pub service: NamespacedName,
+    /// Index into the Service's `ports`.
     pub port: usize,
     /// `namespace/name:port`: stable identity for per-backend state
     /// (round-robin cursors) that outlives Snapshots.

@@ -226,7 +226,7 @@ spec:
     let r = s.ingress.find("unknown.host", "/zzz").unwrap();
     assert_eq!(&*r.ingress, "default/def");
     let b = r.backend.as_ref().unwrap();
-    assert_eq!(&*b.service.id, "default/other");
+    assert_eq!(b.service, ("default".to_string(), "other".to_string()));
     assert_eq!(&*b.key, "default/other:80");
     assert_eq!(
         &*s.ingress.find("x.com", "/nope").unwrap().ingress,
@@ -487,7 +487,7 @@ fn canary_attaches_to_main_route() {
     let r = s.ingress.find("x.com", "/a").unwrap();
     assert_eq!(&*r.ingress, "default/main");
     let c = r.canary.as_ref().unwrap();
-    assert_eq!(&*c.backend.as_ref().unwrap().service.id, "default/other");
+    assert_eq!(c.backend.as_ref().unwrap().service.1, "other");
     let cfg = c.annotations.canary.as_ref().unwrap();
     assert_eq!(
         (cfg.by_header.as_deref(), cfg.weight),
