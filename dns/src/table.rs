@@ -16,6 +16,8 @@ use std::sync::Arc;
 /// The schema version we implement (Kubernetes DNS spec).
 const SCHEMA_VERSION: &str = "1.1.0";
 const VERSION_TTL: u32 = 28800;
+/// Updates that change this many Services compile fast answers in parallel.
+const PARALLEL_FROM: usize = 2000;
 
 /// How a table is compiled.
 #[derive(Clone, Debug)]
@@ -80,6 +82,9 @@ pub struct Table {
     from_namespaces: Arc<BTreeSet<String>>,
     /// The names each Service put in the table, to take them out again.
     owned: SharedMap<NamespacedName, Arc<Owned>>,
+    /// While a big batch is built: names whose fast answers are still to
+    /// compile (in parallel, at the end of the update).
+    deferred: Option<Vec<(LowerName, Arc<Node>)>>,
     /// Reverse names: the Services that point each address at a name.
     ptrs: SharedMap<IpAddr, Arc<[PtrSource]>>,
 }
@@ -207,6 +212,11 @@ impl Table {
         t.namespaces(&snap.namespaces);
         let from = std::mem::take(&mut t.from_services);
         let changed = snap.services.diff(&from, Arc::ptr_eq);
+        // A first load (or a change of most of the cluster) compiles its
+        // fast answers on every core at the end.
+        if changed.len() >= PARALLEL_FROM {
+            t.deferred = Some(Vec::new());
+        }
         let mut dirty_ptrs = BTreeSet::new();
         for d in &changed {
             let (key, svc) = match d {
@@ -221,6 +231,14 @@ impl Table {
         }
         for ip in dirty_ptrs {
             t.rebuild_ptr(ip);
+        }
+        if let Some(batch) = t.deferred.take() {
+            // Only names still in the table with the node last put there.
+            let live: Vec<_> = batch
+                .into_iter()
+                .filter(|(n, node)| t.nodes.get(n).is_some_and(|c| Arc::ptr_eq(c, node)))
+                .collect();
+            t.fast.put_all(live);
         }
         t.from_services = snap.services.clone();
         tracing::debug!(
@@ -252,6 +270,7 @@ impl Table {
             from_namespaces: Arc::default(),
             owned: SharedMap::new(),
             ptrs: SharedMap::new(),
+            deferred: None,
         }
     }
 
@@ -259,8 +278,12 @@ impl Table {
     fn put(&mut self, nodes: HashMap<LowerName, Node>) -> Vec<LowerName> {
         let mut names = Vec::with_capacity(nodes.len());
         for (name, node) in nodes {
-            self.fast.put(&name, &node);
-            self.nodes.insert(name.clone(), Arc::new(node));
+            let node = Arc::new(node);
+            match &mut self.deferred {
+                Some(batch) => batch.push((name.clone(), node.clone())),
+                None => self.fast.put(&name, &node),
+            }
+            self.nodes.insert(name.clone(), node);
             names.push(name);
         }
         names

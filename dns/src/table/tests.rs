@@ -537,3 +537,29 @@ fn an_update_rebuilds_only_what_changed() {
         vec!["127.96.0.99"]
     );
 }
+
+/// A big batch compiles its fast answers in parallel: the same table as
+/// one built in steps small enough to compile them one by one.
+#[test]
+fn parallel_batches_equal_sequential_updates() {
+    let yaml = |n: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}}}\nspec: {{clusterIP: 127.1.{}.{}, ports: [{{name: http, port: 80}}]}}\n",
+                    i / 250,
+                    i % 250
+                )
+            })
+            .collect()
+    };
+    let n = PARALLEL_FROM + 10;
+    let mut b = Builder::new(CompileOptions::default());
+    b.update_file(Path::new("a.yaml"), Some(yaml(n / 2).as_bytes()));
+    let half = b.build();
+    b.update_file(Path::new("a.yaml"), Some(yaml(n).as_bytes()));
+    let all = b.build();
+    let stepwise = Table::update(Some(&Table::compile(&half, &opts())), &all, &opts());
+    let batch = Table::compile(&all, &opts());
+    assert_eq!(stepwise.describe(), batch.describe());
+}
