@@ -268,8 +268,8 @@ impl FastTable {
 
     /// Compiles the answers of one name (replacing what it had).
     pub(crate) fn put(&mut self, name: &LowerName, node: &Node) {
-        if let Some((key, fast)) = compile_name(name, node) {
-            self.names.insert(key, fast);
+        if let Some(compiled) = compile_name(name, node) {
+            self.names.insert(compiled.key, compiled.fast);
         }
     }
 
@@ -277,7 +277,7 @@ impl FastTable {
     pub(crate) fn put_all(&mut self, batch: Vec<(LowerName, Arc<Node>)>) {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let chunk = batch.len().div_ceil(threads).max(1);
-        let compiled: Vec<Vec<Option<(Box<[u8]>, Arc<FastName>)>>> = std::thread::scope(|s| {
+        let compiled: Vec<Vec<Option<CompiledName>>> = std::thread::scope(|s| {
             let workers: Vec<_> = batch
                 .chunks(chunk)
                 .map(|part| {
@@ -289,8 +289,8 @@ impl FastTable {
                 .map(|w| w.join().expect("a fast-answer compile panicked"))
                 .collect()
         });
-        for (key, fast) in compiled.into_iter().flatten().flatten() {
-            self.names.insert(key, fast);
+        for name in compiled.into_iter().flatten().flatten() {
+            self.names.insert(name.key, name.fast);
         }
     }
 
@@ -394,8 +394,15 @@ impl FastTable {
     }
 }
 
+/// One name's fast answers, ready to go into the table.
+struct CompiledName {
+    /// The name's lower-case wire form: the table's key.
+    key: Box<[u8]>,
+    fast: Arc<FastName>,
+}
+
 /// The fast answers of one name, keyed by its lower-case wire form.
-fn compile_name(name: &LowerName, node: &Node) -> Option<(Box<[u8]>, Arc<FastName>)> {
+fn compile_name(name: &LowerName, node: &Node) -> Option<CompiledName> {
     let key = wire_name(&Name::from(name))?;
     let fast = if node.cname.is_some() {
         FastName::Slow
@@ -410,7 +417,10 @@ fn compile_name(name: &LowerName, node: &Node) -> Option<(Box<[u8]>, Arc<FastNam
                 .collect(),
         )
     };
-    Some((key.into_boxed_slice(), Arc::new(fast)))
+    Some(CompiledName {
+        key: key.into_boxed_slice(),
+        fast: Arc::new(fast),
+    })
 }
 
 #[cfg(test)]
