@@ -25,6 +25,12 @@ pub struct L4Args {
     /// Copy TCP through user-space buffers instead of splice(2).
     #[arg(long)]
     pub l4_no_splice: bool,
+    /// Give every TCP Service address a socket of its own instead of
+    /// steering them with sk_lookup to one listener per address family
+    /// (steering needs CAP_BPF and CAP_NET_ADMIN; without them this is
+    /// what happens anyway).
+    #[arg(long)]
+    pub l4_no_steering: bool,
 }
 
 impl Default for L4Args {
@@ -37,6 +43,7 @@ impl Default for L4Args {
             l4_udp_idle_timeout: c.udp_idle_timeout,
             l4_udp_max_sessions: c.udp_max_sessions,
             l4_no_splice: !c.splice,
+            l4_no_steering: !c.steering,
         }
     }
 }
@@ -77,6 +84,7 @@ pub async fn start(
         udp_max_sessions: args.l4_udp_max_sessions,
         splice: !args.l4_no_splice,
         max_listeners,
+        steering: !args.l4_no_steering,
     };
     let p = proxy::Proxy::start(cfg, ctx.snapshots.clone(), &mut ctx.registry).await;
     Ok(Some(Box::new(Handle(p))))

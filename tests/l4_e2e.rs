@@ -122,7 +122,9 @@ spec:
   ports: [{name: http, port: 8080}]
 ";
     write_manifests(dir.path(), "svc.yaml", yaml);
-    let n = Nodeway::start(dir.path(), &[]);
+    // One socket per address, as without root: steered, the Service would
+    // take the squatter's address over (proxy/tests/steering.rs).
+    let n = Nodeway::start(dir.path(), &["--l4-no-steering"]);
 
     // No endpoints: the client is reset at once, never left hanging. The
     // reset may already be there when connect() reports back, or come on

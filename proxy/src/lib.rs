@@ -60,6 +60,10 @@ pub struct Config {
     /// past it are not bound (shown in problems) rather than exhausting the
     /// limit for everyone.
     pub max_listeners: usize,
+    /// Steer TCP frontends with a BPF `sk_lookup` program to one listener
+    /// per address family when the process may (root, Linux 5.9+); else,
+    /// or when false, each address gets a socket of its own.
+    pub steering: bool,
 }
 
 impl Default for Config {
@@ -74,17 +78,22 @@ impl Default for Config {
             udp_max_sessions: 65536,
             splice: true,
             max_listeners: usize::MAX,
+            steering: true,
         }
     }
 }
 
-/// A bound frontend socket. `serial` changes only when the socket is
-/// re-created, so callers can tell an untouched listener from a rebound one.
+/// A frontend address being served. `serial` changes only when its socket
+/// (or steering entry) is re-created, so callers can tell an untouched
+/// listener from a rebound one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerInfo {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub serial: u64,
+    /// Served by a steering entry to a shared listener, not a socket of
+    /// its own.
+    pub steered: bool,
 }
 
 /// What the data path shares.

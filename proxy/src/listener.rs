@@ -1,6 +1,12 @@
 //! The listener reconciler: on every applied Snapshot, bind the addresses
 //! that are new, close the ones that are gone (their established connections
 //! finish on their own), and leave the rest untouched.
+//!
+//! With steering (root, Linux 5.9+) a TCP frontend is an entry in the
+//! `sk_lookup` map, not a socket: every TCP frontend of a family shares one
+//! listener, so ten thousand Services take two descriptors. Without it, and
+//! for UDP frontends and health checks always, each address has its own
+//! socket.
 
 use crate::routes::Wanted;
 use crate::view::L4View;
@@ -11,6 +17,7 @@ use socket2::{Domain, Socket, Type};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
@@ -24,11 +31,25 @@ const RETRY: Duration = Duration::from_secs(5);
 
 const BACKLOG: i32 = 1024;
 
+/// Backlog of a listener every steered frontend of a family shares.
+const SHARED_BACKLOG: i32 = 4096;
+
+/// How an address is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Its own socket, proxying.
+    Socket,
+    /// kube-proxy's load-balancer health check, on its own socket.
+    Health,
+    /// A steering entry to the shared TCP listener of its family.
+    Steered,
+}
+
 /// A bound address. Dropping it aborts its accept/receive task, which
 /// closes the socket; connections already accepted run in their own tasks.
 struct Bound {
-    /// Serves kube-proxy's health check rather than proxying.
-    health: bool,
+    kind: Kind,
+    /// None for a steered address (and once a close is under way).
     task: Option<JoinHandle<()>>,
 }
 
@@ -42,9 +63,22 @@ impl Drop for Bound {
 
 type Key = (SocketAddr, Protocol);
 
+/// `sk_lookup` steering and the shared listeners it hands connections to.
+struct Steer {
+    map: steer::Steering,
+    /// The shared TCP listener of IPv4 (slot 0) and IPv6 (slot 1), bound
+    /// on first use and kept while the plane runs.
+    listeners: [Option<Bound>; 2],
+}
+
 pub(crate) struct Reconciler {
     shared: Arc<Shared>,
+    /// None: one socket per address.
+    steer: Option<Steer>,
     bound: HashMap<Key, Bound>,
+    /// Sockets open (bound addresses with a socket of their own, shared
+    /// listeners): what counts against `max_listeners`.
+    sockets: usize,
     /// What each address should serve (a Service frontend or a health check).
     desired: HashMap<Key, Wanted>,
     /// Desired but not bound (failed, over budget, or waiting for a close),
@@ -67,9 +101,12 @@ pub(crate) struct Reconciler {
 
 impl Reconciler {
     pub fn new(shared: Arc<Shared>, drain: mpsc::Sender<()>, applied: watch::Sender<u64>) -> Self {
+        let steer = shared.cfg.steering.then(attach_steering).flatten();
         Reconciler {
             shared,
+            steer,
             bound: HashMap::new(),
+            sockets: 0,
             desired: HashMap::new(),
             unbound: BTreeSet::new(),
             closing: HashSet::new(),
@@ -132,30 +169,39 @@ impl Reconciler {
         self.applied.send_replace(view.generation);
     }
 
+    /// How `w` is served here.
+    fn kind(&self, w: &Wanted) -> Kind {
+        if w.health {
+            Kind::Health
+        } else if self.steer.is_some() && w.protocol == Protocol::Tcp {
+            Kind::Steered
+        } else {
+            Kind::Socket
+        }
+    }
+
     /// Makes one address serve what it should: keep, close, or queue a bind.
     fn reconcile(&mut self, key: Key, want: Option<Wanted>) {
         let (addr, proto) = key;
-        match (self.bound.get_mut(&key), &want) {
-            (Some(b), Some(w)) if b.health == w.health => {}
-            (Some(b), Some(_)) => {
-                info!(listen = %addr, protocol = proto.as_str(), "listener closed");
-                if let Some(task) = b.task.take() {
-                    // Same address, other kind: rebind once the socket is gone.
-                    task.abort();
-                    self.closing.insert(key);
-                    let closed = self.closed.0.clone();
-                    tokio::spawn(async move {
-                        let _ = task.await;
-                        let _ = closed.send(key);
-                    });
-                }
-                self.unbind(&key);
+        let kind = want.as_ref().map(|w| self.kind(w));
+        if let Some(b) = self.bound.get_mut(&key)
+            && Some(b.kind) != kind
+        {
+            info!(listen = %addr, protocol = proto.as_str(), "listener closed");
+            if kind.is_some_and(|k| k != Kind::Steered)
+                && let Some(task) = b.task.take()
+            {
+                // Same address, other kind: rebind once the socket is gone.
+                task.abort();
+                self.closing.insert(key);
+                let closed = self.closed.0.clone();
+                tokio::spawn(async move {
+                    let _ = task.await;
+                    let _ = closed.send(key);
+                });
+                self.sockets -= 1;
             }
-            (Some(_), None) => {
-                info!(listen = %addr, protocol = proto.as_str(), "listener closed");
-                self.unbind(&key);
-            }
-            (None, _) => {}
+            self.unbind(&key);
         }
         match want {
             Some(w) => {
@@ -172,9 +218,20 @@ impl Reconciler {
     }
 
     /// Drops a bound socket (its accept task is aborted; its connections
-    /// run on in their own tasks).
+    /// run on in their own tasks) or steering entry.
     fn unbind(&mut self, key: &Key) {
-        self.bound.remove(key);
+        let Some(b) = self.bound.remove(key) else {
+            return;
+        };
+        if b.task.is_some() {
+            self.sockets -= 1;
+        }
+        if b.kind == Kind::Steered
+            && let Some(s) = &self.steer
+            && let Err(e) = s.map.unsteer(key.0, steer::Proto::Tcp)
+        {
+            warn!(listen = %key.0, error = %e, "steering entry not removed");
+        }
         self.shared
             .listeners
             .lock()
@@ -191,25 +248,25 @@ impl Reconciler {
             if self.closing.contains(&key) {
                 continue;
             }
-            if self.bound.len() + self.closing.len() >= self.shared.cfg.max_listeners {
-                over_budget += 1;
-                continue;
-            }
             let Some(w) = self.desired.get(&key).cloned() else {
                 self.unbound.remove(&key);
                 continue;
             };
-            match self.bind(&w) {
+            let kind = self.kind(&w);
+            if kind != Kind::Steered
+                && self.sockets + self.closing.len() >= self.shared.cfg.max_listeners
+            {
+                over_budget += 1;
+                continue;
+            }
+            match self.bind(&w, kind) {
                 Ok(task) => {
                     self.serial += 1;
-                    info!(listen = %w.addr, protocol = w.protocol.as_str(), service = %w.service, "listening");
-                    self.bound.insert(
-                        key,
-                        Bound {
-                            health: w.health,
-                            task: Some(task),
-                        },
-                    );
+                    info!(listen = %w.addr, protocol = w.protocol.as_str(), service = %w.service, steered = kind == Kind::Steered, "listening");
+                    if task.is_some() {
+                        self.sockets += 1;
+                    }
+                    self.bound.insert(key, Bound { kind, task });
                     self.unbound.remove(&key);
                     self.shared
                         .listeners
@@ -221,6 +278,7 @@ impl Reconciler {
                                 addr: w.addr,
                                 protocol: w.protocol,
                                 serial: self.serial,
+                                steered: kind == Kind::Steered,
                             },
                         );
                 }
@@ -249,16 +307,23 @@ impl Reconciler {
         self.publish();
     }
 
-    /// Binds one address and starts serving it.
-    fn bind(&self, w: &Wanted) -> io::Result<JoinHandle<()>> {
+    /// Binds one address and starts serving it: its own socket's task, or
+    /// None for a steering entry.
+    fn bind(&mut self, w: &Wanted, kind: Kind) -> io::Result<Option<JoinHandle<()>>> {
         let shared = self.shared.clone();
-        match w.protocol {
-            Protocol::Tcp if w.health => {
-                bind_tcp(w.addr).map(|l| tokio::spawn(health::serve(l, w.addr, shared)))
+        let task = match (kind, w.protocol) {
+            (Kind::Steered, _) => {
+                self.steer_to_shared(w.addr)?;
+                return Ok(None);
             }
-            Protocol::Tcp => bind_tcp(w.addr)
-                .map(|l| tokio::spawn(tcp::accept_loop(l, w.addr, shared, self.drain.clone()))),
-            Protocol::Udp => bind_udp(w.addr).map(|s| {
+            (Kind::Health, _) => {
+                bind_tcp(w.addr, BACKLOG).map(|l| tokio::spawn(health::serve(l, w.addr, shared)))
+            }
+            (Kind::Socket, Protocol::Tcp) => bind_tcp(w.addr, BACKLOG).map(|l| {
+                let frontend = tcp::Frontend::Bound(w.addr);
+                tokio::spawn(tcp::accept_loop(l, frontend, shared, self.drain.clone()))
+            }),
+            (Kind::Socket, Protocol::Udp) => bind_udp(w.addr).map(|s| {
                 tokio::spawn(udp::recv_loop(
                     s,
                     w.addr,
@@ -267,8 +332,41 @@ impl Reconciler {
                 ))
             }),
             // Never wanted: routes report SCTP as a problem instead.
-            Protocol::Sctp => Err(io::Error::other("SCTP is not supported")),
+            (Kind::Socket, Protocol::Sctp) => Err(io::Error::other("SCTP is not supported")),
+        };
+        task.map(Some)
+    }
+
+    /// Steers `addr` to its family's shared listener, binding that first
+    /// if this is the first steered address of the family.
+    fn steer_to_shared(&mut self, addr: SocketAddr) -> io::Result<()> {
+        let slot = usize::from(addr.is_ipv6());
+        let Some(s) = &mut self.steer else {
+            return Err(io::Error::other("steering is off"));
+        };
+        if s.listeners[slot].is_none() {
+            let local = if addr.is_ipv6() {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+            } else {
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+            };
+            let l = bind_tcp(local, SHARED_BACKLOG)?;
+            s.map.set_socket(slot as u32, l.as_fd())?;
+            info!(listen = ?l.local_addr().ok(), "shared listener for steered TCP frontends");
+            let frontend = tcp::Frontend::Dialled;
+            let task = tokio::spawn(tcp::accept_loop(
+                l,
+                frontend,
+                self.shared.clone(),
+                self.drain.clone(),
+            ));
+            s.listeners[slot] = Some(Bound {
+                kind: Kind::Socket,
+                task: Some(task),
+            });
+            self.sockets += 1;
         }
+        s.map.steer(addr, steer::Proto::Tcp, slot as u32)
     }
 
     fn publish(&self) {
@@ -335,7 +433,25 @@ fn socket(addr: SocketAddr, ty: Type, proto: socket2::Protocol) -> io::Result<So
     Ok(s)
 }
 
-fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+/// Loads and attaches the steering program, or says why not (then each
+/// address gets a socket of its own, as before).
+fn attach_steering() -> Option<Steer> {
+    match steer::Steering::attach() {
+        Ok(map) => {
+            info!("TCP frontends are steered by sk_lookup to one listener per address family");
+            Some(Steer {
+                map,
+                listeners: [None, None],
+            })
+        }
+        Err(e) => {
+            info!(error = %e, "sk_lookup steering unavailable (needs CAP_BPF and CAP_NET_ADMIN, Linux 5.9+): one socket per Service address");
+            None
+        }
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let s = socket(addr, Type::STREAM, socket2::Protocol::TCP)?;
     // Rebinding right after a close must not wait for TIME_WAIT. On Linux
     // this never lets two listeners share an address (that is SO_REUSEPORT).
@@ -344,7 +460,7 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     // setsockopt per listener instead of one per connection.
     s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
-    s.listen(BACKLOG)?;
+    s.listen(backlog)?;
     TcpListener::from_std(s.into())
 }
 
@@ -364,7 +480,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn accepted_sockets_inherit_nodelay() {
-        let l = bind_tcp("127.0.46.201:0".parse().unwrap()).unwrap();
+        let l = bind_tcp("127.0.46.201:0".parse().unwrap(), BACKLOG).unwrap();
         let addr = l.local_addr().unwrap();
         let _c = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (s, _) = l.accept().await.unwrap();

@@ -1,5 +1,6 @@
-//! TCP frontends: one accept loop per bound address; each connection picks
-//! an endpoint from the routes of the generation current when it arrived.
+//! TCP frontends: one accept loop per listening socket (a bound address, or
+//! the shared listener steered frontends go to); each connection picks an
+//! endpoint from the routes of the generation current when it arrived.
 
 use crate::copy::{self, Counters, End};
 use crate::routes::Route;
@@ -14,12 +15,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, warn};
 
+/// Which frontend a listener's connections are for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Frontend {
+    /// The listener's own address.
+    Bound(SocketAddr),
+    /// The address each client dialled: the listener takes every frontend
+    /// steered to it (see the `steer` crate), and the accepted socket's
+    /// local address names the one it is for.
+    Dialled,
+}
+
 /// Accepts until the task is aborted (listener removed or shutdown); open
 /// connections run in their own tasks and are not affected by that.
 /// Each connection holds a clone of `drain` so shutdown can wait for them.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    local: SocketAddr,
+    frontend: Frontend,
     shared: Arc<Shared>,
     drain: mpsc::Sender<()>,
 ) {
@@ -28,22 +40,30 @@ pub(crate) async fn accept_loop(
             Ok(c) => c,
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                warn!(listen = %local, error = %e, "accept failed");
+                warn!(listen = ?listener.local_addr().ok(), error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let local = match frontend {
+            Frontend::Bound(addr) => Some(addr),
+            Frontend::Dialled => conn.local_addr().ok(),
+        };
         // One Snapshot-derived lookup per connection; the guard is dropped
         // at the end of this statement, before any await.
-        let route = shared
-            .view
-            .load()
-            .t
-            .routes
-            .get(&(local, Protocol::Tcp))
-            .cloned();
-        let Some(route) = route else {
-            // The listener is being removed by the reconciler.
+        let route = local.and_then(|local| {
+            let route = shared
+                .view
+                .load()
+                .t
+                .routes
+                .get(&(local, Protocol::Tcp))
+                .cloned();
+            route.map(|r| (local, r))
+        });
+        let Some((local, route)) = route else {
+            // The listener (or steering entry) is being removed by the
+            // reconciler, or a client dialled the shared listener itself.
             reset(&conn);
             continue;
         };

@@ -115,6 +115,9 @@ async fn reconcile_closes_removed_and_keeps_unchanged_listeners() {
     assert_eq!(hello(addr("127.0.56.100:8080")).await.0, "b");
 }
 
+/// Without steering, each address is a socket of its own (steered, the
+/// Service takes the address over, as kube-proxy's DNAT does: see
+/// steering.rs).
 #[tokio::test]
 async fn bind_failure_is_reported_and_isolated() {
     let a = Backend::start(addr("127.0.57.1:0"), "a").await;
@@ -139,7 +142,11 @@ async fn bind_failure_is_reported_and_isolated() {
         "",
         "",
     );
-    let h = Harness::start(&yaml, Config::default()).await;
+    let cfg = Config {
+        steering: false,
+        ..Config::default()
+    };
+    let h = Harness::start(&yaml, cfg).await;
     let problems = h.proxy.problems();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
@@ -163,7 +170,8 @@ async fn bind_failure_is_reported_and_isolated() {
 }
 
 /// Past its share of the open-file limit the plane binds nothing more, and
-/// says so once, instead of starving DNS, Ingress and connections of fds.
+/// says so once, instead of starving DNS, Ingress and connections of fds
+/// (one socket per address: steering would serve all three with one).
 #[tokio::test]
 async fn listener_budget_is_never_exceeded() {
     let a = Backend::start(addr("127.0.58.1:0"), "a").await;
@@ -183,6 +191,7 @@ async fn listener_budget_is_never_exceeded() {
         svc("one", "127.0.58.100") + &svc("two", "127.0.58.101") + &svc("three", "127.0.58.102");
     let cfg = Config {
         max_listeners: 2,
+        steering: false,
         ..Config::default()
     };
     let h = Harness::start(&yaml, cfg).await;
