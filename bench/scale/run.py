@@ -6,8 +6,8 @@ For each N (default 1000 and 10000) it generates
     ready endpoints each (bulk files of 500 objects);
   - 200 headless Services with 20 hostnames each;
   - N/10 Ingresses with 5 Prefix paths each;
-then runs `nodeway run` on the folder and prints: time to ready, RSS when
-ready, and for each kind of change the time from the file write (an atomic
+then runs `nodeway run` on the folder and prints: time to ready, RSS and
+open file descriptors when ready, and for each kind of change the time from the file write (an atomic
 rename, as editors and ConfigMap volumes do) until a client sees it:
   endpoint   one address of a headless Service's slice changed (DNS)
   path       one Ingress path added (L7 stops answering 404)
@@ -204,6 +204,10 @@ def rss_mb(pid):
     return 0.0
 
 
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def ready():
     try:
         with urllib.request.urlopen(f"http://{ADMIN}/readyz", timeout=1) as r:
@@ -238,6 +242,7 @@ def measure(n, rounds, l4):
             t_ready = time.monotonic() - t0
             time.sleep(1)
             rss = rss_mb(proc.pid)
+            fds = open_fds(proc.pid)
             res = {"endpoint": [], "path": [], "service": [], "replace": []}
             ings = n // 10
             for r in range(rounds):
@@ -270,7 +275,7 @@ def measure(n, rounds, l4):
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        return t_ready, rss, rss_after, {k: statistics.median(v) for k, v in res.items()}
+        return t_ready, rss, rss_after, fds, {k: statistics.median(v) for k, v in res.items()}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -287,15 +292,15 @@ def main():
     rows = {}
     for n in ns:
         rows[n] = measure(n, a.rounds, a.l4)
-        t_ready, rss, rss_after, med = rows[n]
+        t_ready, rss, rss_after, fds, med = rows[n]
         print(
             f"N={n:>6} l4={'on' if a.l4 else 'off'}: ready {t_ready:.2f} s, RSS {rss:.0f} MB "
-            f"(after changes {rss_after:.0f} MB); change to live (median of {a.rounds}): "
+            f"(after changes {rss_after:.0f} MB), {fds} open fds; change to live (median of {a.rounds}): "
             + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in med.items()),
             flush=True,
         )
     if len(ns) == 2:
-        lo, hi = rows[ns[0]][3], rows[ns[1]][3]
+        lo, hi = rows[ns[0]][4], rows[ns[1]][4]
         print("ratio N=%d / N=%d: " % (ns[1], ns[0]) + ", ".join(f"{k} {hi[k] / lo[k]:.2f}x" for k in lo))
 
 

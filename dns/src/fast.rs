@@ -78,6 +78,9 @@ pub struct FastTable {
     zone: Box<[u8]>,
     /// Set when pod records are on: names below it may be synthesized.
     pod_zone: Option<Box<[u8]>>,
+    /// Names whose children (endpoint names) the slow path makes when
+    /// asked: a miss below one of them is not NXDOMAIN here.
+    synthesized: SharedMap<Box<[u8]>, ()>,
 }
 
 /// What the fast path answered (for metrics).
@@ -304,6 +307,18 @@ impl FastTable {
         (self.enabled, &self.negative)
     }
 
+    /// Marks (or unmarks) `name` as one whose children are synthesized.
+    pub(crate) fn set_synthesized(&mut self, name: &LowerName, on: bool) {
+        let Some(key) = wire_name(&Name::from(name)) else {
+            return;
+        };
+        if on {
+            self.synthesized.insert(key.into_boxed_slice(), ());
+        } else {
+            self.synthesized.remove(&key[..]);
+        }
+    }
+
     pub(crate) fn remove(&mut self, name: &LowerName) {
         if let Some(key) = wire_name(&Name::from(name)) {
             self.names.remove(&key[..]);
@@ -387,6 +402,11 @@ impl FastTable {
                 }
                 if !q.is_within(&self.zone) {
                     return None; // forwarded (or refused): the slow path
+                }
+                let first = usize::from(*q.name.first()?);
+                let parent = q.name.get(1 + first..)?;
+                if self.synthesized.get(parent).is_some() {
+                    return None; // an endpoint name the slow path makes
                 }
                 negative(RCODE_NXDOMAIN)
             }

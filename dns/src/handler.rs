@@ -113,9 +113,11 @@ impl Handler {
         }
         match lookup {
             Lookup::Answer(set) => Reply::answer(as_asked(&set.answers, asked), &set.additionals),
-            Lookup::Synthesized(mut r) => {
-                r.name = asked.clone();
-                Reply::answer(Cow::Owned(vec![*r]), &[])
+            Lookup::Synthesized(mut records) => {
+                for r in &mut records {
+                    r.name = asked.clone();
+                }
+                Reply::answer(Cow::Owned(records), &[])
             }
             Lookup::NoData => Reply::negative(ResponseCode::NoError, table),
             Lookup::NxDomain => Reply::negative(ResponseCode::NXDomain, table),
@@ -126,8 +128,10 @@ impl Handler {
                     return reply;
                 }
                 if table.in_zone(&c.target) {
-                    if let Lookup::Answer(set) = table.lookup(&c.target, qtype) {
-                        reply.chased = set.answers.clone();
+                    match table.lookup(&c.target, qtype) {
+                        Lookup::Answer(set) => reply.chased = set.answers.clone(),
+                        Lookup::Synthesized(records) => reply.chased = records,
+                        _ => {}
                     }
                 } else {
                     // Chased for the zone's own answer, so any client may

@@ -2,6 +2,14 @@
 //! addresses) answers, compiled from one Snapshot into precomputed records so
 //! that a query is a hash lookup and a copy. Built off the query path by a
 //! background task at each new generation; a query sees one whole table.
+//!
+//! Two kinds of names are not stored but made when asked, from an index the
+//! table keeps (as CoreDNS answers from its indexes): the endpoint names of
+//! Services that are not headless (`<ip-or-hostname>.<svc>...`, which
+//! CoreDNS answers but nobody relies on), and the reverse names of
+//! addresses that are only such endpoints. They are nine in ten of a big
+//! cluster's names; storing each with its records and fast answer cost
+//! about 3 KB per endpoint.
 
 use crate::fast::FastTable;
 use crate::names::{dashed, parse_dashed};
@@ -56,8 +64,10 @@ pub struct Node {
 #[derive(Debug)]
 pub enum Lookup<'a> {
     Answer(&'a RrSet),
-    /// A record made at query time (pod records).
-    Synthesized(Box<Record>),
+    /// Records made at query time (pod records, endpoint names and reverse
+    /// names of Services that are not headless): answers, nothing in
+    /// Additional.
+    Synthesized(Vec<Record>),
     Cname(&'a Cname),
     NoData,
     NxDomain,
@@ -87,6 +97,9 @@ pub struct Table {
     deferred: Option<Vec<(LowerName, Arc<Node>)>>,
     /// Reverse names: the Services that point each address at a name.
     ptrs: SharedMap<IpAddr, Arc<[PtrSource]>>,
+    /// Services (not headless) whose endpoint names are made when asked,
+    /// by the Service's name.
+    synthesized: SharedMap<LowerName, Arc<Service>>,
 }
 
 /// What one Service contributed.
@@ -95,15 +108,29 @@ struct Owned {
     names: Vec<LowerName>,
     /// Addresses it gave a PTR target.
     ptrs: Vec<IpAddr>,
+    /// Its name, when its endpoint names are synthesized.
+    synthesized: Option<LowerName>,
 }
 
-/// One PTR target of a reverse name.
+/// One PTR target of a reverse name: the Service's name (for its
+/// ClusterIP) or the name of its endpoint with that address.
 #[derive(Clone, Debug)]
 struct PtrSource {
-    service: NamespacedName,
-    target: Name,
+    service: Arc<Service>,
     /// A ClusterIP's name goes before endpoint names.
     cluster_ip: bool,
+}
+
+impl PtrSource {
+    /// Whether the reverse name is stored (with a fast answer) rather than
+    /// made when asked: ClusterIPs and headless endpoints are.
+    fn stored(&self) -> bool {
+        self.cluster_ip || self.service.headless
+    }
+
+    fn key(&self) -> (&str, &str) {
+        (&self.service.namespace, &self.service.name)
+    }
 }
 
 impl Table {
@@ -151,7 +178,10 @@ impl Table {
             };
         }
         if !self.zone.zone_of(name) {
-            return Lookup::NotOurs;
+            return self.synthesized_ptr(name, qtype);
+        }
+        if let Some(found) = self.synthesized_endpoint(name, qtype) {
+            return found;
         }
         // `<dashed-ip>.<ns>.pod.<zone>`: answered from the name itself, as
         // CoreDNS `pods insecure` does (no check that such a pod exists).
@@ -166,13 +196,60 @@ impl Table {
                 (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => RData::AAAA(AAAA(v6)),
                 _ => return Lookup::NoData,
             };
-            return Lookup::Synthesized(Box::new(Record::from_rdata(
+            return Lookup::Synthesized(vec![Record::from_rdata(
                 Name::from(name),
                 self.ttl,
                 rdata,
-            )));
+            )]);
         }
         Lookup::NxDomain
+    }
+
+    /// `<label>.<svc>.<ns>.svc.<zone>` of a Service whose endpoint names
+    /// are not stored: the endpoints with that hostname or dashed address,
+    /// as if stored (A and AAAA sets; ANY gets the first endpoint's type).
+    fn synthesized_endpoint(&self, name: &LowerName, qtype: RecordType) -> Option<Lookup<'_>> {
+        if name.num_labels() < 2 {
+            return None;
+        }
+        let svc = self.synthesized.get(&name.base_name())?;
+        let label = name.iter().next()?;
+        let owner = Name::from(name);
+        let records: Vec<Record> = svc
+            .dns_endpoints()
+            .filter(|e| endpoint_label(e).as_bytes() == label)
+            .map(|e| addr_record(&owner, e.ip, self.ttl))
+            .collect();
+        let first = records.first()?.record_type();
+        let want = if qtype == RecordType::ANY {
+            first
+        } else {
+            qtype
+        };
+        let set: Vec<Record> = records
+            .into_iter()
+            .filter(|r| r.record_type() == want)
+            .collect();
+        Some(if set.is_empty() {
+            Lookup::NoData
+        } else {
+            Lookup::Synthesized(set)
+        })
+    }
+
+    /// The reverse name of an address only endpoints of Services that are
+    /// not headless point at; not ours (forwarded) otherwise.
+    fn synthesized_ptr(&self, name: &LowerName, qtype: RecordType) -> Lookup<'_> {
+        let Some((ip, list)) = reverse_ip(name).and_then(|ip| Some((ip, self.ptrs.get(&ip)?)))
+        else {
+            return Lookup::NotOurs;
+        };
+        match qtype {
+            RecordType::PTR | RecordType::ANY => {
+                Lookup::Synthesized(ptr_records(ip, list, &self.zone_name, self.ttl))
+            }
+            _ => Lookup::NoData,
+        }
     }
 
     /// Every name with its records and fast answers, sorted: two tables
@@ -184,6 +261,15 @@ impl Table {
             .iter()
             .map(|(name, node)| format!("{name} {node:?} fast={:?}", self.fast.entry(name)))
             .collect();
+        let synthesized = self
+            .synthesized
+            .iter()
+            .map(|(name, svc)| format!("endpoints of {name} from {}", svc.id));
+        let ptrs = self.ptrs.iter().map(|(ip, list)| {
+            let targets = ptr_records(*ip, list, &self.zone_name, self.ttl);
+            format!("ptr {ip} {targets:?}")
+        });
+        names.extend(synthesized.chain(ptrs));
         names.sort();
         format!(
             "soa {:?}\n{:?}\n{}",
@@ -270,6 +356,7 @@ impl Table {
             from_namespaces: Arc::default(),
             owned: SharedMap::new(),
             ptrs: SharedMap::new(),
+            synthesized: SharedMap::new(),
             deferred: None,
         }
     }
@@ -361,10 +448,17 @@ impl Table {
         for n in &owned.names {
             self.take(n);
         }
+        if let Some(n) = &owned.synthesized {
+            self.synthesized.remove(n);
+            self.fast.set_synthesized(n, false);
+        }
         for ip in &owned.ptrs {
             if let Some(list) = self.ptrs.get(ip) {
-                let rest: Vec<PtrSource> =
-                    list.iter().filter(|p| &p.service != key).cloned().collect();
+                let rest: Vec<PtrSource> = list
+                    .iter()
+                    .filter(|p| p.key() != (key.0.as_str(), key.1.as_str()))
+                    .cloned()
+                    .collect();
                 if rest.is_empty() {
                     self.ptrs.remove(ip);
                 } else {
@@ -378,7 +472,7 @@ impl Table {
     fn add_service(
         &mut self,
         key: &NamespacedName,
-        svc: &Service,
+        svc: &Arc<Service>,
         dirty_ptrs: &mut BTreeSet<IpAddr>,
     ) {
         let Some(name) = rel(
@@ -391,53 +485,126 @@ impl Table {
         let mut b = self.builder(name.clone());
         b.service(svc, &name);
         let mut owned = Owned::default();
-        for (ip, target, cluster_ip) in std::mem::take(&mut b.ptrs) {
+        for (ip, cluster_ip) in std::mem::take(&mut b.ptrs) {
             let mut list: Vec<PtrSource> =
                 self.ptrs.get(&ip).map(|l| l.to_vec()).unwrap_or_default();
             list.push(PtrSource {
-                service: key.clone(),
-                target,
+                service: svc.clone(),
                 cluster_ip,
             });
             // Merged in Service order whatever the order of updates.
-            list.sort_by(|a, b| a.service.cmp(&b.service));
+            list.sort_by(|a, b| a.key().cmp(&b.key()));
             self.ptrs.insert(ip, list.into());
             if !owned.ptrs.contains(&ip) {
                 owned.ptrs.push(ip);
             }
             dirty_ptrs.insert(ip);
         }
+        if !svc.headless && svc.external_name.is_none() && svc.dns_endpoints().next().is_some() {
+            let lower = LowerName::new(&name);
+            self.synthesized.insert(lower.clone(), svc.clone());
+            self.fast.set_synthesized(&lower, true);
+            owned.synthesized = Some(lower);
+        }
         owned.names = self.put(b.nodes);
         self.owned.insert(key.clone(), Arc::new(owned));
     }
 
-    /// The PTR node of `ip`: ClusterIP names first, then endpoint names,
-    /// each in Service order, without repeats.
+    /// The PTR node of `ip` if it is stored (see [`PtrSource::stored`]);
+    /// otherwise it is made when asked.
     fn rebuild_ptr(&mut self, ip: IpAddr) {
         let owner = Name::from(ip);
         let key = LowerName::new(&owner);
-        let Some(list) = self.ptrs.get(&ip).cloned() else {
-            self.take(&key);
-            return;
-        };
-        let mut answers: Vec<Record> = Vec::new();
-        let firsts = list.iter().filter(|p| p.cluster_ip);
-        for p in firsts.chain(list.iter().filter(|p| !p.cluster_ip)) {
-            let r = Record::from_rdata(owner.clone(), self.ttl, RData::PTR(PTR(p.target.clone())));
-            if !answers.contains(&r) {
-                answers.push(r);
+        let list = match self.ptrs.get(&ip) {
+            Some(list) if list.iter().any(PtrSource::stored) => list.clone(),
+            _ => {
+                self.take(&key);
+                return;
             }
-        }
+        };
         let node = Node {
             rrsets: vec![RrSet {
                 rtype: RecordType::PTR,
-                answers,
+                answers: ptr_records(ip, &list, &self.zone_name, self.ttl),
                 additionals: vec![],
             }],
             cname: None,
         };
         self.put(HashMap::from([(key, node)]));
     }
+}
+
+/// The PTR records of one address: ClusterIP names first, then endpoint
+/// names, each in Service order, without repeats.
+fn ptr_records(ip: IpAddr, list: &[PtrSource], zone: &Name, ttl: u32) -> Vec<Record> {
+    let owner = Name::from(ip);
+    let mut answers: Vec<Record> = Vec::new();
+    let firsts = list.iter().filter(|p| p.cluster_ip);
+    for p in firsts.chain(list.iter().filter(|p| !p.cluster_ip)) {
+        let svc = &p.service;
+        let mut labels = vec![svc.name.as_str(), svc.namespace.as_str(), "svc"];
+        let endpoint = (!p.cluster_ip)
+            .then(|| svc.dns_endpoints().find(|e| e.ip == ip))
+            .flatten();
+        let label = endpoint.map(endpoint_label);
+        if let Some(l) = &label {
+            labels.insert(0, l);
+        }
+        let Some(target) = rel(zone, &labels) else {
+            continue;
+        };
+        let r = Record::from_rdata(owner.clone(), ttl, RData::PTR(PTR(target)));
+        if !answers.contains(&r) {
+            answers.push(r);
+        }
+    }
+    answers
+}
+
+/// The address a reverse name (`in-addr.arpa.` or `ip6.arpa.`) stands for.
+fn reverse_ip(name: &LowerName) -> Option<IpAddr> {
+    let labels: Vec<&[u8]> = name.iter().collect();
+    let (suffix, digits) = match labels.as_slice() {
+        [d @ .., b"in-addr", b"arpa"] if d.len() == 4 => ("v4", d),
+        [d @ .., b"ip6", b"arpa"] if d.len() == 32 => ("v6", d),
+        _ => return None,
+    };
+    let text: Vec<&str> = digits
+        .iter()
+        .rev()
+        .map(|l| std::str::from_utf8(l).ok())
+        .collect::<Option<_>>()?;
+    if suffix == "v4" {
+        return text.join(".").parse().ok().map(IpAddr::V4);
+    }
+    let mut s = String::with_capacity(39);
+    for (i, nibble) in text.iter().enumerate() {
+        if nibble.len() != 1 {
+            return None;
+        }
+        if i > 0 && i % 4 == 0 {
+            s.push(':');
+        }
+        s.push_str(nibble);
+    }
+    s.parse().ok().map(IpAddr::V6)
+}
+
+/// The first label of an endpoint's name: its hostname, or its dashed
+/// address; lower-case.
+fn endpoint_label(e: &model::Endpoint) -> String {
+    e.hostname
+        .clone()
+        .unwrap_or_else(|| dashed(e.ip))
+        .to_ascii_lowercase()
+}
+
+fn addr_record(owner: &Name, ip: IpAddr, ttl: u32) -> Record {
+    let rdata = match ip {
+        IpAddr::V4(v4) => RData::A(A(v4)),
+        IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+    };
+    Record::from_rdata(owner.clone(), ttl, rdata)
 }
 
 /// `<labels...>.<zone>`, lower-cased; `None` if not a valid name.
@@ -465,8 +632,9 @@ struct TableBuilder {
     floor: Name,
     ttl: u32,
     nodes: HashMap<LowerName, Node>,
-    /// (address, PTR target, is a ClusterIP), in the order they were met.
-    ptrs: Vec<(IpAddr, Name, bool)>,
+    /// (address, is a ClusterIP) of the reverse names pointing at the
+    /// Service, in the order they were met.
+    ptrs: Vec<(IpAddr, bool)>,
 }
 
 impl TableBuilder {
@@ -545,11 +713,7 @@ impl TableBuilder {
     }
 
     fn addr_record(&self, owner: &Name, ip: IpAddr) -> Record {
-        let rdata = match ip {
-            IpAddr::V4(v4) => RData::A(A(v4)),
-            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
-        };
-        Record::from_rdata(owner.clone(), self.ttl, rdata)
+        addr_record(owner, ip, self.ttl)
     }
 
     fn service(&mut self, svc: &Service, name: &Name) {
@@ -570,22 +734,20 @@ impl TableBuilder {
             }
             return;
         }
-        // (endpoint name, address, endpoint) for the endpoints DNS publishes.
+        // (endpoint name, address) for the endpoints DNS publishes; stored
+        // for headless Services only (others are made when asked).
         let eps: Vec<(Name, IpAddr)> = svc
             .dns_endpoints()
-            .filter_map(|e| {
-                let label = e.hostname.clone().unwrap_or_else(|| dashed(e.ip));
-                Some((
-                    name.prepend_label(label.to_ascii_lowercase().as_str())
-                        .ok()?,
-                    e.ip,
-                ))
-            })
+            .filter(|_| svc.headless)
+            .filter_map(|e| Some((name.prepend_label(endpoint_label(e).as_str()).ok()?, e.ip)))
             .collect();
         for (ep_name, ip) in &eps {
             let r = self.addr_record(ep_name, *ip);
             self.push(ep_name, r, None);
-            self.ptrs.push((*ip, ep_name.clone(), false));
+        }
+        // Reverse names point at every published endpoint.
+        for e in svc.dns_endpoints() {
+            self.ptrs.push((e.ip, false));
         }
         if svc.headless {
             if eps.is_empty() {
@@ -599,7 +761,7 @@ impl TableBuilder {
             for ip in &svc.cluster_ips {
                 let r = self.addr_record(name, *ip);
                 self.push(name, r, None);
-                self.ptrs.push((*ip, name.clone(), true));
+                self.ptrs.push((*ip, true));
             }
             if svc.cluster_ips.is_empty() {
                 self.ensure(name);

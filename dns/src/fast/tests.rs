@@ -255,6 +255,42 @@ async fn the_rest_is_left_to_the_slow_path() {
     ] {
         assert_eq!(compare(&h, name, qtype).await, 0, "{name} {qtype}");
     }
+    // Endpoint names and reverse names of a Service that is not headless
+    // are made by the slow path when asked; a miss below it is its
+    // NXDOMAIN, not the fast path's.
+    for (name, qtype, rcode, answers) in [
+        (
+            "127-0-0-1.web.default.svc.cluster.local.",
+            RecordType::A,
+            0,
+            1,
+        ),
+        (
+            "127-0-0-1.Web.default.svc.cluster.local.",
+            RecordType::A,
+            0,
+            1,
+        ),
+        (
+            "127-0-0-1.web.default.svc.cluster.local.",
+            RecordType::AAAA,
+            0,
+            0,
+        ),
+        (
+            "127-0-0-9.web.default.svc.cluster.local.",
+            RecordType::A,
+            3,
+            0,
+        ),
+        ("2.0.0.127.in-addr.arpa.", RecordType::PTR, 0, 1),
+    ] {
+        assert_eq!(compare(&h, name, qtype).await, 0, "{name} {qtype}");
+        let pkt = query(name, qtype, None, (true, false));
+        let m = Message::from_vec(&slow(&h, &pkt).await).unwrap();
+        assert_eq!(u16::from(m.metadata.response_code), rcode, "{name} {qtype}");
+        assert_eq!(m.answers.len(), answers, "{name} {qtype}");
+    }
     // Two questions, and garbage.
     let mut two = query(WEB, RecordType::A, None, (true, false));
     two[5] = 2;

@@ -36,7 +36,11 @@ fn answers(t: &Table, n: &str, qtype: RecordType) -> Vec<String> {
             v.sort();
             v
         }
-        Lookup::Synthesized(r) => vec![r.data.to_string()],
+        Lookup::Synthesized(rs) => {
+            let mut v: Vec<String> = rs.iter().map(|r| r.data.to_string()).collect();
+            v.sort();
+            v
+        }
         other => panic!("{n} {qtype}: expected an answer, got {other:?}"),
     }
 }
