@@ -3,8 +3,8 @@
 //! the same name; else the ready Pods a selector picks.
 
 use crate::service::{Backend, Endpoint, Protocol, TargetPort};
+use crate::slice::Slice;
 use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,7 +22,7 @@ pub struct PortSpec<'a> {
 #[derive(Default)]
 pub struct Sources<'a> {
     /// Slices by service name.
-    pub slices: HashMap<&'a str, Vec<&'a discovery::EndpointSlice>>,
+    pub slices: HashMap<&'a str, Vec<&'a Slice>>,
     pub endpoints: HashMap<&'a str, &'a core::Endpoints>,
     pub pods: Vec<&'a core::Pod>,
 }
@@ -106,9 +106,9 @@ fn family_ok(svc: &ServiceRef<'_>, ip: &IpAddr) -> bool {
     }
 }
 
-fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: &mut Accumulator) {
+fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
     for slice in slices {
-        if slice.address_type == "FQDN" {
+        if slice.fqdn {
             continue;
         }
         // Service port i -> this slice's port number, matched by name and protocol.
@@ -116,51 +116,26 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: 
             .ports
             .iter()
             .map(|sp| {
-                slice.ports.iter().flatten().find_map(|p| {
-                    let same_name = p.name.as_deref().unwrap_or("") == sp.name;
-                    let same_proto = Protocol::parse(p.protocol.as_deref()) == Some(sp.protocol);
-                    (same_name && same_proto)
-                        .then_some(p.port)
-                        .flatten()
-                        .and_then(|n| u16::try_from(n).ok())
+                slice.ports.iter().find_map(|p| {
+                    let same = *p.name == *sp.name && p.protocol == Some(sp.protocol);
+                    same.then_some(p.port).flatten()
                 })
             })
             .collect();
         for ep in &slice.endpoints {
-            // kube-proxy uses only the first address of an endpoint.
-            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            let Some(ip) = ep.ip else {
                 continue;
             };
             if !family_ok(svc, &ip) {
                 continue;
             }
-            let c = ep.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            let node: Option<Arc<str>> = ep.node_name.as_deref().map(Arc::from);
-            let pod: Option<Arc<str>> = ep
-                .target_ref
-                .as_ref()
-                .and_then(|r| r.name.as_deref())
-                .map(Arc::from);
-            let zone_hints: Option<Arc<[Arc<str>]>> = ep
-                .hints
-                .as_ref()
-                .and_then(|h| h.for_zones.as_ref())
-                .map(|zones| zones.iter().map(|z| Arc::from(z.name.as_str())).collect());
-            let node_hints: Option<Arc<[Arc<str>]>> = ep
-                .hints
-                .as_ref()
-                .and_then(|h| h.for_nodes.as_ref())
-                .map(|nodes| nodes.iter().map(|n| Arc::from(n.name.as_str())).collect());
             acc.add_endpoint(Endpoint {
                 ip,
                 hostname: ep.hostname.clone(),
-                ready,
-                serving,
-                terminating,
-                node_name: node.clone(),
+                ready: ep.ready,
+                serving: ep.serving,
+                terminating: ep.terminating,
+                node_name: ep.node_name.clone(),
             });
             for (i, port) in port_map.iter().enumerate() {
                 if let Some(port) = port {
@@ -168,13 +143,13 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&discovery::EndpointSlice], acc: 
                         i,
                         Backend {
                             addr: SocketAddr::new(ip, *port),
-                            ready,
-                            serving,
-                            terminating,
-                            node_name: node.clone(),
-                            pod: pod.clone(),
-                            zone_hints: zone_hints.clone(),
-                            node_hints: node_hints.clone(),
+                            ready: ep.ready,
+                            serving: ep.serving,
+                            terminating: ep.terminating,
+                            node_name: ep.node_name.clone(),
+                            pod: ep.pod.clone(),
+                            zone_hints: ep.zone_hints.clone(),
+                            node_hints: ep.node_hints.clone(),
                         },
                     );
                 }

@@ -12,6 +12,7 @@ pub mod object;
 pub mod parse;
 pub mod service;
 pub mod shared_map;
+pub mod slice;
 pub mod snapshot;
 pub mod testing;
 pub mod tls;

@@ -1,8 +1,8 @@
 //! The manifest kinds nodeway understands, as the real Kubernetes API types.
 
 use crate::error::ObjectKey;
+use crate::slice::Slice;
 use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::networking::v1 as networking;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub enum Object {
     Service(Box<core::Service>),
     Endpoints(Box<core::Endpoints>),
-    EndpointSlice(Box<discovery::EndpointSlice>),
+    /// Kept compact (see [`Slice`]); validated in its API form when parsed.
+    EndpointSlice(Box<Slice>),
     Ingress(Box<networking::Ingress>),
     IngressClass(Box<networking::IngressClass>),
     Secret(Box<core::Secret>),

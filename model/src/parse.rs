@@ -3,6 +3,8 @@
 
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
 use crate::object::Object;
+use crate::slice::Slice;
+use k8s_openapi::api::discovery::v1 as discovery;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::Path;
@@ -121,7 +123,22 @@ fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
         ("v1", "Service") => decode(doc, |o| Object::Service(Box::new(o))),
         ("v1", "Endpoints") => decode(doc, |o| Object::Endpoints(Box::new(o))),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            decode(doc, |o| Object::EndpointSlice(Box::new(o)))
+            // Validated now, in its API form: it is kept compact.
+            match decode_as::<discovery::EndpointSlice>(doc) {
+                Ok((key, s)) => {
+                    let mut errs = crate::validate::slice(&s);
+                    match errs.pop() {
+                        None => Ok(Object::EndpointSlice(Box::new(Slice::from(s)))),
+                        Some(last) => {
+                            for e in errs {
+                                out.objects.push(Err((key.clone(), e)));
+                            }
+                            Err((key, last))
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            }
         }
         ("networking.k8s.io/v1", "Ingress") => decode(doc, |o| Object::Ingress(Box::new(o))),
         ("networking.k8s.io/v1", "IngressClass") => {
@@ -164,6 +181,11 @@ fn decode<T: DeserializeOwned>(
     doc: Value,
     wrap: impl FnOnce(T) -> Object,
 ) -> Result<Object, (ObjectKey, FieldError)> {
+    decode_as(doc).map(|(_, v)| wrap(v))
+}
+
+/// Decodes one document into its API type, with the key it names.
+fn decode_as<T: DeserializeOwned>(doc: Value) -> Result<(ObjectKey, T), (ObjectKey, FieldError)> {
     let kind: &'static str = match doc.get("kind").and_then(Value::as_str) {
         Some("Service") => "Service",
         Some("Endpoints") => "Endpoints",
@@ -191,7 +213,7 @@ fn decode<T: DeserializeOwned>(
     let mut doc = doc;
     strip(&mut doc);
     match serde_path_to_error(doc) {
-        Ok(v) => Ok(wrap(v)),
+        Ok(v) => Ok((key, v)),
         Err(e) => Err((key, e)),
     }
 }

@@ -57,7 +57,8 @@ pub fn validate(obj: &Object, opts: &ValidateOptions) -> Vec<FieldError> {
     match obj {
         Object::Service(s) => validate_service(s, opts, &mut errs),
         Object::Endpoints(e) => validate_endpoints(e, &mut errs),
-        Object::EndpointSlice(s) => validate_slice(s, &mut errs),
+        // Validated in its API form when parsed (`slice`).
+        Object::EndpointSlice(_) => {}
         Object::Ingress(i) => errs.extend(crate::ingress::validate(i)),
         Object::Secret(s) => validate_secret(s, &mut errs),
         Object::Pod(p) => {
@@ -295,6 +296,14 @@ fn validate_endpoints(e: &core::Endpoints, errs: &mut Vec<FieldError>) {
             );
         }
     }
+}
+
+/// An EndpointSlice's own fields (not its metadata, which [`validate`]
+/// checks with every object's).
+pub fn slice(s: &discovery::EndpointSlice) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    validate_slice(s, &mut errs);
+    errs
 }
 
 fn validate_slice(s: &discovery::EndpointSlice, errs: &mut Vec<FieldError>) {

@@ -129,6 +129,42 @@ fn endpointslices_across_two_slices_are_merged_and_deduplicated() {
     assert_eq!(s.service("default", "s").unwrap().endpoints.len(), 3);
 }
 
+/// Slices are kept compact, so they are validated in their API form when
+/// parsed: every bad field is named, and the last good version stays.
+#[test]
+fn a_bad_endpointslice_names_each_field_and_keeps_its_last_good_version() {
+    let mut b = b();
+    up(
+        &mut b,
+        "s.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: 127.0.0.10, ports: [{port: 80}]}\n",
+    );
+    let slice = |ip: &str, port: u32| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s-1, labels: {{kubernetes.io/service-name: s}}}}\naddressType: IPv4\nports: [{{port: {port}}}]\nendpoints:\n- addresses: [{ip}]\n"
+        )
+    };
+    up(&mut b, "e.yaml", &slice("127.0.1.1", 8080));
+    assert_eq!(
+        addrs(&b.build(), "s", 0),
+        vec![("127.0.1.1:8080".parse().unwrap(), true)]
+    );
+    up(&mut b, "e.yaml", &slice("nope", 0));
+    let s = b.build();
+    assert_eq!(
+        addrs(&s, "s", 0),
+        vec![("127.0.1.1:8080".parse().unwrap(), true)]
+    );
+    let errors: Vec<String> = s.errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            "e.yaml: EndpointSlice default/s-1: endpoints[0].addresses[0]: \"nope\" is not an IPv4 address",
+            "e.yaml: EndpointSlice default/s-1: ports[0].port: 0 is outside 1..65535",
+        ]
+    );
+}
+
 #[test]
 fn endpoints_object_is_the_fallback() {
     let mut b = b();

@@ -1,0 +1,102 @@
+//! EndpointSlices as the model keeps them: what endpoint resolution reads
+//! and nothing else. A decoded k8s-openapi EndpointSlice takes about 400
+//! bytes per endpoint (`targetRef` alone is seven optional strings); this
+//! takes about 100, which is most of the difference at 100,000 endpoints.
+//! Slices are validated in their API form first (`validate::slice`), so
+//! nothing a user could get wrong is lost in the conversion.
+
+use crate::service::Protocol;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slice {
+    pub metadata: ObjectMeta,
+    /// `addressType: FQDN`: valid, but no proxy or DNS uses it.
+    pub fqdn: bool,
+    pub ports: Box<[SlicePort]>,
+    pub endpoints: Box<[SliceEndpoint]>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlicePort {
+    /// Empty when unnamed.
+    pub name: Box<str>,
+    /// `None`: a protocol we do not know (validation reports it).
+    pub protocol: Option<Protocol>,
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SliceEndpoint {
+    /// The first address (kube-proxy uses only that one); `None` in FQDN
+    /// slices.
+    pub ip: Option<IpAddr>,
+    /// The conditions with the API's defaults applied: ready when unset,
+    /// serving like ready when unset, not terminating when unset.
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub hostname: Option<String>,
+    pub node_name: Option<Arc<str>>,
+    /// `targetRef.name`: the Pod behind the endpoint.
+    pub pod: Option<Arc<str>>,
+    /// `hints.forZones` names.
+    pub zone_hints: Option<Arc<[Arc<str>]>>,
+    /// `hints.forNodes` names.
+    pub node_hints: Option<Arc<[Arc<str>]>>,
+}
+
+impl From<discovery::EndpointSlice> for Slice {
+    fn from(s: discovery::EndpointSlice) -> Slice {
+        let fqdn = s.address_type == "FQDN";
+        Slice {
+            metadata: s.metadata,
+            fqdn,
+            ports: s.ports.into_iter().flatten().map(port).collect(),
+            endpoints: s.endpoints.into_iter().map(|e| endpoint(e, fqdn)).collect(),
+        }
+    }
+}
+
+fn port(p: discovery::EndpointPort) -> SlicePort {
+    SlicePort {
+        name: p.name.unwrap_or_default().into(),
+        protocol: Protocol::parse(p.protocol.as_deref()),
+        port: p.port.and_then(|n| u16::try_from(n).ok()),
+    }
+}
+
+fn endpoint(e: discovery::Endpoint, fqdn: bool) -> SliceEndpoint {
+    let c = e.conditions.as_ref();
+    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+    let names = |v: Option<Vec<String>>| -> Option<Arc<[Arc<str>]>> {
+        v.map(|v| v.iter().map(|n| Arc::from(n.as_str())).collect())
+    };
+    let hints = e.hints;
+    SliceEndpoint {
+        ip: (!fqdn)
+            .then(|| e.addresses.first().and_then(|a| a.parse().ok()))
+            .flatten(),
+        ready,
+        serving: c.and_then(|c| c.serving).unwrap_or(ready),
+        terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+        hostname: e.hostname,
+        node_name: e.node_name.as_deref().map(Arc::from),
+        pod: e.target_ref.and_then(|r| r.name).map(Arc::from),
+        zone_hints: names(
+            hints
+                .as_ref()
+                .and_then(|h| h.for_zones.as_ref())
+                .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+        ),
+        node_hints: names(
+            hints
+                .as_ref()
+                .and_then(|h| h.for_nodes.as_ref())
+                .map(|n| n.iter().map(|n| n.name.clone()).collect()),
+        ),
+    }
+}
