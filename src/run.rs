@@ -86,6 +86,7 @@ pub async fn run(
             .context("L4 plane")?,
     );
     let names: Vec<&str> = planes.iter().map(|p| p.name()).collect();
+    limits::release_free_memory();
     tracing::info!(planes = ?names, admin = %args.admin_listen, "nodeway ready");
     *ready.planes.lock().expect("never poisoned") = planes;
     ready.started.store(true, Ordering::Release);

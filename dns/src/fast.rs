@@ -297,10 +297,41 @@ impl FastTable {
         }
     }
 
-    /// The precompiled answers of one name (for [`crate::table::Table::describe`]).
-    pub(crate) fn entry(&self, name: &LowerName) -> Option<&dyn std::fmt::Debug> {
-        let key = wire_name(&Name::from(name))?;
-        self.names.get(&key[..]).map(|n| n as &dyn std::fmt::Debug)
+    /// Every name with its precompiled answers, and the names whose
+    /// children are synthesized (for [`crate::table::Table::describe`]).
+    pub(crate) fn describe(&self) -> Vec<String> {
+        let text =
+            |k: &[u8]| Name::from_bytes(k).map_or_else(|_| format!("{k:?}"), |n| n.to_string());
+        let answers = self
+            .names
+            .iter()
+            .map(|(k, v)| format!("fast {} {v:?}", text(k)));
+        let synthesized = self
+            .synthesized
+            .keys()
+            .map(|k| format!("fast children of {} made when asked", text(k)));
+        answers.chain(synthesized).collect()
+    }
+
+    /// The names whose answers differ from `old`'s (added, changed or
+    /// removed), for tests of what an update rebuilds.
+    #[cfg(test)]
+    pub(crate) fn changed_since(&self, old: &FastTable) -> Vec<String> {
+        use model::shared_map::Diff;
+        self.names
+            .diff(&old.names, Arc::ptr_eq)
+            .into_iter()
+            .map(|d| match d {
+                Diff::Added(k, _) | Diff::Changed(k, _, _) | Diff::Removed(k, _) => {
+                    Name::from_bytes(k).map_or_else(|_| format!("{k:?}"), |n| n.to_string())
+                }
+            })
+            .collect()
+    }
+
+    /// How many names have precompiled answers.
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
     }
 
     pub(crate) fn negative_answers(&self) -> (bool, &[Option<Box<[u8]>>]) {

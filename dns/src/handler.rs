@@ -113,12 +113,10 @@ impl Handler {
         }
         match lookup {
             Lookup::Answer(set) => Reply::answer(as_asked(&set.answers, asked), &set.additionals),
-            Lookup::Synthesized(mut records) => {
-                for r in &mut records {
-                    r.name = asked.clone();
-                }
-                Reply::answer(Cow::Owned(records), &[])
-            }
+            Lookup::Synthesized(set) => Reply {
+                additionals: Cow::Owned(set.additionals),
+                ..Reply::answer(Cow::Owned(as_asked(&set.answers, asked).into_owned()), &[])
+            },
             Lookup::NoData => Reply::negative(ResponseCode::NoError, table),
             Lookup::NxDomain => Reply::negative(ResponseCode::NXDomain, table),
             Lookup::Cname(c) => {
@@ -130,7 +128,7 @@ impl Handler {
                 if table.in_zone(&c.target) {
                     match table.lookup(&c.target, qtype) {
                         Lookup::Answer(set) => reply.chased = set.answers.clone(),
-                        Lookup::Synthesized(records) => reply.chased = records,
+                        Lookup::Synthesized(set) => reply.chased = set.answers,
                         _ => {}
                     }
                 } else {

@@ -3,13 +3,16 @@
 //! that a query is a hash lookup and a copy. Built off the query path by a
 //! background task at each new generation; a query sees one whole table.
 //!
-//! Two kinds of names are not stored but made when asked, from an index the
-//! table keeps (as CoreDNS answers from its indexes): the endpoint names of
-//! Services that are not headless (`<ip-or-hostname>.<svc>...`, which
-//! CoreDNS answers but nobody relies on), and the reverse names of
-//! addresses that are only such endpoints. They are nine in ten of a big
-//! cluster's names; storing each with its records and fast answer cost
-//! about 3 KB per endpoint.
+//! What the table stores is sized for 10,000 Services: the records of a
+//! Service that is not headless (nor ExternalName) are not kept, only their
+//! precompiled fast answers and the `Arc<Service>` they came from (as
+//! CoreDNS answers from its indexes). A query the fast path cannot answer
+//! rebuilds that one Service's records on the spot (microseconds, off the
+//! fast path). Its endpoint names (`<ip-or-hostname>.<svc>...`, answered as
+//! CoreDNS does, relied on by almost nobody) and all reverse names are made
+//! when asked from the same index, the reverse names with a fast answer for
+//! ClusterIPs and headless endpoints. Storing every name with its hickory
+//! records cost about 3 KB per endpoint.
 
 use crate::fast::FastTable;
 use crate::names::{dashed, parse_dashed};
@@ -39,7 +42,7 @@ pub struct TableOptions {
 }
 
 /// One RRset and what goes in Additional with it (SRV targets' addresses).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RrSet {
     pub rtype: RecordType,
     pub answers: Vec<Record>,
@@ -61,6 +64,19 @@ pub struct Node {
     pub cname: Option<Box<Cname>>,
 }
 
+impl RrSet {
+    /// A set of answers (all of one type) with nothing in Additional.
+    fn of(answers: Vec<Record>) -> RrSet {
+        RrSet {
+            rtype: answers
+                .first()
+                .map_or(RecordType::NULL, Record::record_type),
+            answers,
+            additionals: Vec::new(),
+        }
+    }
+}
+
 impl Node {
     /// Gives back the spare capacity the builder's pushes left: a `Record`
     /// is 272 bytes, and a one-record set would otherwise hold four.
@@ -77,10 +93,9 @@ impl Node {
 #[derive(Debug)]
 pub enum Lookup<'a> {
     Answer(&'a RrSet),
-    /// Records made at query time (pod records, endpoint names and reverse
-    /// names of Services that are not headless): answers, nothing in
-    /// Additional.
-    Synthesized(Vec<Record>),
+    /// Records made at query time: pod records, the names of Services whose
+    /// records are not stored, reverse names.
+    Synthesized(RrSet),
     Cname(&'a Cname),
     NoData,
     NxDomain,
@@ -103,26 +118,14 @@ pub struct Table {
     /// against them to find what changed.
     from_services: ServiceMap,
     from_namespaces: Arc<BTreeSet<String>>,
-    /// The names each Service put in the table, to take them out again.
-    owned: SharedMap<NamespacedName, Arc<Owned>>,
     /// While a big batch is built: names whose fast answers are still to
     /// compile (in parallel, at the end of the update).
     deferred: Option<Vec<(LowerName, Arc<Node>)>>,
     /// Reverse names: the Services that point each address at a name.
     ptrs: SharedMap<IpAddr, Arc<[PtrSource]>>,
-    /// Services (not headless) whose endpoint names are made when asked,
-    /// by the Service's name.
+    /// Services whose records are made when asked (not headless, not
+    /// ExternalName), by the Service's name.
     synthesized: SharedMap<LowerName, Arc<Service>>,
-}
-
-/// What one Service contributed.
-#[derive(Debug, Default)]
-struct Owned {
-    names: Vec<LowerName>,
-    /// Addresses it gave a PTR target.
-    ptrs: Vec<IpAddr>,
-    /// Its name, when its endpoint names are synthesized.
-    synthesized: Option<LowerName>,
 }
 
 /// One PTR target of a reverse name: the Service's name (for its
@@ -135,9 +138,9 @@ struct PtrSource {
 }
 
 impl PtrSource {
-    /// Whether the reverse name is stored (with a fast answer) rather than
-    /// made when asked: ClusterIPs and headless endpoints are.
-    fn stored(&self) -> bool {
+    /// Whether the reverse name has a fast answer: ClusterIPs and headless
+    /// endpoints do; other endpoints' are only made when asked.
+    fn fast(&self) -> bool {
         self.cluster_ip || self.service.headless
     }
 
@@ -162,12 +165,14 @@ impl Table {
         &self.fast
     }
 
+    /// Names with records stored or a fast answer (names made only when
+    /// asked are not counted).
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.nodes.len().max(self.fast.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.len() == 0
     }
 
     /// Whether `name` is in the cluster zone (the reverse zones are only ours
@@ -193,7 +198,7 @@ impl Table {
         if !self.zone.zone_of(name) {
             return self.synthesized_ptr(name, qtype);
         }
-        if let Some(found) = self.synthesized_endpoint(name, qtype) {
+        if let Some(found) = self.made_when_asked(name, qtype) {
             return found;
         }
         // `<dashed-ip>.<ns>.pod.<zone>`: answered from the name itself, as
@@ -209,31 +214,59 @@ impl Table {
                 (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => RData::AAAA(AAAA(v6)),
                 _ => return Lookup::NoData,
             };
-            return Lookup::Synthesized(vec![Record::from_rdata(
-                Name::from(name),
-                self.ttl,
-                rdata,
-            )]);
+            let record = Record::from_rdata(Name::from(name), self.ttl, rdata);
+            return Lookup::Synthesized(RrSet::of(vec![record]));
         }
         Lookup::NxDomain
     }
 
-    /// `<label>.<svc>.<ns>.svc.<zone>` of a Service whose endpoint names
-    /// are not stored: the endpoints with that hostname or dashed address,
-    /// as if stored (A and AAAA sets; ANY gets the first endpoint's type).
-    fn synthesized_endpoint(&self, name: &LowerName, qtype: RecordType) -> Option<Lookup<'_>> {
-        if name.num_labels() < 2 {
-            return None;
+    /// A name of a Service whose records are not stored: its own name and
+    /// its SRV names (up to two labels below it), from its records built
+    /// for this query, and its endpoint names. `None`: no such Service.
+    fn made_when_asked(&self, name: &LowerName, qtype: RecordType) -> Option<Lookup<'_>> {
+        let mut owner = name.clone();
+        for depth in 0..3 {
+            if let Some(svc) = self.synthesized.get(&owner) {
+                let (_, b) = self.build_service(svc)?;
+                if let Some(node) = b.nodes.get(name) {
+                    let hit = node
+                        .rrsets
+                        .iter()
+                        .find(|r| r.rtype == qtype || qtype == RecordType::ANY);
+                    return Some(match hit {
+                        Some(set) => Lookup::Synthesized(set.clone()),
+                        None => Lookup::NoData,
+                    });
+                }
+                return Some(match depth {
+                    1 => self.endpoint_name(svc, name, qtype),
+                    _ => Lookup::NxDomain,
+                });
+            }
+            if owner.is_root() {
+                break;
+            }
+            owner = owner.base_name();
         }
-        let svc = self.synthesized.get(&name.base_name())?;
-        let label = name.iter().next()?;
+        None
+    }
+
+    /// `<label>.<svc>.<ns>.svc.<zone>`: the endpoints of `svc` with that
+    /// hostname or dashed address, as CoreDNS answers them (A and AAAA
+    /// sets; ANY gets the first endpoint's type).
+    fn endpoint_name(&self, svc: &Service, name: &LowerName, qtype: RecordType) -> Lookup<'_> {
+        let Some(label) = name.iter().next() else {
+            return Lookup::NxDomain;
+        };
         let owner = Name::from(name);
         let records: Vec<Record> = svc
             .dns_endpoints()
             .filter(|e| endpoint_label(e).as_bytes() == label)
             .map(|e| addr_record(&owner, e.ip, self.ttl))
             .collect();
-        let first = records.first()?.record_type();
+        let Some(first) = records.first().map(Record::record_type) else {
+            return Lookup::NxDomain;
+        };
         let want = if qtype == RecordType::ANY {
             first
         } else {
@@ -243,15 +276,15 @@ impl Table {
             .into_iter()
             .filter(|r| r.record_type() == want)
             .collect();
-        Some(if set.is_empty() {
+        if set.is_empty() {
             Lookup::NoData
         } else {
-            Lookup::Synthesized(set)
-        })
+            Lookup::Synthesized(RrSet::of(set))
+        }
     }
 
-    /// The reverse name of an address only endpoints of Services that are
-    /// not headless point at; not ours (forwarded) otherwise.
+    /// The reverse name of an address a Service points at (ClusterIP or
+    /// endpoint); not ours (forwarded) otherwise.
     fn synthesized_ptr(&self, name: &LowerName, qtype: RecordType) -> Lookup<'_> {
         let Some((ip, list)) = reverse_ip(name).and_then(|ip| Some((ip, self.ptrs.get(&ip)?)))
         else {
@@ -259,7 +292,7 @@ impl Table {
         };
         match qtype {
             RecordType::PTR | RecordType::ANY => {
-                Lookup::Synthesized(ptr_records(ip, list, &self.zone_name, self.ttl))
+                Lookup::Synthesized(RrSet::of(ptr_records(ip, list, &self.zone_name, self.ttl)))
             }
             _ => Lookup::NoData,
         }
@@ -272,8 +305,9 @@ impl Table {
         let mut names: Vec<String> = self
             .nodes
             .iter()
-            .map(|(name, node)| format!("{name} {node:?} fast={:?}", self.fast.entry(name)))
+            .map(|(name, node)| format!("{name} {node:?}"))
             .collect();
+        names.extend(self.fast.describe());
         let synthesized = self
             .synthesized
             .iter()
@@ -318,26 +352,25 @@ impl Table {
         }
         let mut dirty_ptrs = BTreeSet::new();
         for d in &changed {
-            let (key, svc) = match d {
-                Diff::Added(k, s) => (*k, Some(*s)),
-                Diff::Changed(k, _, s) => (*k, Some(*s)),
-                Diff::Removed(k, _) => (*k, None),
+            let (key, old, new) = match d {
+                Diff::Added(k, s) => (*k, None, Some(*s)),
+                Diff::Changed(k, o, s) => (*k, Some(*o), Some(*s)),
+                Diff::Removed(k, o) => (*k, Some(*o), None),
             };
-            t.remove_service(key, &mut dirty_ptrs);
-            if let Some(svc) = svc {
-                t.add_service(key, svc, &mut dirty_ptrs);
+            if let Some(old) = old {
+                t.remove_service(key, old, &mut dirty_ptrs);
+            }
+            if let Some(new) = new {
+                t.add_service(key, new, &mut dirty_ptrs);
             }
         }
         for ip in dirty_ptrs {
             t.rebuild_ptr(ip);
         }
         if let Some(batch) = t.deferred.take() {
-            // Only names still in the table with the node last put there.
-            let live: Vec<_> = batch
-                .into_iter()
-                .filter(|(n, node)| t.nodes.get(n).is_some_and(|c| Arc::ptr_eq(c, node)))
-                .collect();
-            t.fast.put_all(live);
+            // Each name is put once per update (a Service's names are its
+            // own; apex, namespaces and reverse names are put once each).
+            t.fast.put_all(batch);
         }
         t.from_services = snap.services.clone();
         tracing::debug!(
@@ -367,7 +400,6 @@ impl Table {
             fast,
             from_services: ServiceMap::new(),
             from_namespaces: Arc::default(),
-            owned: SharedMap::new(),
             ptrs: SharedMap::new(),
             synthesized: SharedMap::new(),
             deferred: None,
@@ -375,19 +407,21 @@ impl Table {
     }
 
     /// Puts compiled nodes in the table with their fast answers.
-    fn put(&mut self, nodes: HashMap<LowerName, Node>) -> Vec<LowerName> {
-        let mut names = Vec::with_capacity(nodes.len());
+    fn put(&mut self, nodes: HashMap<LowerName, Node>) {
         for (name, mut node) in nodes {
             node.shrink();
             let node = Arc::new(node);
-            match &mut self.deferred {
-                Some(batch) => batch.push((name.clone(), node.clone())),
-                None => self.fast.put(&name, &node),
-            }
-            self.nodes.insert(name.clone(), node);
-            names.push(name);
+            self.put_fast(name.clone(), node.clone());
+            self.nodes.insert(name, node);
         }
-        names
+    }
+
+    /// Compiles (or defers) the fast answers of a node that is not stored.
+    fn put_fast(&mut self, name: LowerName, node: Arc<Node>) {
+        match &mut self.deferred {
+            Some(batch) => batch.push((name, node)),
+            None => self.fast.put(&name, &node),
+        }
     }
 
     fn take(&mut self, name: &LowerName) {
@@ -455,18 +489,39 @@ impl Table {
         self.put(nodes);
     }
 
-    fn remove_service(&mut self, key: &NamespacedName, dirty_ptrs: &mut BTreeSet<IpAddr>) {
-        let Some(owned) = self.owned.remove(key) else {
+    /// The records of one Service, as built for the table: its name and
+    /// the builder holding its nodes and reverse-name sources. `None` for
+    /// a name that is not a valid DNS name.
+    fn build_service(&self, svc: &Service) -> Option<(Name, TableBuilder)> {
+        let name = rel(
+            &self.zone_name,
+            &[svc.name.as_str(), svc.namespace.as_str(), "svc"],
+        )?;
+        let mut b = self.builder(name.clone());
+        b.service(svc, &name);
+        Some((name, b))
+    }
+
+    /// Takes out what `old` (the version the table holds) put in: its
+    /// names, fast answers and reverse-name sources, found by building it
+    /// again rather than remembered per Service.
+    fn remove_service(
+        &mut self,
+        key: &NamespacedName,
+        old: &Service,
+        dirty_ptrs: &mut BTreeSet<IpAddr>,
+    ) {
+        let Some((name, b)) = self.build_service(old) else {
             return;
         };
-        for n in &owned.names {
+        for n in b.nodes.keys() {
             self.take(n);
         }
-        if let Some(n) = &owned.synthesized {
-            self.synthesized.remove(n);
-            self.fast.set_synthesized(n, false);
+        let lower = LowerName::new(&name);
+        if self.synthesized.remove(&lower).is_some() {
+            self.fast.set_synthesized(&lower, false);
         }
-        for ip in &owned.ptrs {
+        for (ip, _) in &b.ptrs {
             if let Some(list) = self.ptrs.get(ip) {
                 let rest: Vec<PtrSource> = list
                     .iter()
@@ -475,7 +530,7 @@ impl Table {
                     .collect();
                 if rest.is_empty() {
                     self.ptrs.remove(ip);
-                } else {
+                } else if rest.len() != list.len() {
                     self.ptrs.insert(*ip, rest.into());
                 }
             }
@@ -489,19 +544,19 @@ impl Table {
         svc: &Arc<Service>,
         dirty_ptrs: &mut BTreeSet<IpAddr>,
     ) {
-        let Some(name) = rel(
-            &self.zone_name,
-            &[svc.name.as_str(), svc.namespace.as_str(), "svc"],
-        ) else {
+        let Some((name, mut b)) = self.build_service(svc) else {
             tracing::warn!(service = %svc.id, "service name is not a valid DNS name; no records");
             return;
         };
-        let mut b = self.builder(name.clone());
-        b.service(svc, &name);
-        let mut owned = Owned::default();
         for (ip, cluster_ip) in std::mem::take(&mut b.ptrs) {
             let mut list: Vec<PtrSource> =
                 self.ptrs.get(&ip).map(|l| l.to_vec()).unwrap_or_default();
+            if list
+                .iter()
+                .any(|p| p.key() == (key.0.as_str(), key.1.as_str()) && p.cluster_ip == cluster_ip)
+            {
+                continue;
+            }
             list.push(PtrSource {
                 service: svc.clone(),
                 cluster_ip,
@@ -509,28 +564,28 @@ impl Table {
             // Merged in Service order whatever the order of updates.
             list.sort_by(|a, b| a.key().cmp(&b.key()));
             self.ptrs.insert(ip, list.into());
-            if !owned.ptrs.contains(&ip) {
-                owned.ptrs.push(ip);
-            }
             dirty_ptrs.insert(ip);
         }
-        if !svc.headless && svc.external_name.is_none() && svc.dns_endpoints().next().is_some() {
+        if made_when_asked(svc) {
             let lower = LowerName::new(&name);
             self.synthesized.insert(lower.clone(), svc.clone());
             self.fast.set_synthesized(&lower, true);
-            owned.synthesized = Some(lower);
+            for (n, mut node) in b.nodes {
+                node.shrink();
+                self.put_fast(n, Arc::new(node));
+            }
+        } else {
+            self.put(b.nodes);
         }
-        owned.names = self.put(b.nodes);
-        self.owned.insert(key.clone(), Arc::new(owned));
     }
 
-    /// The PTR node of `ip` if it is stored (see [`PtrSource::stored`]);
-    /// otherwise it is made when asked.
+    /// The fast answer of `ip`'s reverse name, for ClusterIPs and headless
+    /// endpoints (see [`PtrSource::fast`]); the slow path makes the records
+    /// when asked.
     fn rebuild_ptr(&mut self, ip: IpAddr) {
-        let owner = Name::from(ip);
-        let key = LowerName::new(&owner);
+        let key = LowerName::new(&Name::from(ip));
         let list = match self.ptrs.get(&ip) {
-            Some(list) if list.iter().any(PtrSource::stored) => list.clone(),
+            Some(list) if list.iter().any(PtrSource::fast) => list.clone(),
             _ => {
                 self.take(&key);
                 return;
@@ -544,8 +599,13 @@ impl Table {
             }],
             cname: None,
         };
-        self.put(HashMap::from([(key, node)]));
+        self.put_fast(key, Arc::new(node));
     }
+}
+
+/// Whether a Service's records are made when asked rather than stored.
+fn made_when_asked(svc: &Service) -> bool {
+    !svc.headless && svc.external_name.is_none()
 }
 
 /// The PTR records of one address: ClusterIP names first, then endpoint

@@ -36,8 +36,8 @@ fn answers(t: &Table, n: &str, qtype: RecordType) -> Vec<String> {
             v.sort();
             v
         }
-        Lookup::Synthesized(rs) => {
-            let mut v: Vec<String> = rs.iter().map(|r| r.data.to_string()).collect();
+        Lookup::Synthesized(set) => {
+            let mut v: Vec<String> = set.answers.iter().map(|r| r.data.to_string()).collect();
             v.sort();
             v
         }
@@ -169,7 +169,8 @@ fn srv_records_follow_coredns() {
         &name("_http._tcp.web.default.svc.cluster.local."),
         RecordType::SRV,
     ) {
-        Lookup::Answer(set) => {
+        // Not stored: made when asked (the fast path has it precompiled).
+        Lookup::Synthesized(set) => {
             assert_eq!(set.answers.len(), 1);
             assert_eq!(
                 set.answers[0].data.to_string(),
@@ -390,7 +391,7 @@ fn ttl_and_zone_are_configurable() {
     };
     let t = table_from(FIXTURE, &o);
     match t.lookup(&name("web.default.svc.corp.example."), RecordType::A) {
-        Lookup::Answer(set) => assert_eq!(set.answers[0].ttl, 30),
+        Lookup::Synthesized(set) => assert_eq!(set.answers[0].ttl, 30),
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -516,17 +517,29 @@ fn an_update_rebuilds_only_what_changed() {
         Some(b"apiVersion: v1\nkind: Service\nmetadata: {name: late}\nspec: {clusterIP: 127.96.0.99, ports: [{port: 80}]}\n"),
     );
     let t2 = Table::update(Some(&t1), &b.build(), &opts());
-    let changed = t2.nodes.diff(&t1.nodes, Arc::ptr_eq);
-    let mut names: Vec<String> = changed
+    let stored = t2.nodes.diff(&t1.nodes, Arc::ptr_eq);
+    let mut names: Vec<String> = stored
         .iter()
         .map(|d| match d {
             Diff::Added(k, _) | Diff::Changed(k, _, _) | Diff::Removed(k, _) => k.to_string(),
         })
         .collect();
     names.sort();
-    // The new Service's name and PTR, and the apex (its SOA serial).
+    // The apex (its SOA serial) is rebuilt; the new Service is not stored.
     assert_eq!(
         names,
+        [
+            "cluster.local.",
+            "dns-version.cluster.local.",
+            "pod.cluster.local.",
+            "svc.cluster.local.",
+        ]
+    );
+    // Fast answers: the apex's, and the new Service's name and PTR.
+    let mut fast = t2.fast.changed_since(&t1.fast);
+    fast.sort();
+    assert_eq!(
+        fast,
         [
             "99.0.96.127.in-addr.arpa.",
             "cluster.local.",
