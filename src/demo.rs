@@ -43,8 +43,7 @@ pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
         for p in &s.ports {
             for b in p.backends.iter() {
                 let name = b
-                    .pod
-                    .as_deref()
+                    .pod()
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{}-{}", s.name, b.addr.ip()));
                 backends.entry(b.addr).or_insert(name);

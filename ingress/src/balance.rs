@@ -238,10 +238,7 @@ mod tests {
             ready: true,
             serving: true,
             terminating: false,
-            node_name: None,
-            pod: None,
-            zone_hints: None,
-            node_hints: None,
+            placement: None,
         };
         let bs = [mk(1), mk(2), mk(3)];
         let mut h = HeaderMap::new();

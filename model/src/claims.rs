@@ -129,7 +129,12 @@ impl Claims {
         };
         let mut keys = Vec::new();
         for (ck, claim) in wanted(svc) {
-            self.contenders.entry(ck).or_default().push(claim);
+            // Almost every address has one contender: no room for four.
+            let list = self
+                .contenders
+                .entry(ck)
+                .or_insert_with(|| Vec::with_capacity(1));
+            list.push(claim);
             touched.insert(ck);
             keys.push(ck);
         }

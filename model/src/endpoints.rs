@@ -2,7 +2,7 @@
 //! EndpointSlices by `kubernetes.io/service-name`; else the Endpoints object of
 //! the same name; else the ready Pods a selector picks.
 
-use crate::service::{Backend, Endpoint, Protocol, TargetPort};
+use crate::service::{Backend, Endpoint, Placement, Protocol, TargetPort};
 use crate::slice::Slice;
 use k8s_openapi::api::core::v1 as core;
 use std::collections::{BTreeMap, HashMap};
@@ -129,6 +129,13 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
             if !family_ok(svc, &ip) {
                 continue;
             }
+            let placement = Placement {
+                node_name: ep.node_name.clone(),
+                pod: ep.pod.clone(),
+                zone_hints: ep.zone_hints.clone(),
+                node_hints: ep.node_hints.clone(),
+            }
+            .shared();
             acc.add_endpoint(Endpoint {
                 ip,
                 hostname: ep.hostname.clone(),
@@ -146,10 +153,7 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
                             ready: ep.ready,
                             serving: ep.serving,
                             terminating: ep.terminating,
-                            node_name: ep.node_name.clone(),
-                            pod: ep.pod.clone(),
-                            zone_hints: ep.zone_hints.clone(),
-                            node_hints: ep.node_hints.clone(),
+                            placement: placement.clone(),
                         },
                     );
                 }
@@ -187,11 +191,16 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                     continue;
                 }
                 let node: Option<Arc<str>> = a.node_name.as_deref().map(Arc::from);
-                let pod: Option<Arc<str>> = a
-                    .target_ref
-                    .as_ref()
-                    .and_then(|r| r.name.as_deref())
-                    .map(Arc::from);
+                let placement = Placement {
+                    node_name: node.clone(),
+                    pod: a
+                        .target_ref
+                        .as_ref()
+                        .and_then(|r| r.name.as_deref())
+                        .map(Arc::from),
+                    ..Placement::default()
+                }
+                .shared();
                 acc.add_endpoint(Endpoint {
                     ip,
                     hostname: a.hostname.clone(),
@@ -209,10 +218,7 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                                 ready,
                                 serving: ready,
                                 terminating: false,
-                                node_name: node.clone(),
-                                pod: pod.clone(),
-                                zone_hints: None,
-                                node_hints: None,
+                                placement: placement.clone(),
                             },
                         );
                     }
@@ -269,7 +275,12 @@ fn from_pods(
         let serving = pod_ready(pod);
         let spec = pod.spec.as_ref();
         let node: Option<Arc<str>> = spec.and_then(|s| s.node_name.as_deref()).map(Arc::from);
-        let pod_name: Option<Arc<str>> = pod.metadata.name.as_deref().map(Arc::from);
+        let placement = Placement {
+            node_name: node.clone(),
+            pod: pod.metadata.name.as_deref().map(Arc::from),
+            ..Placement::default()
+        }
+        .shared();
         // The endpoints controller publishes a hostname only for a Pod whose
         // subdomain is this (headless) Service.
         let hostname = spec
@@ -297,10 +308,7 @@ fn from_pods(
                             ready,
                             serving,
                             terminating,
-                            node_name: node.clone(),
-                            pod: pod_name.clone(),
-                            zone_hints: None,
-                            node_hints: None,
+                            placement: placement.clone(),
                         },
                     );
                 }

@@ -22,8 +22,8 @@ pub use builder::Builder;
 pub use error::{ConfigError, FieldError, ObjectKey, Warning};
 pub use object::Object;
 pub use service::{
-    Backend, Endpoint, Protocol, Service, ServicePort, ServiceType, TargetPort, topology_backends,
-    usable_backends,
+    Backend, Endpoint, Placement, Protocol, Service, ServicePort, ServiceType, TargetPort,
+    topology_backends, usable_backends,
 };
 pub use shared_map::SharedMap;
 pub use snapshot::{

@@ -65,6 +65,15 @@ pub struct Backend {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+    /// Where the endpoint runs: one allocation shared by every port of the
+    /// endpoint, none when nothing is known (48 bytes a backend instead of
+    /// 104: a 10,000-Service cluster has hundreds of thousands).
+    pub placement: Option<Arc<Placement>>,
+}
+
+/// Where an endpoint runs and who should use it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
     pub node_name: Option<Arc<str>>,
     /// The Pod (targetRef) name when known, for logs.
     pub pod: Option<Arc<str>>,
@@ -74,6 +83,31 @@ pub struct Backend {
     /// EndpointSlice `hints.forNodes` (trafficDistribution PreferSameNode):
     /// nodes that should use this endpoint; they win over zone hints.
     pub node_hints: Option<Arc<[Arc<str>]>>,
+}
+
+impl Placement {
+    /// `None` when nothing is known, so a backend then costs no allocation.
+    pub fn shared(self) -> Option<Arc<Placement>> {
+        (self != Placement::default()).then(|| Arc::new(self))
+    }
+}
+
+impl Backend {
+    pub fn node_name(&self) -> Option<&str> {
+        self.placement.as_ref()?.node_name.as_deref()
+    }
+
+    pub fn pod(&self) -> Option<&str> {
+        self.placement.as_ref()?.pod.as_deref()
+    }
+
+    pub fn zone_hints(&self) -> Option<&[Arc<str>]> {
+        self.placement.as_ref()?.zone_hints.as_deref()
+    }
+
+    pub fn node_hints(&self) -> Option<&[Arc<str>]> {
+        self.placement.as_ref()?.node_hints.as_deref()
+    }
 }
 
 /// One endpoint address of a Service, port-independent (DNS uses these).
@@ -167,7 +201,7 @@ pub fn usable_backends<'a>(
     local_node: Option<&'a str>,
 ) -> impl Iterator<Item = &'a Backend> + Clone + 'a {
     let on_node = move |b: &&Backend| match local_node {
-        Some(n) => b.node_name.as_deref() == Some(n),
+        Some(n) => b.node_name() == Some(n),
         None => true,
     };
     let any_ready = backends.iter().filter(on_node).any(|b| b.ready);
@@ -189,8 +223,8 @@ pub fn topology_backends<'a>(
     node: Option<&str>,
     zone: Option<&str>,
 ) -> Vec<&'a Backend> {
-    hinted(backends, node, |b| b.node_hints.as_deref())
-        .or_else(|| hinted(backends, zone, |b| b.zone_hints.as_deref()))
+    hinted(backends, node, Backend::node_hints)
+        .or_else(|| hinted(backends, zone, Backend::zone_hints))
         .unwrap_or_else(|| usable_backends(backends, None).collect())
 }
 
@@ -218,18 +252,31 @@ mod tests {
             ready,
             serving,
             terminating,
-            node_name: Some(node.into()),
-            pod: None,
-            zone_hints: None,
-            node_hints: None,
+            placement: Placement {
+                node_name: Some(node.into()),
+                ..Placement::default()
+            }
+            .shared(),
+        }
+    }
+
+    fn placed(port: u16, ready: bool, placement: Placement) -> Backend {
+        Backend {
+            placement: placement.shared(),
+            ..be(port, ready, true, !ready, "n")
         }
     }
 
     fn hinted(port: u16, ready: bool, zones: &[&str]) -> Backend {
-        Backend {
-            zone_hints: Some(zones.iter().map(|z| Arc::from(*z)).collect()),
-            ..be(port, ready, true, !ready, "n")
-        }
+        placed(
+            port,
+            ready,
+            Placement {
+                node_name: Some("n".into()),
+                zone_hints: Some(zones.iter().map(|z| Arc::from(*z)).collect()),
+                ..Placement::default()
+            },
+        )
     }
 
     fn ports(v: Vec<&Backend>) -> Vec<u16> {
@@ -302,9 +349,17 @@ mod tests {
 
     #[test]
     fn node_hints_win_over_zone_hints() {
-        let on = |port: u16, node: &str, zone: &str| Backend {
-            node_hints: Some([Arc::from(node)].into()),
-            ..hinted(port, true, &[zone])
+        let on = |port: u16, node: &str, zone: &str| {
+            placed(
+                port,
+                true,
+                Placement {
+                    node_name: Some("n".into()),
+                    zone_hints: Some([Arc::from(zone)].into()),
+                    node_hints: Some([Arc::from(node)].into()),
+                    ..Placement::default()
+                },
+            )
         };
         let b = [
             on(1, "n1", "zone-a"),
