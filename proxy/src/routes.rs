@@ -3,7 +3,7 @@
 //! off the data path whenever a Snapshot is applied; connections only look up.
 
 use crate::balance::{self, Affinity, BalanceState, PortId, PortKey};
-use crate::metrics::{Metrics, ServiceMetrics};
+use crate::metrics::{LazyServiceMetrics, Metrics};
 use crate::{Config, Error};
 use model::shared_map::Diff;
 use model::{
@@ -32,7 +32,7 @@ pub(crate) struct Route {
     pub endpoints: Arc<[SocketAddr]>,
     pub cursor: Arc<AtomicUsize>,
     pub affinity: Option<(Arc<Affinity>, Duration)>,
-    pub metrics: Arc<ServiceMetrics>,
+    pub metrics: Arc<LazyServiceMetrics>,
     pub proxy_protocol: bool,
     pub udp_idle: Duration,
 }

@@ -312,3 +312,36 @@ async fn load_balancer_ips_and_external_policy_local() {
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+/// A Service's series appear with its first connection (ten thousand idle
+/// Services export none) and go with the Service.
+#[tokio::test]
+async fn service_series_come_with_traffic_and_go_with_the_service() {
+    let a = Backend::start(addr("127.0.59.1:0"), "a").await;
+    let svc = |name: &str, ip: &str| {
+        service(
+            name,
+            ip,
+            8080,
+            "TCP",
+            a.addr.port(),
+            &[ready("127.0.59.1")],
+            "",
+            "",
+        )
+    };
+    let both = svc("busy", "127.0.59.100") + &svc("idle", "127.0.59.101");
+    let mut h = Harness::start(&both, Config::default()).await;
+    assert_eq!(hello(addr("127.0.59.100:8080")).await.0, "a");
+    assert_eq!(
+        h.metric("nodeway_l4_connections_total{service=\"default/busy\"}"),
+        Some(1.0)
+    );
+    assert!(
+        !h.metrics().contains("default/idle"),
+        "an idle Service exports nothing:\n{}",
+        h.metrics()
+    );
+    h.update(&svc("idle", "127.0.59.101")).await;
+    assert!(!h.metrics().contains("default/busy"), "{}", h.metrics());
+}
