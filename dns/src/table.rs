@@ -819,9 +819,13 @@ impl TableBuilder {
             let r = self.addr_record(ep_name, *ip);
             self.push(ep_name, r, None);
         }
-        // Reverse names point at every published endpoint.
+        // Reverse names point at every published endpoint whose name is a
+        // valid DNS name (a hostname may not be: the address is then not
+        // ours, and forwarded).
         for e in svc.dns_endpoints() {
-            self.ptrs.push((e.ip, false));
+            if name.prepend_label(endpoint_label(e).as_str()).is_ok() {
+                self.ptrs.push((e.ip, false));
+            }
         }
         if svc.headless {
             if eps.is_empty() {

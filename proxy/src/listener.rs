@@ -173,10 +173,19 @@ impl Reconciler {
     fn kind(&self, w: &Wanted) -> Kind {
         if w.health {
             Kind::Health
-        } else if self.steer.is_some() && w.protocol == Protocol::Tcp {
+        } else if self.steer.is_some() && w.protocol == Protocol::Tcp && !w.loops {
             Kind::Steered
         } else {
             Kind::Socket
+        }
+    }
+
+    /// Whether serving `w` as `kind` opens a socket: its own, or the first
+    /// shared listener of its family.
+    fn takes_a_socket(&self, w: &Wanted, kind: Kind) -> bool {
+        match (kind, &self.steer) {
+            (Kind::Steered, Some(s)) => s.listeners[usize::from(w.addr.is_ipv6())].is_none(),
+            _ => true,
         }
     }
 
@@ -188,10 +197,12 @@ impl Reconciler {
             && Some(b.kind) != kind
         {
             info!(listen = %addr, protocol = proto.as_str(), "listener closed");
-            if kind.is_some_and(|k| k != Kind::Steered)
+            if kind.is_some()
                 && let Some(task) = b.task.take()
             {
-                // Same address, other kind: rebind once the socket is gone.
+                // Same address, other kind: serve it again once the socket
+                // is gone (a steering entry would not need to wait, but a
+                // quick change back to a socket would find it taken).
                 task.abort();
                 self.closing.insert(key);
                 let closed = self.closed.0.clone();
@@ -228,7 +239,7 @@ impl Reconciler {
         }
         if b.kind == Kind::Steered
             && let Some(s) = &self.steer
-            && let Err(e) = s.map.unsteer(key.0, steer::Proto::Tcp)
+            && let Err(e) = s.map.unsteer(key.0)
         {
             warn!(listen = %key.0, error = %e, "steering entry not removed");
         }
@@ -253,7 +264,7 @@ impl Reconciler {
                 continue;
             };
             let kind = self.kind(&w);
-            if kind != Kind::Steered
+            if self.takes_a_socket(&w, kind)
                 && self.sockets + self.closing.len() >= self.shared.cfg.max_listeners
             {
                 over_budget += 1;
@@ -366,7 +377,7 @@ impl Reconciler {
             });
             self.sockets += 1;
         }
-        s.map.steer(addr, steer::Proto::Tcp, slot as u32)
+        s.map.steer(addr, slot as u32)
     }
 
     fn publish(&self) {
@@ -445,7 +456,7 @@ fn attach_steering() -> Option<Steer> {
             })
         }
         Err(e) => {
-            info!(error = %e, "sk_lookup steering unavailable (needs CAP_BPF and CAP_NET_ADMIN, Linux 5.9+): one socket per Service address");
+            info!(error = %e, "sk_lookup steering unavailable (it needs CAP_BPF and CAP_NET_ADMIN and Linux 5.9 or later): one socket per Service address");
             None
         }
     }

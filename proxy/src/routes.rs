@@ -64,6 +64,10 @@ pub(crate) struct Wanted {
     pub service: Arc<str>,
     /// A load-balancer health-check port, not a Service frontend.
     pub health: bool,
+    /// One of its endpoints is the address itself (a hostNetwork backend
+    /// behind an externalIP on its own node): steered, the plane's own
+    /// connect would come back to it, so it is never steered.
+    pub loops: bool,
 }
 
 /// The routes of one generation and what is needed to update them per
@@ -360,6 +364,7 @@ fn add_frontend(
                 protocol: fe.protocol,
                 service: svc.id.clone(),
                 health: false,
+                loops: route.endpoints.contains(&addr),
             },
         );
     }
@@ -387,6 +392,7 @@ fn health_wanted(t: &mut Tables, snap: &Snapshot, cfg: &Config) -> Vec<Wanted> {
                 protocol: Protocol::Tcp,
                 service: hc.service.id.clone(),
                 health: true,
+                loops: false,
             });
         }
     }

@@ -109,3 +109,35 @@ async fn steered_address_is_taken_over_and_given_back() {
         .unwrap();
     assert_eq!(line.trim(), "still");
 }
+
+/// A frontend that is also its own endpoint (a hostNetwork backend behind
+/// an address of its own node) is never steered: the plane's connect to the
+/// endpoint would come straight back to it. It gets a socket of its own,
+/// which the backend already holds, so the bind failure is reported and
+/// clients reach the backend itself.
+#[tokio::test]
+async fn a_frontend_that_is_its_own_endpoint_is_not_steered() {
+    if !root() {
+        return;
+    }
+    let a = Backend::start(addr("127.0.63.150:0"), "a").await;
+    let port = a.addr.port();
+    let svc = service(
+        "self",
+        "127.0.63.150",
+        port,
+        "TCP",
+        port,
+        &[ready("127.0.63.150")],
+        "",
+        "",
+    );
+    let h = Harness::start(&svc, Config::default()).await;
+    assert!(h.proxy.listeners().iter().all(|l| !l.steered));
+    let problems = h.proxy.problems();
+    assert!(
+        problems.iter().any(|p| p.contains(&a.addr.to_string())),
+        "{problems:?}"
+    );
+    assert_eq!(hello(a.addr).await.0, "a");
+}

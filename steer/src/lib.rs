@@ -14,9 +14,11 @@
 //! The program is detached by the kernel when the last descriptor of its
 //! link closes, so a crashed process leaves no steering behind.
 //!
-//! Only established flows are untouched by a change: TCP connections are
-//! found by the kernel before `sk_lookup` runs, so removing a destination
-//! refuses new connections and keeps the open ones.
+//! Established flows are untouched by a change: TCP connections are found
+//! by the kernel before `sk_lookup` runs, so removing a destination refuses
+//! new connections and keeps the open ones. Destinations are TCP only: the
+//! program returns at once for other protocols, so UDP traffic on the host
+//! (DNS servers take a lookup per datagram) pays one comparison.
 
 mod program;
 mod sys;
@@ -33,65 +35,45 @@ pub const MAX_DESTINATIONS: u32 = 1 << 18;
 /// Most sockets destinations can be steered to.
 pub const MAX_SOCKETS: u32 = 8;
 
-/// Transport protocol of a destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
 /// An attached steering program and its two maps: destination -> socket
 /// slot, and slot -> socket.
 pub struct Steering {
-    destinations: OwnedFd,
-    sockets: OwnedFd,
+    destinations: sys::Map,
+    sockets: sys::Map,
     /// Keeps the program attached; closing it detaches.
     _link: OwnedFd,
 }
 
-/// The hash map key, laid out exactly as the program builds it on its stack.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Destination {
-    family: u32,
-    /// Network byte order; an IPv4 address fills the first four bytes.
-    addr: [u8; 16],
-    /// `port | protocol << 16`, both in host byte order.
-    port_proto: u32,
-}
-
-impl Destination {
-    fn new(dest: SocketAddr, proto: Proto) -> Destination {
-        let mut addr = [0u8; 16];
-        let family = match dest.ip() {
-            IpAddr::V4(ip) => {
-                addr[..4].copy_from_slice(&ip.octets());
-                libc::AF_INET
-            }
-            IpAddr::V6(ip) => {
-                addr = ip.octets();
-                libc::AF_INET6
-            }
-        };
-        let proto = match proto {
-            Proto::Tcp => libc::IPPROTO_TCP,
-            Proto::Udp => libc::IPPROTO_UDP,
-        };
-        Destination {
-            family: family as u32,
-            addr,
-            port_proto: u32::from(dest.port()) | (proto as u32) << 16,
+/// The hash map key of a TCP destination, laid out exactly as the program
+/// builds it on its stack: family (u32), address (16 bytes, network order,
+/// an IPv4 address in the first four), `port | protocol << 16` (u32); the
+/// integers in host byte order, as the program stores them.
+fn destination(dest: SocketAddr) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    let family = match dest.ip() {
+        IpAddr::V4(ip) => {
+            key[4..8].copy_from_slice(&ip.octets());
+            libc::AF_INET
         }
-    }
+        IpAddr::V6(ip) => {
+            key[4..20].copy_from_slice(&ip.octets());
+            libc::AF_INET6
+        }
+    };
+    key[..4].copy_from_slice(&(family as u32).to_ne_bytes());
+    let port_proto = u32::from(dest.port()) | (libc::IPPROTO_TCP as u32) << 16;
+    key[20..].copy_from_slice(&port_proto.to_ne_bytes());
+    key
 }
 
 impl Steering {
     /// Loads the program and attaches it to this process's network
     /// namespace. Fails without the privileges or kernel support.
     pub fn attach() -> io::Result<Steering> {
+        sys::raise_memlock();
         let destinations = sys::map_create(
             sys::MapType::Hash,
-            size_of::<Destination>() as u32,
+            24,
             size_of::<u32>() as u32,
             MAX_DESTINATIONS,
         )?;
@@ -101,7 +83,7 @@ impl Steering {
             size_of::<u64>() as u32,
             MAX_SOCKETS,
         )?;
-        let insns = program::sk_lookup(destinations.as_raw_fd(), sockets.as_raw_fd());
+        let insns = program::sk_lookup(destinations.raw_fd(), sockets.raw_fd());
         let prog = sys::prog_load_sk_lookup(&insns)?;
         let netns = std::fs::File::open("/proc/self/ns/net")?;
         let link = sys::link_create_sk_lookup(prog.as_fd(), netns.as_fd())?;
@@ -116,17 +98,18 @@ impl Steering {
     /// must be listening; a UDP socket must be bound.
     pub fn set_socket(&self, slot: u32, socket: BorrowedFd<'_>) -> io::Result<()> {
         let fd = socket.as_raw_fd() as u64;
-        sys::map_update(&self.sockets, &slot, &fd)
+        self.sockets.update(&slot.to_ne_bytes(), &fd.to_ne_bytes())
     }
 
-    /// New connections (or datagrams) for `dest` go to the socket in `slot`.
-    pub fn steer(&self, dest: SocketAddr, proto: Proto, slot: u32) -> io::Result<()> {
-        sys::map_update(&self.destinations, &Destination::new(dest, proto), &slot)
+    /// New TCP connections for `dest` go to the socket in `slot`.
+    pub fn steer(&self, dest: SocketAddr, slot: u32) -> io::Result<()> {
+        self.destinations
+            .update(&destination(dest), &slot.to_ne_bytes())
     }
 
     /// `dest` goes back to the kernel's own lookup. Not steered: no error.
-    pub fn unsteer(&self, dest: SocketAddr, proto: Proto) -> io::Result<()> {
-        match sys::map_delete(&self.destinations, &Destination::new(dest, proto)) {
+    pub fn unsteer(&self, dest: SocketAddr) -> io::Result<()> {
+        match self.destinations.delete(&destination(dest)) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             r => r,
         }

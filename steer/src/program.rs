@@ -1,6 +1,7 @@
 //! The `sk_lookup` program, assembled here (no compiler, no object file):
 //!
 //! ```text
+//! if ctx.protocol != TCP: pass
 //! key = { ctx.family, ctx.local_ip (4 or 16 bytes, zero-padded),
 //!         ctx.local_port | ctx.protocol << 16 }      // on the stack
 //! slot = destinations[key]        else pass
@@ -9,7 +10,7 @@
 //! pass: return SK_PASS            // the kernel's own lookup goes on
 //! ```
 //!
-//! An assignment that does not fit (a UDP socket for a TCP packet) fails
+//! An assignment that does not fit (a socket that is not listening) fails
 //! inside `bpf_sk_assign` and the packet just takes the normal lookup.
 
 #[cfg(not(target_endian = "little"))]
@@ -42,6 +43,7 @@ const SK_ASSIGN: i32 = 124;
 
 const SK_PASS: i32 = 1;
 const AF_INET6: i32 = 10;
+const IPPROTO_TCP: i32 = 6;
 
 /// Stack slots: the 24-byte key at fp-24, the slot number at fp-28.
 const KEY: i16 = -24;
@@ -124,6 +126,11 @@ impl Asm {
         self.fixups.push((self.code.len(), to));
         self.push(insn(0x15, dst, 0, 0, imm));
     }
+    /// if dst != imm goto label
+    fn jne_imm(&mut self, dst: u8, imm: i32, to: Label) {
+        self.fixups.push((self.code.len(), to));
+        self.push(insn(0x55, dst, 0, 0, imm));
+    }
     fn ja(&mut self, to: Label) {
         self.fixups.push((self.code.len(), to));
         self.push(insn(0x05, 0, 0, 0, 0));
@@ -142,10 +149,12 @@ impl Asm {
 pub(crate) fn sk_lookup(destinations: i32, sockets: i32) -> Vec<u64> {
     let mut a = Asm::default();
     a.push(mov_reg(R6, R1));
+    // TCP only: anything else is the kernel's at once.
+    a.push(load32(R3, R6, ctx::PROTOCOL));
+    a.jne_imm(R3, IPPROTO_TCP, Label::Pass);
     // key.family, key.port_proto
     a.push(load32(R2, R6, ctx::FAMILY));
     a.push(store32(FP, KEY, R2));
-    a.push(load32(R3, R6, ctx::PROTOCOL));
     a.push(load32(R4, R6, ctx::LOCAL_PORT));
     a.push(lsh_imm(R3, 16));
     a.push(or_reg(R3, R4));

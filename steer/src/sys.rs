@@ -97,7 +97,7 @@ pub(crate) fn map_create(
     key_size: u32,
     value_size: u32,
     max_entries: u32,
-) -> io::Result<OwnedFd> {
+) -> io::Result<Map> {
     let map_flags = match map_type {
         MapType::Hash => BPF_F_NO_PREALLOC,
         MapType::SockMap => 0,
@@ -109,30 +109,69 @@ pub(crate) fn map_create(
         max_entries,
         map_flags,
     };
-    bpf(BPF_MAP_CREATE, &mut attr).map(owned)
+    let fd = bpf(BPF_MAP_CREATE, &mut attr).map(owned)?;
+    Ok(Map {
+        fd,
+        key_size: key_size as usize,
+        value_size: value_size as usize,
+    })
 }
 
-/// Sets `key` to `value`. `K` and `V` must have the map's key and value sizes.
-pub(crate) fn map_update<K: Copy, V: Copy>(map: &OwnedFd, key: &K, value: &V) -> io::Result<()> {
-    let mut attr = MapElem {
-        map_fd: map.as_raw_fd() as u32,
-        _pad: 0,
-        key: key as *const K as u64,
-        value: value as *const V as u64,
-        flags: 0, // BPF_ANY: create or replace
+/// Before Linux 5.11 BPF maps are charged to RLIMIT_MEMLOCK, whose usual
+/// 64 KiB (or 8 MiB) is less than the destination map's buckets; raise it
+/// as libbpf does. Later kernels charge the memory cgroup instead.
+pub(crate) fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
     };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    // SAFETY: setrlimit only reads the struct we pass. Failure (no
+    // CAP_SYS_RESOURCE) is fine: map creation then says what it lacks.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
+    }
 }
 
-pub(crate) fn map_delete<K: Copy>(map: &OwnedFd, key: &K) -> io::Result<()> {
-    let mut attr = MapElem {
-        map_fd: map.as_raw_fd() as u32,
-        _pad: 0,
-        key: key as *const K as u64,
-        value: 0,
-        flags: 0,
-    };
-    bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(drop)
+/// A map and the sizes it was made with: the kernel reads exactly that
+/// many bytes behind the key and value pointers, so every call checks the
+/// slices it is given against them.
+pub(crate) struct Map {
+    fd: OwnedFd,
+    key_size: usize,
+    value_size: usize,
+}
+
+impl Map {
+    /// Sets `key` to `value` (created or replaced).
+    pub(crate) fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        assert_eq!(key.len(), self.key_size, "map key size");
+        assert_eq!(value.len(), self.value_size, "map value size");
+        let mut attr = MapElem {
+            map_fd: self.fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: key.as_ptr() as u64,
+            value: value.as_ptr() as u64,
+            flags: 0, // BPF_ANY: create or replace
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+    }
+
+    pub(crate) fn delete(&self, key: &[u8]) -> io::Result<()> {
+        assert_eq!(key.len(), self.key_size, "map key size");
+        let mut attr = MapElem {
+            map_fd: self.fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: key.as_ptr() as u64,
+            value: 0,
+            flags: 0,
+        };
+        bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(drop)
+    }
+
+    /// The descriptor the program's instructions name the map by.
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
 }
 
 /// Loads an `sk_lookup` program. On a verifier rejection the error carries

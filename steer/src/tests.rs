@@ -26,7 +26,7 @@ fn steers_many_destinations_to_one_listener_and_back() {
         .map(|i| format!("127.0.61.{i}:4242").parse().unwrap())
         .collect();
     for d in &dests {
-        s.steer(*d, Proto::Tcp, 0).unwrap();
+        s.steer(*d, 0).unwrap();
     }
     for d in &dests {
         let mut c = TcpStream::connect(d).unwrap();
@@ -37,13 +37,13 @@ fn steers_many_destinations_to_one_listener_and_back() {
         a.read_exact(&mut b).unwrap();
     }
     // Unsteered: the kernel's lookup finds nothing there.
-    s.unsteer(dests[0], Proto::Tcp).unwrap();
+    s.unsteer(dests[0]).unwrap();
     let err = TcpStream::connect(dests[0]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
     // A destination never steered is not caught.
     let err = TcpStream::connect("127.0.61.9:4242").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
-    s.unsteer(dests[0], Proto::Tcp).unwrap();
+    s.unsteer(dests[0]).unwrap();
 }
 
 #[test]
@@ -52,7 +52,7 @@ fn detaches_when_dropped() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     s.set_socket(0, l.as_fd()).unwrap();
     let d: SocketAddr = "127.0.61.20:4243".parse().unwrap();
-    s.steer(d, Proto::Tcp, 0).unwrap();
+    s.steer(d, 0).unwrap();
     drop(TcpStream::connect(d).unwrap());
     drop(s);
     let err = TcpStream::connect(d).unwrap_err();
@@ -68,7 +68,7 @@ fn ipv6_destinations() {
     };
     s.set_socket(1, l.as_fd()).unwrap();
     let d: SocketAddr = "[::1]:4244".parse().unwrap();
-    s.steer(d, Proto::Tcp, 1).unwrap();
+    s.steer(d, 1).unwrap();
     let _c = TcpStream::connect(d).unwrap();
     let (a, _) = l.accept().unwrap();
     assert_eq!(a.local_addr().unwrap(), d);

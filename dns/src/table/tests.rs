@@ -580,3 +580,22 @@ fn parallel_batches_equal_sequential_updates() {
     let batch = Table::compile(&all, &opts());
     assert_eq!(stepwise.describe(), batch.describe());
 }
+
+/// An endpoint whose hostname is no DNS label gets no name, so its address
+/// is not ours: the reverse name is forwarded, not an empty answer.
+#[test]
+fn an_endpoint_without_a_valid_name_has_no_reverse_name() {
+    let long = "h".repeat(64);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: hl}}\nspec: {{clusterIP: None, ports: [{{port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: hl-1, labels: {{kubernetes.io/service-name: hl}}}}\naddressType: IPv4\nports: [{{port: 80}}]\nendpoints:\n- addresses: [127.0.5.1]\n  hostname: {long}\n- addresses: [127.0.5.2]\n  hostname: ok\n"
+    );
+    let t = table_from(&yaml, &opts());
+    assert_eq!(
+        kind(&t, "1.5.0.127.in-addr.arpa.", RecordType::PTR),
+        "notours"
+    );
+    assert_eq!(
+        answers(&t, "2.5.0.127.in-addr.arpa.", RecordType::PTR),
+        vec!["ok.hl.default.svc.cluster.local."]
+    );
+}
