@@ -16,13 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.environ.get("NODEWAY_BIN", os.path.join(ROOT, "target/release/nodeway"))
+from run import ADMIN, BIN, ready, rss_mb
+
 FRONT = ("127.0.77.10", 8080)
 ENDPOINT = "127.0.77.20:18080"
-ADMIN = "127.0.0.1:29091"
 MANIFEST = """apiVersion: v1
 kind: Service
 metadata: {name: idle, namespace: default}
@@ -38,22 +36,6 @@ ports: [{name: p, port: 18080}]
 endpoints:
 - addresses: [127.0.77.20]
 """
-
-
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def ready():
-    try:
-        with urllib.request.urlopen(f"http://{ADMIN}/readyz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def hello(s):
@@ -91,13 +73,13 @@ def main():
             hello(s)
         conns.extend(warm)
         time.sleep(1)
-        before = rss(nw.pid)
+        before = rss_mb(nw.pid)
         for _ in range(n):
             s = socket.create_connection(FRONT, timeout=5)
             hello(s)
             conns.append(s)
         time.sleep(2)
-        grown = rss(nw.pid) - before
+        grown = (rss_mb(nw.pid) - before) * 2**20
         fds = len(os.listdir(f"/proc/{nw.pid}/fd"))
         print(
             f"{n} idle proxied connections: RSS +{grown / 2**20:.1f} MiB, "

@@ -175,18 +175,7 @@ async fn bind_failure_is_reported_and_isolated() {
 #[tokio::test]
 async fn listener_budget_is_never_exceeded() {
     let a = Backend::start(addr("127.0.58.1:0"), "a").await;
-    let svc = |name: &str, ip: &str| {
-        service(
-            name,
-            ip,
-            8080,
-            "TCP",
-            a.addr.port(),
-            &[ready("127.0.58.1")],
-            "",
-            "",
-        )
-    };
+    let svc = |name: &str, ip: &str| tcp_service(name, ip, &a, "127.0.58.1");
     let yaml =
         svc("one", "127.0.58.100") + &svc("two", "127.0.58.101") + &svc("three", "127.0.58.102");
     let cfg = Config {
@@ -318,18 +307,7 @@ async fn load_balancer_ips_and_external_policy_local() {
 #[tokio::test]
 async fn service_series_come_with_traffic_and_go_with_the_service() {
     let a = Backend::start(addr("127.0.59.1:0"), "a").await;
-    let svc = |name: &str, ip: &str| {
-        service(
-            name,
-            ip,
-            8080,
-            "TCP",
-            a.addr.port(),
-            &[ready("127.0.59.1")],
-            "",
-            "",
-        )
-    };
+    let svc = |name: &str, ip: &str| tcp_service(name, ip, &a, "127.0.59.1");
     let both = svc("busy", "127.0.59.100") + &svc("idle", "127.0.59.101");
     let mut h = Harness::start(&both, Config::default()).await;
     assert_eq!(hello(addr("127.0.59.100:8080")).await.0, "a");

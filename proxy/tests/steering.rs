@@ -31,20 +31,7 @@ async fn three_hundred_services_take_one_socket() {
     }
     let a = Backend::start(addr("127.0.63.1:0"), "a").await;
     let yaml: String = (0..300)
-        .map(|i| {
-            let name = format!("s{i}");
-            let eps = [ready("127.0.63.1")];
-            service(
-                &name,
-                &cluster_ip(i),
-                8080,
-                "TCP",
-                a.addr.port(),
-                &eps,
-                "",
-                "",
-            )
-        })
+        .map(|i| tcp_service(&format!("s{i}"), &cluster_ip(i), &a, "127.0.63.1"))
         .collect();
     let cfg = Config {
         max_listeners: 1,
@@ -71,16 +58,7 @@ async fn steered_address_is_taken_over_and_given_back() {
     }
     let a = Backend::start(addr("127.0.63.2:0"), "a").await;
     let squatter = std::net::TcpListener::bind("127.0.63.100:8080").unwrap();
-    let svc = service(
-        "over",
-        "127.0.63.100",
-        8080,
-        "TCP",
-        a.addr.port(),
-        &[ready("127.0.63.2")],
-        "",
-        "",
-    );
+    let svc = tcp_service("over", "127.0.63.100", &a, "127.0.63.2");
     let mut h = Harness::start(&svc, Config::default()).await;
     assert_eq!(h.proxy.problems(), Vec::<String>::new());
     let (name, mut open) = hello(addr("127.0.63.100:8080")).await;

@@ -125,6 +125,22 @@ endpoints:{endpoints}---
     )
 }
 
+/// A TCP Service `default/<name>` at `cluster_ip:8080` with one ready
+/// endpoint `endpoint` on `backend`'s port.
+pub fn tcp_service(name: &str, cluster_ip: &str, backend: &Backend, endpoint: &str) -> String {
+    let eps = [ready(endpoint)];
+    service(
+        name,
+        cluster_ip,
+        8080,
+        "TCP",
+        backend.addr.port(),
+        &eps,
+        "",
+        "",
+    )
+}
+
 /// A TCP backend: greets each connection with `name\n`, then echoes.
 pub struct Backend {
     pub addr: SocketAddr,
