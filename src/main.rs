@@ -9,6 +9,7 @@ mod limits;
 mod run;
 mod wire;
 mod wire_dns;
+mod wire_iface;
 mod wire_ingress;
 mod wire_l4;
 
@@ -88,6 +89,8 @@ pub struct ServeArgs {
     pub dns: wire_dns::DnsArgs,
     #[command(flatten)]
     pub ingress: wire_ingress::IngressArgs,
+    #[command(flatten)]
+    pub interface: wire_iface::InterfaceArgs,
 }
 
 /// Flags that change how manifests are validated and compiled.

@@ -2,7 +2,7 @@
 
 use crate::admin::{self, ConfigMetrics, Readiness};
 use crate::wire::{Common, Ctx, PlaneHandle};
-use crate::{ServeArgs, limits, wire_dns, wire_ingress, wire_l4};
+use crate::{ServeArgs, limits, wire_dns, wire_iface, wire_ingress, wire_l4};
 use anyhow::Context;
 use control::{FolderSource, Store};
 use prometheus_client::registry::Registry;
@@ -80,6 +80,13 @@ pub async fn run(
             .await
             .context("Ingress plane")?,
     );
+    // Service addresses on the managed interface before L4 serves them.
+    let keeper = wire_iface::start(&args.interface, ctx.snapshots.clone())
+        .await
+        .context("managed interface")?;
+    if let Some(k) = &keeper {
+        planes.push(Box::new(wire_iface::Handle(k.problems())));
+    }
     planes.extend(
         wire_l4::start(&args.l4, &mut ctx, limits::listener_budget(nofile))
             .await
@@ -110,6 +117,9 @@ pub async fn run(
     };
     // Planes bound themselves by the grace period; this is the backstop.
     let _ = tokio::time::timeout(args.grace_period + Duration::from_secs(1), all).await;
+    if let Some(k) = keeper {
+        k.shutdown().await;
+    }
     source_task.abort();
     tracing::info!("stopped");
     Ok(())
