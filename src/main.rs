@@ -62,8 +62,9 @@ pub struct ServeArgs {
     /// Node address(es) NodePorts bind on.
     #[arg(long = "node-ip", value_name = "IP", default_value = "127.0.0.1")]
     pub node_ips: Vec<IpAddr>,
-    /// This node's name, for traffic policy Local.
-    #[arg(long, value_name = "NAME")]
+    /// This node's name, for traffic policy Local (default: $NODE_NAME, as
+    /// the downward API sets it in a DaemonSet).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// This node's zone (its topology.kubernetes.io/zone label), for
     /// topology-aware routing by EndpointSlice zone hints.
@@ -252,6 +253,20 @@ mod tests {
         assert!(parse_timeout("0s").is_err(), "a zero timeout is refused");
         assert_eq!(parse_port_range("30000-32767").unwrap(), (30000, 32767));
         assert!(parse_port_range("5-1").is_err());
+    }
+
+    /// In a DaemonSet the downward API sets NODE_NAME; `--node-name`
+    /// need not repeat it.
+    #[test]
+    fn node_name_defaults_to_the_environment() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("run");
+        let arg = run
+            .get_arguments()
+            .find(|a| a.get_id() == "node_name")
+            .expect("--node-name");
+        assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("NODE_NAME")));
     }
 
     #[test]
