@@ -122,7 +122,7 @@ pub struct Table {
     /// compile (in parallel, at the end of the update).
     deferred: Option<Vec<(LowerName, Arc<Node>)>>,
     /// Reverse names: the Services that point each address at a name.
-    ptrs: SharedMap<IpAddr, Arc<[PtrSource]>>,
+    ptrs: SharedMap<IpAddr, PtrSources>,
     /// Services whose records are made when asked (not headless, not
     /// ExternalName), by the Service's name.
     synthesized: SharedMap<LowerName, Arc<Service>>,
@@ -135,6 +135,32 @@ struct PtrSource {
     service: Arc<Service>,
     /// A ClusterIP's name goes before endpoint names.
     cluster_ip: bool,
+}
+
+/// The PTR targets of one address: almost always one, kept inline (an
+/// allocation per endpoint address otherwise, 110,000 of them at 10,000
+/// Services).
+#[derive(Clone, Debug)]
+enum PtrSources {
+    One(PtrSource),
+    Many(Arc<[PtrSource]>),
+}
+
+impl PtrSources {
+    fn from_vec(mut v: Vec<PtrSource>) -> Option<PtrSources> {
+        match v.len() {
+            0 => None,
+            1 => v.pop().map(PtrSources::One),
+            _ => Some(PtrSources::Many(v.into())),
+        }
+    }
+
+    fn as_slice(&self) -> &[PtrSource] {
+        match self {
+            PtrSources::One(p) => std::slice::from_ref(p),
+            PtrSources::Many(v) => v,
+        }
+    }
 }
 
 impl PtrSource {
@@ -291,9 +317,12 @@ impl Table {
             return Lookup::NotOurs;
         };
         match qtype {
-            RecordType::PTR | RecordType::ANY => {
-                Lookup::Synthesized(RrSet::of(ptr_records(ip, list, &self.zone_name, self.ttl)))
-            }
+            RecordType::PTR | RecordType::ANY => Lookup::Synthesized(RrSet::of(ptr_records(
+                ip,
+                list.as_slice(),
+                &self.zone_name,
+                self.ttl,
+            ))),
             _ => Lookup::NoData,
         }
     }
@@ -313,7 +342,7 @@ impl Table {
             .iter()
             .map(|(name, svc)| format!("endpoints of {name} from {}", svc.id));
         let ptrs = self.ptrs.iter().map(|(ip, list)| {
-            let targets = ptr_records(*ip, list, &self.zone_name, self.ttl);
+            let targets = ptr_records(*ip, list.as_slice(), &self.zone_name, self.ttl);
             format!("ptr {ip} {targets:?}")
         });
         names.extend(synthesized.chain(ptrs));
@@ -523,15 +552,21 @@ impl Table {
         }
         for (ip, _) in &b.ptrs {
             if let Some(list) = self.ptrs.get(ip) {
+                let before = list.as_slice().len();
                 let rest: Vec<PtrSource> = list
+                    .as_slice()
                     .iter()
                     .filter(|p| p.key() != (key.0.as_str(), key.1.as_str()))
                     .cloned()
                     .collect();
-                if rest.is_empty() {
-                    self.ptrs.remove(ip);
-                } else if rest.len() != list.len() {
-                    self.ptrs.insert(*ip, rest.into());
+                match PtrSources::from_vec(rest) {
+                    None => {
+                        self.ptrs.remove(ip);
+                    }
+                    Some(rest) if rest.as_slice().len() != before => {
+                        self.ptrs.insert(*ip, rest);
+                    }
+                    Some(_) => {}
                 }
             }
             dirty_ptrs.insert(*ip);
@@ -549,8 +584,11 @@ impl Table {
             return;
         };
         for (ip, cluster_ip) in std::mem::take(&mut b.ptrs) {
-            let mut list: Vec<PtrSource> =
-                self.ptrs.get(&ip).map(|l| l.to_vec()).unwrap_or_default();
+            let mut list: Vec<PtrSource> = self
+                .ptrs
+                .get(&ip)
+                .map(|l| l.as_slice().to_vec())
+                .unwrap_or_default();
             if list
                 .iter()
                 .any(|p| p.key() == (key.0.as_str(), key.1.as_str()) && p.cluster_ip == cluster_ip)
@@ -563,7 +601,9 @@ impl Table {
             });
             // Merged in Service order whatever the order of updates.
             list.sort_by(|a, b| a.key().cmp(&b.key()));
-            self.ptrs.insert(ip, list.into());
+            if let Some(list) = PtrSources::from_vec(list) {
+                self.ptrs.insert(ip, list);
+            }
             dirty_ptrs.insert(ip);
         }
         if made_when_asked(svc) {
@@ -585,7 +625,7 @@ impl Table {
     fn rebuild_ptr(&mut self, ip: IpAddr) {
         let key = LowerName::new(&Name::from(ip));
         let list = match self.ptrs.get(&ip) {
-            Some(list) if list.iter().any(PtrSource::fast) => list.clone(),
+            Some(list) if list.as_slice().iter().any(PtrSource::fast) => list.clone(),
             _ => {
                 self.take(&key);
                 return;
@@ -594,7 +634,7 @@ impl Table {
         let node = Node {
             rrsets: vec![RrSet {
                 rtype: RecordType::PTR,
-                answers: ptr_records(ip, &list, &self.zone_name, self.ttl),
+                answers: ptr_records(ip, list.as_slice(), &self.zone_name, self.ttl),
                 additionals: vec![],
             }],
             cname: None,

@@ -129,20 +129,13 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
             if !family_ok(svc, &ip) {
                 continue;
             }
-            let placement = Placement {
-                node_name: ep.node_name.clone(),
-                pod: ep.pod.clone(),
-                zone_hints: ep.zone_hints.clone(),
-                node_hints: ep.node_hints.clone(),
-            }
-            .shared();
             acc.add_endpoint(Endpoint {
                 ip,
                 hostname: ep.hostname.clone(),
                 ready: ep.ready,
                 serving: ep.serving,
                 terminating: ep.terminating,
-                node_name: ep.node_name.clone(),
+                node_name: ep.placement.as_ref().and_then(|p| p.node_name.clone()),
             });
             for (i, port) in port_map.iter().enumerate() {
                 if let Some(port) = port {
@@ -153,7 +146,7 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
                             ready: ep.ready,
                             serving: ep.serving,
                             terminating: ep.terminating,
-                            placement: placement.clone(),
+                            placement: ep.placement.clone(),
                         },
                     );
                 }
