@@ -1,0 +1,59 @@
+//! The deploy manifests are valid Kubernetes objects: each document reads
+//! into its k8s-openapi type, and writing it back loses nothing (a field
+//! the API does not have would be dropped, and the comparison fails).
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::path::Path;
+
+fn round_trip<T: DeserializeOwned + Serialize>(doc: &Value) -> Value {
+    let typed: T = serde_json::from_value(doc.clone()).expect("reads as its API type");
+    serde_json::to_value(typed).unwrap()
+}
+
+#[test]
+fn deploy_manifests_are_valid_kubernetes_objects() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/deploy");
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            let back = match kind.as_str() {
+                "Namespace" => round_trip::<Namespace>(&doc),
+                "ServiceAccount" => round_trip::<ServiceAccount>(&doc),
+                "ClusterRole" => round_trip::<ClusterRole>(&doc),
+                "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&doc),
+                "DaemonSet" => round_trip::<DaemonSet>(&doc),
+                other => panic!("{}: unexpected kind {other:?}", path.display()),
+            };
+            assert_eq!(
+                back,
+                doc,
+                "{}: {kind} has fields its API type does not",
+                path.display()
+            );
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet",
+            "Namespace",
+            "ServiceAccount"
+        ]
+    );
+}
