@@ -201,6 +201,9 @@ mod tests {
         fn problems(&self) -> Vec<String> {
             self.0.clone()
         }
+        fn applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            None
+        }
         fn shutdown(self: Box<Self>, _: std::time::Duration) -> crate::wire::BoxFuture {
             Box::pin(async {})
         }

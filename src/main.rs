@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod echo;
 mod limits;
+mod programming;
 mod run;
 mod wire;
 mod wire_dns;

@@ -2,7 +2,7 @@
 
 use crate::admin::{self, ConfigMetrics, Readiness};
 use crate::wire::{Common, Ctx, PlaneHandle};
-use crate::{ServeArgs, limits, wire_dns, wire_iface, wire_ingress, wire_l4};
+use crate::{ServeArgs, limits, programming, wire_dns, wire_iface, wire_ingress, wire_l4};
 use anyhow::Context;
 use control::{FolderSource, Store};
 use prometheus_client::registry::Registry;
@@ -20,6 +20,7 @@ pub async fn run(
     args: ServeArgs,
     on_ready: Option<OnReady>,
 ) -> anyhow::Result<()> {
+    let started = std::time::SystemTime::now();
     let store = Store::new();
     let source = FolderSource::new(config, args.model.compile_options(&args.ingress))?;
     let nofile = limits::raise_nofile().unwrap_or_else(|e| {
@@ -30,6 +31,7 @@ pub async fn run(
     let mut registry = Registry::default();
     let config_metrics = ConfigMetrics::default();
     config_metrics.register(&mut registry);
+    let programming = programming::register(&mut registry);
     let ready = Arc::new(Readiness::default());
 
     let admin = tokio::net::TcpListener::bind(args.admin_listen)
@@ -93,6 +95,13 @@ pub async fn run(
             .context("L4 plane")?,
     );
     let names: Vec<&str> = planes.iter().map(|p| p.name()).collect();
+    let applied = planes.iter().filter_map(|p| p.applied()).collect();
+    tokio::spawn(programming::follow(
+        store.snapshots(),
+        applied,
+        programming,
+        started,
+    ));
     limits::release_free_memory();
     tracing::info!(planes = ?names, admin = %args.admin_listen, "nodeway ready");
     *ready.planes.lock().expect("never poisoned") = planes;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Settings shared by several planes (from `nodeway run` flags).
 #[derive(Clone, Debug)]
@@ -34,6 +35,9 @@ pub trait PlaneHandle: Send + Sync {
     /// Empty when healthy; else one line per problem (a listener that failed to bind...).
     /// Shown in `/readyz` detail.
     fn problems(&self) -> Vec<String>;
+    /// The generation of each Snapshot the plane put in service, as it
+    /// happens (`None`: it serves nothing from the Snapshot).
+    fn applied(&self) -> Option<watch::Receiver<u64>>;
     /// Stop accepting, let in-flight work finish within `grace`, then return.
     fn shutdown(self: Box<Self>, grace: Duration) -> BoxFuture;
 }

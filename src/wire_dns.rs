@@ -106,6 +106,10 @@ impl PlaneHandle for DnsPlane {
         Vec::new()
     }
 
+    fn applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.server.applied())
+    }
+
     fn shutdown(self: Box<Self>, grace: Duration) -> BoxFuture {
         Box::pin(self.server.shutdown(grace))
     }

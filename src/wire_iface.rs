@@ -50,6 +50,10 @@ impl PlaneHandle for Handle {
         self.0.get()
     }
 
+    fn applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     fn shutdown(self: Box<Self>, _grace: Duration) -> BoxFuture {
         Box::pin(async {})
     }

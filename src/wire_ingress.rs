@@ -89,6 +89,10 @@ impl PlaneHandle for IngressPlane {
         Vec::new()
     }
 
+    fn applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.handle.applied())
+    }
+
     fn shutdown(self: Box<Self>, grace: Duration) -> BoxFuture {
         Box::pin(self.handle.shutdown(grace))
     }

@@ -59,6 +59,10 @@ impl PlaneHandle for Handle {
         self.0.problems()
     }
 
+    fn applied(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.0.applied_generations())
+    }
+
     fn shutdown(self: Box<Self>, grace: Duration) -> BoxFuture {
         Box::pin(self.0.shutdown(grace))
     }

@@ -322,3 +322,41 @@ fn scopeguard(child: &mut std::process::Child) -> impl Drop + '_ {
     }
     Kill(child)
 }
+
+/// nodeway_network_programming_duration_seconds times endpoint changes
+/// from their trigger time to the moment every plane serves them; changes
+/// triggered before the process started are not counted.
+#[test]
+fn network_programming_duration_is_observed_for_new_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = |ip: &str, at: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{clusterIP: 127.0.33.10, ports: [{{port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  labels: {{kubernetes.io/service-name: web}}\n  annotations: {{endpoints.kubernetes.io/last-change-trigger-time: \"{at}\"}}\naddressType: IPv4\nports: [{{port: 80}}]\nendpoints:\n- addresses: [{ip}]\n"
+        )
+    };
+    let old = "2020-01-01T00:00:00Z";
+    write_manifests(dir.path(), "web.yaml", &slice("127.0.33.1", old));
+    let n = Nodeway::start(dir.path(), &[]);
+    let count = || n.metric("nodeway_network_programming_duration_seconds_count");
+    assert_eq!(count(), Some(0.0));
+    // A change triggered before nodeway started is not nodeway's to time;
+    // one triggered now is, once every plane serves it.
+    let g = n.generation();
+    write_manifests(
+        dir.path(),
+        "web.yaml",
+        &slice("127.0.33.2", "2020-01-01T00:00:01Z"),
+    );
+    wait_for(Duration::from_secs(10), "the old change loaded", || {
+        n.generation() > g
+    });
+    let now = jiff::Timestamp::now().to_string();
+    write_manifests(dir.path(), "web.yaml", &slice("127.0.33.3", &now));
+    wait_for(Duration::from_secs(10), "a change timed", || {
+        count().is_some_and(|c| c >= 1.0)
+    });
+    // Had the 2020 change been counted, the sum would be years.
+    let sum = n.metric("nodeway_network_programming_duration_seconds_sum");
+    assert!(sum.is_some_and(|s| (0.0..3600.0).contains(&s)), "{sum:?}");
+    assert_eq!(count(), Some(1.0));
+}

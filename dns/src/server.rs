@@ -151,6 +151,11 @@ impl DnsServer {
         self.tables.load().generation
     }
 
+    /// The generation of each table put in service, as it happens.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tables.subscribe()
+    }
+
     /// Waits until the served table was built from at least `generation`.
     pub async fn wait_applied(&self, generation: u64) {
         let _ = self.tables.wait_applied(generation).await;

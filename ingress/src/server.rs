@@ -54,6 +54,11 @@ impl Handle {
         self.follower.abort();
     }
 
+    /// The generation of each route table put in service, as it happens.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.view.subscribe()
+    }
+
     /// Waits until the served routes were built from at least `generation`.
     pub async fn wait_applied(&self, generation: u64) {
         let _ = self.view.wait_applied(generation).await;

@@ -22,7 +22,7 @@ use crate::object::Object;
 use crate::service::{Protocol, Service};
 use crate::snapshot::{
     CompileOptions, FrontendMap, HealthCheck, Listen, NamespacedName, Objects, SecretMap,
-    ServiceMap, Snapshot, compile_service,
+    ServiceMap, Snapshot, TRIGGER_LOG, TRIGGER_TIME_ANNOTATION, TriggerTime, compile_service,
 };
 use crate::tls::TlsSecret;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -55,6 +55,31 @@ pub struct Compiler {
     dirty_services: BTreeSet<NamespacedName>,
     dirty_pod_namespaces: BTreeSet<String>,
     dirty_ingress: bool,
+    /// Trigger times of the endpoint changes noted since the last compile.
+    pending_triggers: Vec<std::time::SystemTime>,
+    /// The log handed to Snapshots (see [`Snapshot::trigger_times`]).
+    triggers: Arc<Vec<TriggerTime>>,
+}
+
+/// The trigger time an endpoint object carries, if its change is new:
+/// the annotation is there, parses, and differs from the old version's.
+fn trigger_time(old: Option<&Object>, new: Option<&Object>) -> Option<std::time::SystemTime> {
+    let read = |o: Option<&Object>| -> Option<String> {
+        match o? {
+            Object::EndpointSlice(_) | Object::Endpoints(_) => {}
+            _ => return None,
+        }
+        o?.metadata()
+            .annotations
+            .as_ref()?
+            .get(TRIGGER_TIME_ANNOTATION)
+            .cloned()
+    };
+    let at = read(new)?;
+    if read(old).as_ref() == Some(&at) {
+        return None;
+    }
+    at.parse::<jiff::Timestamp>().ok().map(Into::into)
 }
 
 fn nn(ns: &str, name: &str) -> NamespacedName {
@@ -87,6 +112,9 @@ impl Compiler {
     /// (`None`: absent). Call it for every change, before `compile`.
     pub fn note(&mut self, key: &ObjectKey, old: Option<&Object>, new: Option<&Object>) {
         self.count_namespaces(key, old.is_some(), new.is_some());
+        if let Some(at) = trigger_time(old, new) {
+            self.pending_triggers.push(at);
+        }
         let ns = key.namespace.as_str();
         match key.kind {
             "Service" | "Endpoints" => {
@@ -184,6 +212,7 @@ impl Compiler {
         errors.extend(self.health_errors.iter().cloned());
         errors.extend(self.ingress_errors.iter().cloned());
         warnings.extend(self.ingress_warnings.iter().cloned());
+        self.log_triggers(generation);
         Snapshot {
             generation,
             services: self.services.clone(),
@@ -194,7 +223,25 @@ impl Compiler {
             tls_secrets: self.secrets.clone(),
             errors: Arc::new(errors),
             warnings: Arc::new(warnings),
+            trigger_times: self.triggers.clone(),
         }
+    }
+
+    /// Moves the trigger times noted since the last compile into the log,
+    /// under `generation`, keeping the last [`TRIGGER_LOG`].
+    fn log_triggers(&mut self, generation: u64) {
+        if self.pending_triggers.is_empty() {
+            return;
+        }
+        let mut log = self.triggers.to_vec();
+        log.extend(
+            self.pending_triggers
+                .drain(..)
+                .map(|at| TriggerTime { generation, at }),
+        );
+        let excess = log.len().saturating_sub(TRIGGER_LOG);
+        log.drain(..excess);
+        self.triggers = Arc::new(log);
     }
 
     /// Recompiles the dirty Services; returns those whose compiled form

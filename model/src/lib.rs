@@ -28,6 +28,6 @@ pub use service::{
 pub use shared_map::SharedMap;
 pub use snapshot::{
     CompileOptions, Frontend, FrontendMap, HealthCheck, Listen, NamespacedName, SecretMap,
-    ServiceMap, Snapshot,
+    ServiceMap, Snapshot, TRIGGER_TIME_ANNOTATION, TriggerTime,
 };
 pub use tls::TlsSecret;

@@ -79,6 +79,28 @@ pub struct Snapshot {
     pub tls_secrets: SecretMap,
     pub errors: Arc<Vec<ConfigError>>,
     pub warnings: Arc<Vec<Warning>>,
+    /// When the endpoint changes of recent generations were triggered
+    /// (`endpoints.kubernetes.io/last-change-trigger-time` of the
+    /// EndpointSlices and Endpoints that changed), oldest first; the last
+    /// [`TRIGGER_LOG`] of them, so a reader that skipped generations still
+    /// finds theirs.
+    pub trigger_times: Arc<Vec<TriggerTime>>,
+}
+
+/// How many trigger times a Snapshot carries.
+pub const TRIGGER_LOG: usize = 1024;
+
+/// The annotation the endpoints controllers put on EndpointSlices and
+/// Endpoints: when the change that made them happened (a Pod became ready,
+/// a Service changed), RFC 3339.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// One endpoint change: the generation that carried it, and when it was
+/// triggered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TriggerTime {
+    pub generation: u64,
+    pub at: std::time::SystemTime,
 }
 
 impl Snapshot {

@@ -190,6 +190,12 @@ impl Proxy {
         *self.applied.borrow()
     }
 
+    /// The generation of each Snapshot applied (routes and listeners), as
+    /// it happens.
+    pub fn applied_generations(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
     /// Waits until a Snapshot of at least `generation` is applied.
     pub async fn wait_applied(&self, generation: u64) {
         let mut rx = self.applied.clone();

@@ -361,3 +361,49 @@ fn services_of_another_service_proxy_get_no_frontend() {
     let ids: Vec<&str> = s.frontends.values().map(|f| &*f.service.id).collect();
     assert_eq!(ids, vec!["default/c"]);
 }
+
+/// Endpoint changes carry the time the endpoints controller says they were
+/// triggered, under the generation that carries them; a change that keeps
+/// the annotation adds nothing.
+#[test]
+fn endpoint_change_trigger_times_are_logged_by_generation() {
+    let mut b = b();
+    let slice = |ip: &str, at: &str| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s-1, labels: {{kubernetes.io/service-name: s}}, annotations: {{endpoints.kubernetes.io/last-change-trigger-time: \"{at}\"}}}}\naddressType: IPv4\nports: [{{port: 80}}]\nendpoints:\n- addresses: [{ip}]\n"
+        )
+    };
+    up(
+        &mut b,
+        "e.yaml",
+        &slice("127.0.1.1", "2026-12-04T10:00:00Z"),
+    );
+    let first = b.build();
+    up(
+        &mut b,
+        "e.yaml",
+        &slice("127.0.1.2", "2026-12-04T10:00:00Z"),
+    );
+    let same = b.build();
+    up(
+        &mut b,
+        "e.yaml",
+        &slice("127.0.1.3", "2026-12-04T10:00:01.5Z"),
+    );
+    let third = b.build();
+    let at = |s: &str| std::time::SystemTime::from(s.parse::<jiff::Timestamp>().unwrap());
+    assert_eq!(
+        *third.trigger_times,
+        [
+            crate::TriggerTime {
+                generation: first.generation,
+                at: at("2026-12-04T10:00:00Z")
+            },
+            crate::TriggerTime {
+                generation: third.generation,
+                at: at("2026-12-04T10:00:01.5Z")
+            },
+        ]
+    );
+    assert!(Arc::ptr_eq(&first.trigger_times, &same.trigger_times));
+}
