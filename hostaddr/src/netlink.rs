@@ -20,6 +20,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
+const IFA_F_NODAD: u8 = 0x02;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 /// Who added an address (Linux 6.1+); ours are marked with [`PROTO`].
@@ -240,6 +241,11 @@ fn addr_body(index: u32, ip: IpAddr, mark: bool) -> Vec<u8> {
         IpAddr::V6(v6) => (libc::AF_INET6 as u8, 128, v6.octets().to_vec()),
     };
     let mut b = ifaddrmsg(family, prefix, index);
+    if ip.is_ipv6() {
+        // No duplicate address detection: a tentative address cannot be
+        // used for a second or so, and a Service address is ours alone.
+        b[2] = IFA_F_NODAD;
+    }
     attr(&mut b, IFA_LOCAL, &bytes);
     attr(&mut b, IFA_ADDRESS, &bytes);
     if mark {
