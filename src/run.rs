@@ -89,11 +89,17 @@ pub async fn run(
     if let Some(k) = &keeper {
         planes.push(Box::new(wire_iface::Handle(k.problems())));
     }
-    planes.extend(
-        wire_l4::start(&args.l4, &mut ctx, limits::listener_budget(nofile))
-            .await
-            .context("L4 plane")?,
-    );
+    match wire_l4::start(&args.l4, &mut ctx, limits::listener_budget(nofile)).await {
+        Ok(l4) => planes.extend(l4),
+        Err(e) => {
+            // Do not leave the addresses behind for a process that is not
+            // coming up.
+            if let Some(k) = keeper {
+                k.shutdown().await;
+            }
+            return Err(e.context("L4 plane"));
+        }
+    }
     let names: Vec<&str> = planes.iter().map(|p| p.name()).collect();
     let applied = planes.iter().filter_map(|p| p.applied()).collect();
     tokio::spawn(programming::follow(

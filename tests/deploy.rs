@@ -3,7 +3,7 @@
 //! the API does not have would be dropped, and the comparison fails).
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +30,7 @@ fn deploy_manifests_are_valid_kubernetes_objects() {
             let kind = doc["kind"].as_str().unwrap_or_default().to_string();
             let back = match kind.as_str() {
                 "Namespace" => round_trip::<Namespace>(&doc),
+                "ConfigMap" => round_trip::<ConfigMap>(&doc),
                 "ServiceAccount" => round_trip::<ServiceAccount>(&doc),
                 "ClusterRole" => round_trip::<ClusterRole>(&doc),
                 "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&doc),
@@ -51,6 +52,7 @@ fn deploy_manifests_are_valid_kubernetes_objects() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "ConfigMap",
             "DaemonSet",
             "Namespace",
             "ServiceAccount"

@@ -163,6 +163,18 @@ fn service_addresses_are_kept_on_the_interface() {
         assert_eq!(got.as_deref(), Some("e"), "{front}");
     }
 
+    // An address someone else removed comes back with the next change
+    // (or the periodic check).
+    ns.ip(&["addr", "del", "10.96.0.10/32", "dev", "lo"]);
+    write_manifests(
+        dir.path(),
+        "b.yaml",
+        &PRESENT.replace("{name: b}", "{name: b, labels: {x: y}}"),
+    );
+    wait_for(Duration::from_secs(10), "10.96.0.10 put back", || {
+        ns.lo_addrs().iter().any(|x| x == "10.96.0.10/32")
+    });
+
     // Service a goes: its addresses go with it; b's stays.
     std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
     wait_for(Duration::from_secs(10), "10.96.0.10 removed", || {

@@ -60,15 +60,23 @@ pub struct Config {
     pub keep: bool,
 }
 
+/// How often the interface is checked against what it should hold, besides
+/// every new Snapshot: someone may remove an address, a link going down
+/// flushes IPv6 ones, a failed add is retried.
+const REPAIR: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the keeper has done to the interface.
 struct State {
     rtnl: netlink::Rtnl,
+    interface: String,
     index: u32,
     /// Addresses on the interface now (ours and others').
     present: BTreeSet<IpAddr>,
     /// The ones we added (this run, or marked by an earlier one).
     ours: BTreeSet<IpAddr>,
     problems: Vec<String>,
+    /// Said once: the kernel dropped our mark (before Linux 6.1).
+    unmarked_warned: bool,
 }
 
 impl State {
@@ -99,16 +107,51 @@ impl State {
             .collect();
         Ok(State {
             rtnl,
+            interface: interface.to_string(),
             index,
             present: addrs.iter().map(|a| a.ip).collect(),
             ours,
             problems: Vec::new(),
+            unmarked_warned: false,
         })
+    }
+
+    /// Reads the interface again: what is on it now, and which of ours
+    /// are still there. An interface that was re-created is found again.
+    fn refresh(&mut self) -> io::Result<()> {
+        let addrs = match self.rtnl.addresses(self.index) {
+            Ok(a) if netlink::link_index(&self.interface) == Some(self.index) => a,
+            Ok(_) | Err(_) => {
+                let index = netlink::link_index(&self.interface).ok_or_else(|| {
+                    io::Error::other(format!("interface {} is gone", self.interface))
+                })?;
+                self.rtnl.set_up(index)?;
+                self.index = index;
+                self.ours.clear();
+                self.rtnl.addresses(index)?
+            }
+        };
+        self.present = addrs.iter().map(|a| a.ip).collect();
+        self.ours.retain(|ip| self.present.contains(ip));
+        if !self.unmarked_warned
+            && addrs
+                .iter()
+                .any(|a| self.ours.contains(&a.ip) && a.proto != Some(netlink::PROTO))
+        {
+            self.unmarked_warned = true;
+            warn!(interface = %self.interface, "this kernel does not keep an address's origin (ifa_proto, Linux 6.1+): addresses left by a crash are not recognized as ours on restart");
+        }
+        Ok(())
     }
 
     /// Makes the interface hold `wanted` (as far as it is ours to change).
     fn apply(&mut self, wanted: &BTreeSet<IpAddr>) {
         let mut problems = Vec::new();
+        if let Err(e) = self.refresh() {
+            problems.push(format!("interface {}: {e}", self.interface));
+            self.problems = problems;
+            return;
+        }
         let stale: Vec<IpAddr> = self.ours.difference(wanted).copied().collect();
         for ip in stale {
             match self.rtnl.delete(self.index, ip) {
@@ -217,23 +260,25 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut updates = view.subscribe();
+    let mut repair = tokio::time::interval(REPAIR);
+    repair.tick().await;
     loop {
+        // A new Snapshot, or the periodic check.
         tokio::select! {
-            r = updates.changed() => {
-                if r.is_err() {
-                    break;
-                }
-                match blocking(state, view.load_full()).await {
-                    Ok(s) => state = s,
-                    Err(e) => {
-                        warn!(error = %e, "managed interface: update lost");
-                        return;
-                    }
-                }
-                *problems.lock().unwrap_or_else(|e| e.into_inner()) = state.problems.clone();
-            }
+            r = updates.changed() => if r.is_err() {
+                break;
+            },
+            _ = repair.tick() => {}
             _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => break,
         }
+        match blocking(state, view.load_full()).await {
+            Ok(s) => state = s,
+            Err(e) => {
+                warn!(error = %e, "managed interface: update lost");
+                return;
+            }
+        }
+        *problems.lock().unwrap_or_else(|e| e.into_inner()) = state.problems.clone();
     }
     if !cfg.keep {
         let _ = blocking(state, Arc::new(BTreeSet::new())).await;

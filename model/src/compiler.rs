@@ -61,15 +61,27 @@ pub struct Compiler {
     triggers: Arc<Vec<TriggerTime>>,
 }
 
-/// The trigger time an endpoint object carries, if its change is new:
-/// the annotation is there, parses, and differs from the old version's.
+/// Labels of EndpointSlices kube-proxy does not program, so does not time:
+/// a headless Service's, and another proxy's.
+const UNPROXIED_SLICE_LABELS: [&str; 2] = [
+    "service.kubernetes.io/headless",
+    "service.kubernetes.io/service-proxy-name",
+];
+
+/// The trigger time an EndpointSlice carries, if its change is new: the
+/// annotation is there, parses, and differs from the old version's. As in
+/// kube-proxy, only slices count (an Endpoints object mirrors the same
+/// change), and not those of headless Services or of another proxy.
 fn trigger_time(old: Option<&Object>, new: Option<&Object>) -> Option<std::time::SystemTime> {
     let read = |o: Option<&Object>| -> Option<String> {
-        match o? {
-            Object::EndpointSlice(_) | Object::Endpoints(_) => {}
-            _ => return None,
+        let Object::EndpointSlice(s) = o? else {
+            return None;
+        };
+        let labels = s.metadata.labels.as_ref();
+        if labels.is_some_and(|l| UNPROXIED_SLICE_LABELS.iter().any(|k| l.contains_key(*k))) {
+            return None;
         }
-        o?.metadata()
+        s.metadata
             .annotations
             .as_ref()?
             .get(TRIGGER_TIME_ANNOTATION)
@@ -228,19 +240,24 @@ impl Compiler {
     }
 
     /// Moves the trigger times noted since the last compile into the log,
-    /// under `generation`, keeping the last [`TRIGGER_LOG`].
+    /// under `generation`, keeping those of the last [`TRIGGER_LOG`]
+    /// generations (all of each: one update may change thousands).
     fn log_triggers(&mut self, generation: u64) {
         if self.pending_triggers.is_empty() {
             return;
         }
-        let mut log = self.triggers.to_vec();
+        let oldest = generation.saturating_sub(TRIGGER_LOG);
+        let mut log: Vec<TriggerTime> = self
+            .triggers
+            .iter()
+            .filter(|t| t.generation > oldest)
+            .copied()
+            .collect();
         log.extend(
             self.pending_triggers
                 .drain(..)
                 .map(|at| TriggerTime { generation, at }),
         );
-        let excess = log.len().saturating_sub(TRIGGER_LOG);
-        log.drain(..excess);
         self.triggers = Arc::new(log);
     }
 

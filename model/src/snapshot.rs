@@ -81,14 +81,14 @@ pub struct Snapshot {
     pub warnings: Arc<Vec<Warning>>,
     /// When the endpoint changes of recent generations were triggered
     /// (`endpoints.kubernetes.io/last-change-trigger-time` of the
-    /// EndpointSlices and Endpoints that changed), oldest first; the last
-    /// [`TRIGGER_LOG`] of them, so a reader that skipped generations still
-    /// finds theirs.
+    /// EndpointSlices that changed), oldest first; those of the last
+    /// [`TRIGGER_LOG`] generations, so a reader that skipped generations
+    /// still finds theirs.
     pub trigger_times: Arc<Vec<TriggerTime>>,
 }
 
-/// How many trigger times a Snapshot carries.
-pub const TRIGGER_LOG: usize = 1024;
+/// How many generations of trigger times a Snapshot carries.
+pub const TRIGGER_LOG: u64 = 64;
 
 /// The annotation the endpoints controllers put on EndpointSlices and
 /// Endpoints: when the change that made them happened (a Pod became ready,

@@ -49,6 +49,27 @@ struct Families {
 }
 
 impl Families {
+    /// Takes a Service's series out of every family.
+    fn remove(&self, id: &Arc<str>) {
+        let l = ServiceLabel {
+            service: id.clone(),
+        };
+        for c in [
+            &self.connections,
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.connect_failures,
+            &self.no_endpoint,
+            &self.udp_sessions,
+            &self.udp_evicted,
+            &self.bind_failures,
+        ] {
+            c.remove(&l);
+        }
+        self.active.remove(&l);
+        self.udp_active.remove(&l);
+    }
+
     fn create(&self, id: &Arc<str>) -> ServiceMetrics {
         let l = ServiceLabel {
             service: id.clone(),
@@ -83,10 +104,15 @@ impl std::ops::Deref for LazyServiceMetrics {
     fn deref(&self) -> &ServiceMetrics {
         self.cell.get_or_init(|| {
             if self.gone.load(Ordering::Acquire) {
-                ServiceMetrics::default()
-            } else {
-                self.families.create(&self.id)
+                return ServiceMetrics::default();
             }
+            let m = self.families.create(&self.id);
+            // `forget` sets `gone` before it removes the series: if it ran
+            // while they were being created, take them out again.
+            if self.gone.load(Ordering::Acquire) {
+                self.families.remove(&self.id);
+            }
+            m
         })
     }
 }
@@ -187,29 +213,12 @@ impl Metrics {
     /// counting into their (now unexported) handles.
     pub fn forget(&self, gone: &HashSet<Arc<str>>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let f = &self.families;
         cache.retain(|id, lazy| {
             if !gone.contains(id) {
                 return true;
             }
             lazy.gone.store(true, Ordering::Release);
-            let l = ServiceLabel {
-                service: id.clone(),
-            };
-            for c in [
-                &f.connections,
-                &f.bytes_in,
-                &f.bytes_out,
-                &f.connect_failures,
-                &f.no_endpoint,
-                &f.udp_sessions,
-                &f.udp_evicted,
-                &f.bind_failures,
-            ] {
-                c.remove(&l);
-            }
-            f.active.remove(&l);
-            f.udp_active.remove(&l);
+            self.families.remove(id);
             false
         });
     }

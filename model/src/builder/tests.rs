@@ -407,3 +407,20 @@ fn endpoint_change_trigger_times_are_logged_by_generation() {
     );
     assert!(Arc::ptr_eq(&first.trigger_times, &same.trigger_times));
 }
+
+/// As kube-proxy: an Endpoints object mirrors a slice's change, and
+/// headless or other proxies' slices are not programmed: none is timed.
+#[test]
+fn only_proxied_endpointslices_are_timed() {
+    let mut b = b();
+    let at =
+        "annotations: {endpoints.kubernetes.io/last-change-trigger-time: \"2026-12-04T10:00:00Z\"}";
+    up(
+        &mut b,
+        "e.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: s, {at}}}\nsubsets: [{{addresses: [{{ip: 127.0.1.1}}], ports: [{{port: 80}}]}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: h-1, labels: {{kubernetes.io/service-name: h, service.kubernetes.io/headless: \"\"}}, {at}}}\naddressType: IPv4\nendpoints: [{{addresses: [127.0.1.2]}}]\n"
+        ),
+    );
+    assert!(b.build().trigger_times.is_empty());
+}
