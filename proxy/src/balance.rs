@@ -109,7 +109,7 @@ impl BalanceState {
 /// usable, else the next round-robin slot. Callers try `start, start+1, ...`
 /// (mod n), each endpoint at most once.
 pub(crate) fn start_index(
-    endpoints: &[SocketAddr],
+    endpoints: &crate::routes::Endpoints,
     cursor: &AtomicUsize,
     affinity: Option<(&Affinity, Duration)>,
     client: IpAddr,
@@ -119,7 +119,7 @@ pub(crate) fn start_index(
     }
     if let Some((aff, timeout)) = affinity
         && let Some(addr) = aff.lookup(client, timeout, Instant::now())
-        && let Some(i) = endpoints.iter().position(|e| *e == addr)
+        && let Some(i) = endpoints.position(addr)
     {
         return Some(i);
     }
@@ -136,16 +136,23 @@ mod tests {
             .collect()
     }
 
+    fn endpoints(n: u16) -> crate::routes::Endpoints {
+        crate::routes::Endpoints::Some(addrs(n).into())
+    }
+
     #[test]
     fn round_robin_is_even() {
-        let eps = addrs(3);
+        let eps = endpoints(3);
         let c = AtomicUsize::new(0);
         let mut hits = [0; 3];
         for _ in 0..300 {
             hits[start_index(&eps, &c, None, [127, 0, 0, 1].into()).unwrap()] += 1;
         }
         assert_eq!(hits, [100, 100, 100]);
-        assert_eq!(start_index(&[], &c, None, [127, 0, 0, 1].into()), None);
+        assert_eq!(
+            start_index(&endpoints(0), &c, None, [127, 0, 0, 1].into()),
+            None
+        );
     }
 
     #[test]
@@ -202,7 +209,7 @@ mod tests {
 
     #[test]
     fn affinity_to_unusable_endpoint_falls_back_to_round_robin() {
-        let eps = addrs(2);
+        let eps = endpoints(2);
         let a = Affinity::default();
         let client: IpAddr = [10, 0, 0, 1].into();
         a.remember(

@@ -173,7 +173,7 @@ async fn connect(
         let endpoints = current.as_ref().map_or(&route.endpoints, |r| &r.endpoints);
         let n = endpoints.len();
         let ep = (0..n)
-            .map(|i| endpoints[(start + k + i) % n])
+            .map(|i| endpoints.get((start + k + i) % n))
             .find(|ep| !tried.contains(ep))?;
         match tokio::time::timeout(timeout, connect_one(ep)).await {
             Ok(Ok(s)) => return Some((s, ep)),

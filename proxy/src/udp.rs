@@ -220,7 +220,7 @@ fn on_datagram(
         route.metrics.no_endpoint.inc();
         return;
     };
-    let endpoint = route.endpoints[start];
+    let endpoint = route.endpoints.get(start);
     let upstream = match connect(endpoint) {
         Ok(u) => Arc::new(u),
         Err(e) => {
