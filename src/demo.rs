@@ -65,7 +65,7 @@ pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
     );
     let guide = guide(&args);
     let result = run::run(
-        vec![dir.clone()],
+        run::Source::Folders(vec![dir.clone()]),
         args,
         Some(Box::new(move |_snap| println!("{guide}"))),
     )

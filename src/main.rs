@@ -106,10 +106,36 @@ pub struct ModelArgs {
 #[derive(Args)]
 struct RunArgs {
     /// Manifest folder(s) or file(s); folders are read recursively.
-    #[arg(long = "config", value_name = "PATH", required = true, num_args = 1..)]
+    #[arg(
+        long = "config",
+        value_name = "PATH",
+        num_args = 1..,
+        required_unless_present_any = ["kubernetes", "kubeconfig"],
+        conflicts_with_all = ["kubernetes", "kubeconfig"]
+    )]
     config: Vec<PathBuf>,
+    /// Read the cluster from the Kubernetes API with the in-cluster
+    /// service account (list and watch).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    kubernetes: bool,
+    /// Read the cluster from the Kubernetes API with this kubeconfig (its
+    /// server may be a plain http:// URL).
+    #[arg(long, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+impl RunArgs {
+    fn source(&self) -> run::Source {
+        if self.kubernetes || self.kubeconfig.is_some() {
+            run::Source::Api {
+                kubeconfig: self.kubeconfig.clone(),
+            }
+        } else {
+            run::Source::Folders(self.config.clone())
+        }
+    }
 }
 
 #[derive(Args)]
@@ -217,7 +243,7 @@ fn main() -> ExitCode {
         }
         Command::Run(a) => runtime(a.serve.threads)
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run::run(a.config, a.serve, None))),
+            .and_then(|rt| rt.block_on(run::run(a.source(), a.serve, None))),
         Command::Demo(a) => runtime(a.serve.threads)
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(demo::demo(a.serve))),

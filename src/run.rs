@@ -5,6 +5,7 @@ use crate::wire::{Common, Ctx, PlaneHandle};
 use crate::{ServeArgs, limits, programming, wire_dns, wire_iface, wire_ingress, wire_l4};
 use anyhow::Context;
 use control::{FolderSource, Store};
+use futures_util::FutureExt;
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -15,14 +16,18 @@ use std::time::Duration;
 pub type OnReady = Box<dyn FnOnce(&model::Snapshot) + Send>;
 
 /// Runs until SIGTERM/SIGINT, then drains within the grace period.
-pub async fn run(
-    config: Vec<PathBuf>,
-    args: ServeArgs,
-    on_ready: Option<OnReady>,
-) -> anyhow::Result<()> {
+/// Where the cluster's objects come from.
+pub enum Source {
+    /// Folders or files of manifests, watched.
+    Folders(Vec<PathBuf>),
+    /// The Kubernetes API: a kubeconfig, or the in-cluster service account.
+    Api { kubeconfig: Option<PathBuf> },
+}
+
+pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     let store = Store::new();
-    let source = FolderSource::new(config, args.model.compile_options(&args.ingress))?;
+    let opts = args.model.compile_options(&args.ingress);
     let nofile = limits::raise_nofile().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read or raise the open-file limit");
         1024
@@ -41,17 +46,29 @@ pub async fn run(
     let metrics_registry = Arc::new(OnceLock::new());
     tokio::spawn(admin::serve(admin, metrics_registry.clone(), ready.clone()));
 
-    // Watch the folder; the first Snapshot is published before we go on.
+    // Follow the source; the first Snapshot is published before we go on.
     let mut updates = store.snapshots();
     let (m, r) = (config_metrics.clone(), ready.clone());
-    let source_task = tokio::spawn(source.run(store.clone(), move |snap, _| {
+    let on_reload = move |snap: &model::Snapshot, _: &control::Reload| {
         m.observe(snap.generation, snap.errors.len());
         r.loaded.store(true, Ordering::Release);
-    }));
+    };
+    let source_task: tokio::task::JoinHandle<anyhow::Result<()>> = match source {
+        Source::Folders(paths) => {
+            let folder = FolderSource::new(paths, opts)?;
+            let store = store.clone();
+            tokio::spawn(async move { Ok(folder.run(store, on_reload).await?) })
+        }
+        Source::Api { kubeconfig } => {
+            let client = control::api::client(kubeconfig.as_deref()).await?;
+            let api = control::api::ApiSource::new(client, opts);
+            tokio::spawn(api.run(store.clone(), on_reload).map(Ok))
+        }
+    };
     if updates.wait_ready().await.is_err() {
         // The source ended before loading anything: report why.
         return match source_task.await {
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(e),
             _ => Err(anyhow::anyhow!("config source stopped")),
         };
     }

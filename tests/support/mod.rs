@@ -114,6 +114,13 @@ impl Nodeway {
     /// listener and a DNS upstream that is a dead loopback port (tests never
     /// reach the machine's resolver); `extra` may override any of them.
     pub fn start(config: &Path, extra: &[&str]) -> Nodeway {
+        let config = config.display().to_string();
+        Nodeway::start_from(&["--config", &config], extra)
+    }
+
+    /// [`Nodeway::start`] with another source than `--config` (e.g.
+    /// `--kubeconfig PATH`).
+    pub fn start_from(source: &[&str], extra: &[&str]) -> Nodeway {
         // Listeners on an address of their own: an ephemeral port taken by
         // some other socket on 127.0.0.1 between `free_port` and nodeway's
         // bind cannot collide with them.
@@ -128,11 +135,8 @@ impl Nodeway {
             }
         };
         let (dns, http, https, admin, dead) = (at(lo), at(lo), at(lo), at(lo), at(lo));
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ];
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(source.iter().map(|s| s.to_string()));
         let mut flag = |name: &str, value: String| {
             if !extra.contains(&name) {
                 args.push(name.into());

@@ -1,0 +1,236 @@
+//! The Kubernetes API source: lists and watches the kinds the planes read
+//! (kube-runtime's watcher: list, then watch from the list's
+//! resourceVersion; re-list on 410 Gone or a cut stream, with backoff) and
+//! hands every event to the model as a change of one object, through the
+//! same parse and validation as a manifest file (the object's "file" is
+//! `k8s/<Kind>/<namespace>/<name>`, which errors name).
+//!
+//! - Nothing is published before every kind's initial list is complete.
+//! - A re-list is applied as one diff once it is complete: the planes
+//!   serve the last complete picture meanwhile, and objects missing from
+//!   the new list are deleted.
+//! - `managedFields` and kubectl's last-applied copy are dropped when the
+//!   object is parsed, as for files.
+//! - Secrets are watched with `type=kubernetes.io/tls` only.
+
+use crate::folder::Reload;
+use crate::store::Store;
+use futures_util::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use model::{Builder, CompileOptions, Snapshot};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Instant;
+
+/// Why the API source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("in-cluster configuration: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// The kinds read from the API, in the order they are listed.
+const KINDS: [&str; 6] = [
+    "Namespace",
+    "Service",
+    "EndpointSlice",
+    "IngressClass",
+    "Ingress",
+    "Secret",
+];
+
+/// One watcher event, reduced to what the source needs.
+enum Delta {
+    /// A (re-)list of `kind` starts.
+    Listing(&'static str),
+    /// An object as the API has it now (JSON).
+    Object(&'static str, PathBuf, Vec<u8>),
+    Gone(&'static str, PathBuf),
+    /// The list of `kind` is complete.
+    Listed(&'static str),
+}
+
+type Deltas = Pin<Box<dyn Stream<Item = Delta> + Send>>;
+
+/// Connects with a kubeconfig (`Some`) or the in-cluster service account.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |source| ApiError::Kubeconfig {
+                path: path.to_path_buf(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(err)?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(err)?
+        }
+        None => kube::Config::incluster()?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// The watch stream of one kind.
+fn deltas<K>(client: &Client, kind: &'static str, config: watcher::Config) -> Deltas
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let path = move |o: &K| {
+        PathBuf::from(format!(
+            "k8s/{kind}/{}/{}",
+            o.namespace().unwrap_or_default(),
+            o.name_any()
+        ))
+    };
+    let stream = watcher(api, config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let delta = match event {
+                Ok(watcher::Event::Init) => Some(Delta::Listing(kind)),
+                Ok(watcher::Event::InitDone) => Some(Delta::Listed(kind)),
+                Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
+                    serde_json::to_vec(&o)
+                        .ok()
+                        .map(|json| Delta::Object(kind, path(&o), json))
+                }
+                Ok(watcher::Event::Delete(o)) => Some(Delta::Gone(kind, path(&o))),
+                Err(e) => {
+                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                    None
+                }
+            };
+            std::future::ready(delta)
+        });
+    Box::pin(stream)
+}
+
+/// Every kind's stream, merged.
+fn all_deltas(client: &Client) -> Deltas {
+    let plain = watcher::Config::default;
+    let streams = vec![
+        deltas::<Namespace>(client, "Namespace", plain()),
+        deltas::<Service>(client, "Service", plain()),
+        deltas::<EndpointSlice>(client, "EndpointSlice", plain()),
+        deltas::<IngressClass>(client, "IngressClass", plain()),
+        deltas::<Ingress>(client, "Ingress", plain()),
+        deltas::<Secret>(client, "Secret", plain().fields("type=kubernetes.io/tls")),
+    ];
+    Box::pin(futures_util::stream::select_all(streams))
+}
+
+/// The cluster as the API has it, turned into Snapshots.
+pub struct ApiSource {
+    client: Client,
+    builder: Builder,
+    /// The objects of each kind in the builder now.
+    known: BTreeMap<&'static str, BTreeSet<PathBuf>>,
+    /// Kinds being (re-)listed: what the new list holds so far.
+    listing: BTreeMap<&'static str, Vec<(PathBuf, Vec<u8>)>>,
+    /// Kinds whose first list is complete.
+    listed: BTreeSet<&'static str>,
+}
+
+impl ApiSource {
+    pub fn new(client: Client, opts: CompileOptions) -> ApiSource {
+        ApiSource {
+            client,
+            builder: Builder::new(opts),
+            known: BTreeMap::new(),
+            listing: BTreeMap::new(),
+            listed: BTreeSet::new(),
+        }
+    }
+
+    /// Follows the API until the streams end (never, in practice),
+    /// publishing a Snapshot after each burst of events once every kind
+    /// is listed.
+    pub async fn run(
+        mut self,
+        store: Store,
+        mut on_reload: impl FnMut(&Snapshot, &Reload) + Send + 'static,
+    ) {
+        let mut stream = all_deltas(&self.client);
+        while let Some(first) = stream.next().await {
+            let started = Instant::now();
+            let mut changed = self.apply(first);
+            // Take whatever else is already there: one Snapshot per burst.
+            while let Some(Some(more)) = stream.next().now_or_never() {
+                changed |= self.apply(more);
+            }
+            if !changed || self.listed.len() < KINDS.len() {
+                continue;
+            }
+            let snap = self.builder.build();
+            let r = Reload {
+                generation: snap.generation,
+                errors: snap.errors.len(),
+                took: started.elapsed(),
+            };
+            for e in snap.errors.iter() {
+                tracing::warn!(generation = r.generation, error = %e, "config error");
+            }
+            tracing::info!(
+                generation = r.generation,
+                services = snap.services.len(),
+                errors = r.errors,
+                "snapshot published from the API"
+            );
+            on_reload(&snap, &r);
+            store.publish(snap);
+        }
+    }
+
+    /// Applies one event; whether the picture changed.
+    fn apply(&mut self, delta: Delta) -> bool {
+        match delta {
+            Delta::Listing(kind) => {
+                self.listing.insert(kind, Vec::new());
+                false
+            }
+            Delta::Object(kind, path, json) => {
+                if let Some(list) = self.listing.get_mut(kind) {
+                    list.push((path, json));
+                    return false;
+                }
+                self.builder.update_file(&path, Some(&json));
+                self.known.entry(kind).or_default().insert(path);
+                true
+            }
+            Delta::Gone(kind, path) => {
+                self.builder.update_file(&path, None);
+                self.known.entry(kind).or_default().remove(&path);
+                true
+            }
+            Delta::Listed(kind) => {
+                let list = self.listing.remove(kind).unwrap_or_default();
+                let now: BTreeSet<PathBuf> = list.iter().map(|(p, _)| p.clone()).collect();
+                let before = self.known.insert(kind, now.clone()).unwrap_or_default();
+                for gone in before.difference(&now) {
+                    self.builder.update_file(gone, None);
+                }
+                for (path, json) in list {
+                    self.builder.update_file(&path, Some(&json));
+                }
+                self.listed.insert(kind);
+                tracing::info!(kind, objects = now.len(), "listed");
+                true
+            }
+        }
+    }
+}
