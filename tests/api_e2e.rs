@@ -42,7 +42,9 @@ const COLLECTIONS: [(&str, &str, &str); 6] = [
     ("/api/v1/secrets", "Secret", "v1"),
 ];
 
-type Watcher = mpsc::UnboundedSender<Bytes>;
+/// A watch stream's next chunk, or `Err`: cut the connection there (no
+/// terminating chunk).
+type Watcher = mpsc::UnboundedSender<Result<Bytes, ()>>;
 
 #[derive(Default)]
 struct State {
@@ -155,7 +157,15 @@ impl FakeApi {
         line.push(b'\n');
         let line = Bytes::from(line);
         if let Some(ws) = st.watchers.get_mut(path) {
-            ws.retain(|w| w.send(line.clone()).is_ok());
+            ws.retain(|w| w.send(Ok(line.clone())).is_ok());
+        }
+    }
+
+    /// Cuts every watch of `path` mid-stream, as a dropped connection does.
+    fn cut(&self, path: &'static str) {
+        let mut st = self.state.lock().unwrap();
+        for w in st.watchers.remove(path).unwrap_or_default() {
+            let _ = w.send(Err(()));
         }
     }
 
@@ -169,13 +179,29 @@ impl FakeApi {
     }
 }
 
-type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+/// A watch stream cut on purpose.
+#[derive(Debug)]
+struct Cut;
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("watch cut")
+    }
+}
+
+impl std::error::Error for Cut {}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Cut>;
 
 fn serve(st: &Mutex<State>, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
     let Some((path, kind, version)) = collection(req.uri().path()) else {
         return hyper::Response::builder()
             .status(404)
-            .body(Full::new(Bytes::from_static(b"{}")).boxed())
+            .body(
+                Full::new(Bytes::from_static(b"{}"))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            )
             .unwrap();
     };
     let query = req.uri().query().unwrap_or("");
@@ -184,12 +210,11 @@ fn serve(st: &Mutex<State>, req: hyper::Request<hyper::body::Incoming>) -> hyper
         .split('&')
         .any(|p| p == "watch=true" || p == "watch=1")
     {
-        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, ()>>();
         st.watchers.entry(path).or_default().push(tx);
         let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+            let chunk = rx.recv().await?.map(Frame::data).map_err(|()| Cut);
+            Some((chunk, rx))
         });
         return hyper::Response::builder()
             .header("content-type", "application/json")
@@ -210,7 +235,11 @@ fn serve(st: &Mutex<State>, req: hyper::Request<hyper::body::Incoming>) -> hyper
     });
     hyper::Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(&list).unwrap())).boxed())
+        .body(
+            Full::new(Bytes::from(serde_json::to_vec(&list).unwrap()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
         .unwrap()
 }
 
@@ -282,6 +311,17 @@ fn the_api_source_lists_watches_and_relists() {
     api.event(svcs, "DELETED", service("web", "127.0.34.10"));
     wait_for(Duration::from_secs(10), "web deleted", || {
         a_record(n.dns, web).0 == ResponseCode::NXDomain
+    });
+
+    // A watch cut without its terminating chunk: the source watches again
+    // and misses nothing sent after.
+    api.cut(svcs);
+    wait_for(Duration::from_secs(20), "a new Service watch", || {
+        api.watching(svcs) > 0
+    });
+    api.event(svcs, "ADDED", service("after-cut", "127.0.34.14"));
+    wait_for(Duration::from_secs(10), "the event after the cut", || {
+        a_record(n.dns, "after-cut.default.svc.cluster.local.").1 == ["127.0.34.14"]
     });
 
     // 410 Expired: the source lists again and applies the difference

@@ -6,9 +6,11 @@
 //! `k8s/<Kind>/<namespace>/<name>`, which errors name).
 //!
 //! - Nothing is published before every kind's initial list is complete.
-//! - A re-list is applied as one diff once it is complete: the planes
-//!   serve the last complete picture meanwhile, and objects missing from
-//!   the new list are deleted.
+//! - While any kind is being (re-)listed nothing is published: the planes
+//!   serve the last complete picture, and the list's objects replace their
+//!   old versions in place (no second copy of the kind); once the list is
+//!   complete, objects missing from it are deleted and the whole change is
+//!   published at once.
 //! - `managedFields` and kubectl's last-applied copy are dropped when the
 //!   object is parsed, as for files.
 //! - Secrets are watched with `type=kubernetes.io/tls` only.
@@ -140,8 +142,8 @@ pub struct ApiSource {
     builder: Builder,
     /// The objects of each kind in the builder now.
     known: BTreeMap<&'static str, BTreeSet<PathBuf>>,
-    /// Kinds being (re-)listed: what the new list holds so far.
-    listing: BTreeMap<&'static str, Vec<(PathBuf, Vec<u8>)>>,
+    /// Kinds being (re-)listed: the objects the new list holds so far.
+    listing: BTreeMap<&'static str, BTreeSet<PathBuf>>,
     /// Kinds whose first list is complete.
     listed: BTreeSet<&'static str>,
 }
@@ -173,7 +175,8 @@ impl ApiSource {
             while let Some(Some(more)) = stream.next().now_or_never() {
                 changed |= self.apply(more);
             }
-            if !changed || self.listed.len() < KINDS.len() {
+            // Only complete pictures: every kind listed, none re-listing.
+            if !changed || self.listed.len() < KINDS.len() || !self.listing.is_empty() {
                 continue;
             }
             let snap = self.builder.build();
@@ -200,15 +203,14 @@ impl ApiSource {
     fn apply(&mut self, delta: Delta) -> bool {
         match delta {
             Delta::Listing(kind) => {
-                self.listing.insert(kind, Vec::new());
+                self.listing.insert(kind, BTreeSet::new());
                 false
             }
             Delta::Object(kind, path, json) => {
-                if let Some(list) = self.listing.get_mut(kind) {
-                    list.push((path, json));
-                    return false;
-                }
                 self.builder.update_file(&path, Some(&json));
+                if let Some(list) = self.listing.get_mut(kind) {
+                    list.insert(path.clone());
+                }
                 self.known.entry(kind).or_default().insert(path);
                 true
             }
@@ -218,14 +220,10 @@ impl ApiSource {
                 true
             }
             Delta::Listed(kind) => {
-                let list = self.listing.remove(kind).unwrap_or_default();
-                let now: BTreeSet<PathBuf> = list.iter().map(|(p, _)| p.clone()).collect();
+                let now = self.listing.remove(kind).unwrap_or_default();
                 let before = self.known.insert(kind, now.clone()).unwrap_or_default();
                 for gone in before.difference(&now) {
                     self.builder.update_file(gone, None);
-                }
-                for (path, json) in list {
-                    self.builder.update_file(&path, Some(&json));
                 }
                 self.listed.insert(kind);
                 tracing::info!(kind, objects = now.len(), "listed");
