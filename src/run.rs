@@ -61,7 +61,8 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
         }
         Source::Api { kubeconfig } => {
             let client = control::api::client(kubeconfig.as_deref()).await?;
-            let api = control::api::ApiSource::new(client, opts);
+            let metrics = control::api::ApiMetrics::new(&mut registry);
+            let api = control::api::ApiSource::new(client, opts, metrics);
             tokio::spawn(api.run(store.clone(), on_reload).map(Ok))
         }
     };

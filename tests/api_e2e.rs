@@ -343,4 +343,12 @@ fn the_api_source_lists_watches_and_relists() {
         a_record(n.dns, "late.default.svc.cluster.local.").1 == ["127.0.34.13"]
             && a_record(n.dns, api_name).0 == ResponseCode::NXDomain
     });
+
+    // Per resource: objects held, watch failures, when the last event came.
+    let svc = "{resource=\"Service\"}";
+    assert_eq!(n.metric(&format!("nodeway_api_objects{svc}")), Some(2.0));
+    let restarts = n.metric(&format!("nodeway_api_watch_restarts_total{svc}"));
+    assert!(restarts.is_some_and(|r| r >= 1.0), "{restarts:?}");
+    let last = n.metric(&format!("nodeway_api_last_event_timestamp_seconds{svc}"));
+    assert!(last.is_some_and(|t| t > 1.7e9), "{last:?}");
 }

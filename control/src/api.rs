@@ -24,6 +24,11 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use model::{Builder, CompileOptions, Snapshot};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,6 +61,49 @@ const KINDS: [&str; 6] = [
     "Secret",
 ];
 
+/// Per-resource health of the watches, as `nodeway_api_*` series.
+#[derive(Clone, Default)]
+pub struct ApiMetrics {
+    restarts: Family<ResourceLabel, Counter>,
+    objects: Family<ResourceLabel, Gauge>,
+    last_event: Family<ResourceLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: &'static str,
+}
+
+impl ApiMetrics {
+    pub fn new(registry: &mut Registry) -> ApiMetrics {
+        let m = ApiMetrics::default();
+        let r = registry.sub_registry_with_prefix("nodeway_api");
+        r.register(
+            "watch_restarts",
+            "Watch failures (410 Gone, a cut stream, API errors), each followed by a new watch or list with backoff",
+            m.restarts.clone(),
+        );
+        r.register("objects", "Objects of the resource held", m.objects.clone());
+        r.register(
+            "last_event_timestamp_seconds",
+            "When the resource's last event arrived (its age: time() minus this)",
+            m.last_event.clone(),
+        );
+        m
+    }
+
+    fn label(kind: &'static str) -> ResourceLabel {
+        ResourceLabel { resource: kind }
+    }
+
+    fn event(&self, kind: &'static str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.last_event.get_or_create(&Self::label(kind)).set(now);
+    }
+}
+
 /// One watcher event, reduced to what the source needs.
 enum Delta {
     /// A (re-)list of `kind` starts.
@@ -65,6 +113,8 @@ enum Delta {
     Gone(&'static str, PathBuf),
     /// The list of `kind` is complete.
     Listed(&'static str),
+    /// The watch of `kind` failed; it is retried with backoff.
+    Failed(&'static str),
 }
 
 type Deltas = Pin<Box<dyn Stream<Item = Delta> + Send>>;
@@ -114,7 +164,7 @@ where
                 Ok(watcher::Event::Delete(o)) => Some(Delta::Gone(kind, path(&o))),
                 Err(e) => {
                     tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
-                    None
+                    Some(Delta::Failed(kind))
                 }
             };
             std::future::ready(delta)
@@ -146,16 +196,18 @@ pub struct ApiSource {
     listing: BTreeMap<&'static str, BTreeSet<PathBuf>>,
     /// Kinds whose first list is complete.
     listed: BTreeSet<&'static str>,
+    metrics: ApiMetrics,
 }
 
 impl ApiSource {
-    pub fn new(client: Client, opts: CompileOptions) -> ApiSource {
+    pub fn new(client: Client, opts: CompileOptions, metrics: ApiMetrics) -> ApiSource {
         ApiSource {
             client,
             builder: Builder::new(opts),
             known: BTreeMap::new(),
             listing: BTreeMap::new(),
             listed: BTreeSet::new(),
+            metrics,
         }
     }
 
@@ -201,7 +253,29 @@ impl ApiSource {
 
     /// Applies one event; whether the picture changed.
     fn apply(&mut self, delta: Delta) -> bool {
+        let kind = match &delta {
+            Delta::Listing(k) | Delta::Listed(k) | Delta::Failed(k) => *k,
+            Delta::Object(k, _, _) | Delta::Gone(k, _) => *k,
+        };
+        self.metrics.event(kind);
+        let changed = self.apply_delta(delta);
+        let held = self.known.get(kind).map_or(0, BTreeSet::len);
+        self.metrics
+            .objects
+            .get_or_create(&ApiMetrics::label(kind))
+            .set(held as i64);
+        changed
+    }
+
+    fn apply_delta(&mut self, delta: Delta) -> bool {
         match delta {
+            Delta::Failed(kind) => {
+                self.metrics
+                    .restarts
+                    .get_or_create(&ApiMetrics::label(kind))
+                    .inc();
+                false
+            }
             Delta::Listing(kind) => {
                 self.listing.insert(kind, BTreeSet::new());
                 false
