@@ -66,14 +66,6 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
             tokio::spawn(api.run(store.clone(), on_reload).map(Ok))
         }
     };
-    if updates.wait_ready().await.is_err() {
-        // The source ended before loading anything: report why.
-        return match source_task.await {
-            Ok(Err(e)) => Err(e),
-            _ => Err(anyhow::anyhow!("config source stopped")),
-        };
-    }
-
     let mut ctx = Ctx {
         snapshots: store.snapshots(),
         registry,
@@ -88,13 +80,23 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
         },
     };
     // DNS and Ingress bind first: however many Service addresses L4 has to
-    // bind (or fails to), the other planes have their sockets.
+    // bind (or fails to), the other planes have their sockets. DNS answers
+    // from the start: SERVFAIL for the cluster's names until the first
+    // Snapshot (an API source's initial lists may take a while), never
+    // NXDOMAIN.
     let mut planes: Vec<Box<dyn PlaneHandle>> = Vec::new();
     planes.extend(
         wire_dns::start(&args.dns, &mut ctx)
             .await
             .context("DNS plane")?,
     );
+    if updates.wait_ready().await.is_err() {
+        // The source ended before loading anything: report why.
+        return match source_task.await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(anyhow::anyhow!("config source stopped")),
+        };
+    }
     planes.extend(
         wire_ingress::start(&args.ingress, &mut ctx)
             .await
@@ -119,6 +121,12 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
         }
     }
     let names: Vec<&str> = planes.iter().map(|p| p.name()).collect();
+    // Ready means serving the loaded picture: DNS started before it and may
+    // still be compiling it.
+    let loaded = store.snapshots().generation();
+    for mut p in planes.iter().filter_map(|p| p.applied()) {
+        let _ = p.wait_for(|g| *g >= loaded).await;
+    }
     let applied = planes.iter().filter_map(|p| p.applied()).collect();
     tokio::spawn(programming::follow(
         store.snapshots(),

@@ -53,6 +53,8 @@ struct State {
     items: HashMap<&'static str, BTreeMap<String, Value>>,
     watchers: HashMap<&'static str, Vec<Watcher>>,
     lists: usize,
+    /// Lists of these collections wait until taken out (a slow list).
+    held: Vec<&'static str>,
 }
 
 /// A stand-in API server on loopback, in a thread of its own.
@@ -96,7 +98,13 @@ impl FakeApi {
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             let st = st.clone();
-                            async move { Ok::<_, Infallible>(serve(&st, req)) }
+                            async move {
+                                let path = req.uri().path().to_string();
+                                while st.lock().unwrap().held.iter().any(|h| *h == path) {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                                Ok::<_, Infallible>(serve(&st, req))
+                            }
                         });
                         let io = hyper_util::rt::TokioIo::new(conn);
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -256,7 +264,8 @@ fn a_record(dns: SocketAddr, name: &str) -> (ResponseCode, Vec<String>) {
     s.send_to(&m.to_vec().unwrap(), dns).unwrap();
     let mut buf = [0u8; 4096];
     let Ok((n, _)) = s.recv_from(&mut buf) else {
-        return (ResponseCode::ServFail, Vec::new());
+        // No answer at all: not a code any server sends.
+        return (ResponseCode::Unknown(4095), Vec::new());
     };
     let r = Message::from_vec(&buf[..n]).unwrap();
     let ips = r
@@ -289,8 +298,21 @@ fn the_api_source_lists_watches_and_relists() {
     )
     .unwrap();
     let kc = kubeconfig.display().to_string();
-    let n = Nodeway::start_from(&["--kubeconfig", &kc], &["--l4-disable"]);
+    // A slow initial list: not ready, and DNS says SERVFAIL (never
+    // NXDOMAIN) for the cluster's names until every list is complete.
+    let slices = "/apis/discovery.k8s.io/v1/endpointslices";
+    api.state.lock().unwrap().held.push(slices);
+    let mut n = Nodeway::spawn_from(&["--kubeconfig", &kc], &["--l4-disable"]);
     let web = "web.default.svc.cluster.local.";
+    wait_for(Duration::from_secs(20), "DNS answering SERVFAIL", || {
+        a_record(n.dns, web).0 == ResponseCode::ServFail
+    });
+    assert!(matches!(
+        http_get(n.admin, "admin", "/readyz"),
+        Ok((503, _))
+    ));
+    api.state.lock().unwrap().held.clear();
+    n.wait_ready();
     assert_eq!(a_record(n.dns, web).1, ["127.0.34.10"]);
 
     // Watch events: ADDED, MODIFIED, a BOOKMARK, DELETED.

@@ -121,6 +121,13 @@ impl Nodeway {
     /// [`Nodeway::start`] with another source than `--config` (e.g.
     /// `--kubeconfig PATH`).
     pub fn start_from(source: &[&str], extra: &[&str]) -> Nodeway {
+        let mut n = Nodeway::spawn_from(source, extra);
+        n.wait_ready();
+        n
+    }
+
+    /// [`Nodeway::start_from`] without waiting until it is ready.
+    pub fn spawn_from(source: &[&str], extra: &[&str]) -> Nodeway {
         // Listeners on an address of their own: an ephemeral port taken by
         // some other socket on 127.0.0.1 between `free_port` and nodeway's
         // bind cannot collide with them.
@@ -160,16 +167,14 @@ impl Nodeway {
             .stderr(f)
             .spawn()
             .expect("spawn nodeway");
-        let mut n = Nodeway {
+        Nodeway {
             child,
             dns,
             http,
             https,
             admin,
             log,
-        };
-        n.wait_ready();
-        n
+        }
     }
 
     pub fn wait_ready(&mut self) {
