@@ -97,6 +97,10 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
             _ => Err(anyhow::anyhow!("config source stopped")),
         };
     }
+    // One plane compiles the first picture at a time: side by side, on
+    // threads of their own, they would leave glibc's arenas fragmented
+    // (about 15 MB more at 10,000 Services).
+    serving(&planes, store.snapshots().generation()).await;
     planes.extend(
         wire_ingress::start(&args.ingress, &mut ctx)
             .await
@@ -121,12 +125,8 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
         }
     }
     let names: Vec<&str> = planes.iter().map(|p| p.name()).collect();
-    // Ready means serving the loaded picture: DNS started before it and may
-    // still be compiling it.
-    let loaded = store.snapshots().generation();
-    for mut p in planes.iter().filter_map(|p| p.applied()) {
-        let _ = p.wait_for(|g| *g >= loaded).await;
-    }
+    // Ready means serving the loaded picture.
+    serving(&planes, store.snapshots().generation()).await;
     let applied = planes.iter().filter_map(|p| p.applied()).collect();
     tokio::spawn(programming::follow(
         store.snapshots(),
@@ -164,6 +164,13 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
     source_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Waits until every plane serves `generation` or a later one.
+async fn serving(planes: &[Box<dyn PlaneHandle>], generation: u64) {
+    for mut p in planes.iter().filter_map(|p| p.applied()) {
+        let _ = p.wait_for(|g| *g >= generation).await;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
