@@ -220,18 +220,33 @@ impl ApiSource {
         mut on_reload: impl FnMut(&Snapshot, &Reload) + Send + 'static,
     ) {
         let mut stream = all_deltas(&self.client);
+        let mut dirty = false;
         while let Some(first) = stream.next().await {
             let started = Instant::now();
-            let mut changed = self.apply(first);
-            // Take whatever else is already there: one Snapshot per burst.
+            // Whatever else is already there: one Snapshot per burst.
+            let mut batch = vec![first];
             while let Some(Some(more)) = stream.next().now_or_never() {
-                changed |= self.apply(more);
+                batch.push(more);
             }
-            // Only complete pictures: every kind listed, none re-listing.
-            if !changed || self.listed.len() < KINDS.len() || !self.listing.is_empty() {
+            // Parse, validate and compile off the async workers (an initial
+            // list of 10,000 Services is seconds of work).
+            let (source, changed, snap) = tokio::task::spawn_blocking(move || {
+                let mut changed = dirty;
+                for delta in batch {
+                    changed |= self.apply(delta);
+                }
+                // Only complete pictures: every kind listed, none re-listing.
+                let complete = self.listed.len() == KINDS.len() && self.listing.is_empty();
+                let snap = (changed && complete).then(|| self.builder.build());
+                (self, changed && snap.is_none(), snap)
+            })
+            .await
+            .expect("API event handling panicked");
+            self = source;
+            dirty = changed;
+            let Some(snap) = snap else {
                 continue;
-            }
-            let snap = self.builder.build();
+            };
             let r = Reload {
                 generation: snap.generation,
                 errors: snap.errors.len(),
