@@ -15,7 +15,7 @@
 //!   object is parsed, as for files.
 //! - Secrets are watched with `type=kubernetes.io/tls` only.
 
-use crate::folder::Reload;
+use crate::folder::{Reload, publish};
 use crate::store::Store;
 use futures_util::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -244,25 +244,9 @@ impl ApiSource {
             .expect("API event handling panicked");
             self = source;
             dirty = changed;
-            let Some(snap) = snap else {
-                continue;
-            };
-            let r = Reload {
-                generation: snap.generation,
-                errors: snap.errors.len(),
-                took: started.elapsed(),
-            };
-            for e in snap.errors.iter() {
-                tracing::warn!(generation = r.generation, error = %e, "config error");
+            if let Some(snap) = snap {
+                publish(&store, snap, started, &mut on_reload);
             }
-            tracing::info!(
-                generation = r.generation,
-                services = snap.services.len(),
-                errors = r.errors,
-                "snapshot published from the API"
-            );
-            on_reload(&snap, &r);
-            store.publish(snap);
         }
     }
 

@@ -258,28 +258,38 @@ impl FolderSource {
         })
         .await
         .expect("manifest rescan panicked");
-        let Some(snap) = snap else {
-            return src;
-        };
-        let r = Reload {
-            generation: snap.generation,
-            errors: snap.errors.len(),
-            took: started.elapsed(),
-        };
-        for e in snap.errors.iter() {
-            tracing::warn!(generation = r.generation, error = %e, "config error");
+        if let Some(snap) = snap {
+            publish(store, snap, started, on_reload);
         }
-        tracing::info!(
-            generation = r.generation,
-            services = snap.services.len(),
-            errors = r.errors,
-            took_ms = r.took.as_secs_f64() * 1e3,
-            "snapshot published"
-        );
-        on_reload(&snap, &r);
-        store.publish(snap);
         src
     }
+}
+
+/// Publishes a source's new Snapshot: logs its errors and the reload,
+/// tells `on_reload`, then swaps it in. Every source ends a change here.
+pub(crate) fn publish(
+    store: &Store,
+    snap: Arc<Snapshot>,
+    started: Instant,
+    on_reload: &mut impl FnMut(&Snapshot, &Reload),
+) {
+    let r = Reload {
+        generation: snap.generation,
+        errors: snap.errors.len(),
+        took: started.elapsed(),
+    };
+    for e in snap.errors.iter() {
+        tracing::warn!(generation = r.generation, error = %e, "config error");
+    }
+    tracing::info!(
+        generation = r.generation,
+        services = snap.services.len(),
+        errors = r.errors,
+        took_ms = r.took.as_secs_f64() * 1e3,
+        "snapshot published"
+    );
+    on_reload(&snap, &r);
+    store.publish(snap);
 }
 
 fn is_manifest(path: &Path) -> bool {
