@@ -13,6 +13,7 @@
 # as root, a build with steering steers its ClusterIP (sk_lookup).
 # Not run by tests or CI. Traffic only on 127.0.95.0/24.
 set -euo pipefail
+. "$(dirname "$0")/../ab_common.sh"
 
 A=${1:?old nodeway binary}
 B=${2:?new nodeway binary}
@@ -68,19 +69,9 @@ for i in $(seq 100); do
   sleep 0.1
 done
 
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-HZ=$(getconf CLK_TCK)
 run() { # name addr pids...
   local n=$1 a=$2; shift 2
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -H "Connection: close" "http://$a/hostname" >/dev/null
-  local b e out
-  b=$(ticks "$@")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" -H "Connection: close" "http://$a/hostname")
-  e=$(ticks "$@")
-  local req rps
-  req=$(echo "$out" | awk '/requests in/ {print $1}')
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  echo "$n $rps $(python3 -c "print('%.1f' % (($e - $b) / $HZ * 1e6 / $req))")"
+  measure "$n" "$*" -H "Connection: close" "http://$a/hostname"
 }
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then
@@ -89,13 +80,4 @@ for r in $(seq "$ROUNDS"); do
     run new $IPB $BE_PID $B_PID; run old $IPA $BE_PID $A_PID
   fi
 done | tee "$WORK/rounds"
-python3 - "$WORK/rounds" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    name, rps, us = line.split()
-    runs.setdefault(name, []).append((float(rps), float(us)))
-print()
-for name, v in runs.items():
-    print(f"{name:4} median {statistics.median(x[0] for x in v):8.0f} conn/s  {statistics.median(x[1] for x in v):6.1f} us server CPU/conn")
-PY
+medians "$WORK/rounds" conn/s

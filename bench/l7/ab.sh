@@ -11,6 +11,7 @@
 # Not run by tests or CI. Traffic only on 127.0.94.0/24.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
+. "$(dirname "$0")/../ab_common.sh"
 
 A=${1:?old nodeway binary}
 B=${2:?new nodeway binary}
@@ -70,32 +71,13 @@ for i in $(seq 100); do
 done
 NGW=$(pgrep -P $NG_PID | tr '\n' ' ')
 
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-HZ=$(getconf CLK_TCK)
 run() { # name addr pids...
   local n=$1 a=$2; shift 2
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s -H "Host: $HOST" "http://$a:$PORT/hostname" >/dev/null
-  local b e out
-  b=$(ticks "$@")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" -H "Host: $HOST" "http://$a:$PORT/hostname")
-  e=$(ticks "$@")
-  local req rps
-  req=$(echo "$out" | awk '/requests in/ {print $1}')
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  echo "$n $rps $(python3 -c "print('%.1f' % (($e - $b) / $HZ * 1e6 / $req))")"
+  measure "$n" "$*" -H "Host: $HOST" "http://$a:$PORT/hostname"
 }
 for r in $(seq "$ROUNDS"); do
   run nginx $NG $BE_PID $NG_PID $NGW
   run old $NA $BE_PID $A_PID
   run new $NB $BE_PID $B_PID
 done | tee "$WORK/rounds"
-python3 - "$WORK/rounds" <<'PY'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    name, rps, us = line.split()
-    runs.setdefault(name, []).append((float(rps), float(us)))
-print()
-for name, v in runs.items():
-    print(f"{name:6} median {statistics.median(x[0] for x in v):8.0f} req/s  {statistics.median(x[1] for x in v):6.1f} us server CPU/req")
-PY
+medians "$WORK/rounds" req/s
