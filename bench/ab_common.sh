@@ -3,6 +3,15 @@
 
 HZ=$(getconf CLK_TCK)
 
+# A scratch folder, and the processes to stop, both cleaned up on exit.
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
 # User+system CPU ticks of the given processes so far.
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 

@@ -25,13 +25,6 @@ CONNS=${CONNS:-32}
 BE=127.0.95.1 IPA=127.0.95.10 IPB=127.0.95.11 PORT=8081
 for c in wrk python3 curl; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 PIN=(taskset -c "$SERVER_CPU")
 
 "${PIN[@]}" "$B" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); BE_PID=$!

@@ -23,13 +23,6 @@ CONNS=${CONNS:-64}
 BE=127.0.94.1 NG=127.0.94.2 NA=127.0.94.3 NB=127.0.94.4 PORT=8081 HOST=ab.bench.test
 for c in wrk nginx python3 curl; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 PIN=(taskset -c "$SERVER_CPU")
 
 "${PIN[@]}" "$B" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); BE_PID=$!
