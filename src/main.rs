@@ -105,13 +105,14 @@ pub struct ModelArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Manifest folder(s) or file(s); folders are read recursively.
+    /// Manifest folder(s) or file(s); folders are read recursively. With
+    /// --kubernetes or --kubeconfig they are merged with the cluster, and
+    /// the API's copy wins where both define an object.
     #[arg(
         long = "config",
         value_name = "PATH",
         num_args = 1..,
-        required_unless_present_any = ["kubernetes", "kubeconfig"],
-        conflicts_with_all = ["kubernetes", "kubeconfig"]
+        required_unless_present_any = ["kubernetes", "kubeconfig"]
     )]
     config: Vec<PathBuf>,
     /// Read the cluster from the Kubernetes API with the in-cluster
@@ -131,6 +132,7 @@ impl RunArgs {
         if self.kubernetes || self.kubeconfig.is_some() {
             run::Source::Api {
                 kubeconfig: self.kubeconfig.clone(),
+                files: self.config.clone(),
             }
         } else {
             run::Source::Folders(self.config.clone())

@@ -5,7 +5,6 @@ use crate::wire::{Common, Ctx, PlaneHandle};
 use crate::{ServeArgs, limits, programming, wire_dns, wire_iface, wire_ingress, wire_l4};
 use anyhow::Context;
 use control::{FolderSource, Store};
-use futures_util::FutureExt;
 use prometheus_client::registry::Registry;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -20,8 +19,12 @@ pub type OnReady = Box<dyn FnOnce(&model::Snapshot) + Send>;
 pub enum Source {
     /// Folders or files of manifests, watched.
     Folders(Vec<PathBuf>),
-    /// The Kubernetes API: a kubeconfig, or the in-cluster service account.
-    Api { kubeconfig: Option<PathBuf> },
+    /// The Kubernetes API (a kubeconfig, or the in-cluster service
+    /// account), merged with manifest files (the API's copy wins).
+    Api {
+        kubeconfig: Option<PathBuf>,
+        files: Vec<PathBuf>,
+    },
 }
 
 pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> anyhow::Result<()> {
@@ -59,11 +62,15 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
             let store = store.clone();
             tokio::spawn(async move { Ok(folder.run(store, on_reload).await?) })
         }
-        Source::Api { kubeconfig } => {
+        Source::Api { kubeconfig, files } => {
             let client = control::api::client(kubeconfig.as_deref()).await?;
             let metrics = control::api::ApiMetrics::new(&mut registry);
-            let api = control::api::ApiSource::new(client, opts, metrics);
-            tokio::spawn(api.run(store.clone(), on_reload).map(Ok))
+            let mut api = control::api::ApiSource::new(client, opts, metrics);
+            if !files.is_empty() {
+                api = api.with_files(files)?;
+            }
+            let store = store.clone();
+            tokio::spawn(async move { Ok(api.run(store, on_reload).await?) })
         }
     };
     let mut ctx = Ctx {

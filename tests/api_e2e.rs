@@ -251,6 +251,22 @@ fn serve(st: &Mutex<State>, req: hyper::Request<hyper::body::Incoming>) -> hyper
         .unwrap()
 }
 
+impl FakeApi {
+    /// Writes a kubeconfig for this server into `dir`; its path.
+    fn kubeconfig(&self, dir: &std::path::Path) -> String {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://{}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+}
+
 fn service(name: &str, ip: &str) -> Value {
     json!({"metadata": {"name": name, "namespace": "default", "uid": name},
            "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}})
@@ -288,16 +304,7 @@ fn the_api_source_lists_watches_and_relists() {
     );
     api.put_silently("/api/v1/services", service("web", "127.0.34.10"));
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: \"http://{}\"}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: fake}}\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            api.addr
-        ),
-    )
-    .unwrap();
-    let kc = kubeconfig.display().to_string();
+    let kc = api.kubeconfig(dir.path());
     // A slow initial list: not ready, and DNS says SERVFAIL (never
     // NXDOMAIN) for the cluster's names until every list is complete.
     let slices = "/apis/discovery.k8s.io/v1/endpointslices";
@@ -373,4 +380,61 @@ fn the_api_source_lists_watches_and_relists() {
     assert!(restarts.is_some_and(|r| r >= 1.0), "{restarts:?}");
     let last = n.metric(&format!("nodeway_api_last_event_timestamp_seconds{svc}"));
     assert!(last.is_some_and(|t| t > 1.7e9), "{last:?}");
+}
+
+/// `--config` with the API: the files are merged in and watched, and where
+/// both define an object the API's copy is served; when the API deletes
+/// it, the file's copy takes over.
+#[test]
+fn files_merge_with_the_api_and_the_api_wins() {
+    let api = FakeApi::start();
+    api.put_silently(
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "default"}}),
+    );
+    let svcs = "/api/v1/services";
+    api.put_silently(svcs, service("web", "127.0.34.20"));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.kubeconfig(dir.path());
+    let files = dir.path().join("manifests");
+    std::fs::create_dir(&files).unwrap();
+    let file_svc = |name: &str, ip: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"
+        )
+    };
+    let write = |text: String| {
+        let tmp = files.join(".local.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, files.join("local.yaml")).unwrap();
+    };
+    write(file_svc("web", "127.0.34.21") + &file_svc("local", "127.0.34.22"));
+    let config = files.display().to_string();
+    let n = Nodeway::start_from(
+        &["--kubeconfig", &kc, "--config", &config],
+        &["--l4-disable"],
+    );
+    let web = "web.default.svc.cluster.local.";
+    let local = "local.default.svc.cluster.local.";
+    assert_eq!(a_record(n.dns, web).1, ["127.0.34.20"], "the API's copy");
+    assert_eq!(a_record(n.dns, local).1, ["127.0.34.22"]);
+
+    wait_for(Duration::from_secs(10), "a Service watch", || {
+        api.watching(svcs) > 0
+    });
+    api.event(svcs, "DELETED", service("web", "127.0.34.20"));
+    wait_for(
+        Duration::from_secs(10),
+        "the file's copy taking over",
+        || a_record(n.dns, web).1 == ["127.0.34.21"],
+    );
+    // The files are watched as well.
+    write(file_svc("web", "127.0.34.21") + &file_svc("local", "127.0.34.23"));
+    wait_for(Duration::from_secs(10), "the file change", || {
+        a_record(n.dns, local).1 == ["127.0.34.23"]
+    });
+    api.event(svcs, "ADDED", service("web", "127.0.34.24"));
+    wait_for(Duration::from_secs(10), "the API's copy back", || {
+        a_record(n.dns, web).1 == ["127.0.34.24"]
+    });
 }

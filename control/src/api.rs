@@ -14,8 +14,11 @@
 //! - `managedFields` and kubectl's last-applied copy are dropped when the
 //!   object is parsed, as for files.
 //! - Secrets are watched with `type=kubernetes.io/tls` only.
+//! - `--config` paths given as well are read and watched like the folder
+//!   source's, into the same builder; where both define an object, the
+//!   API's copy is served (a warning names the file).
 
-use crate::folder::{Reload, publish};
+use crate::folder::{Files, Reload, SourceError, Watch, publish};
 use crate::store::Store;
 use futures_util::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -23,7 +26,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use model::{Builder, CompileOptions, Snapshot};
+use model::{Builder, CompileOptions, Origin, Snapshot};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -186,10 +189,20 @@ fn all_deltas(client: &Client) -> Deltas {
     Box::pin(futures_util::stream::select_all(streams))
 }
 
+/// Resolves `true` after a burst of file changes; never without files.
+async fn files_changed(watch: &mut Option<Watch>) -> bool {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The cluster as the API has it, turned into Snapshots.
 pub struct ApiSource {
     client: Client,
     builder: Builder,
+    /// Manifest files merged with the cluster (`--config` with the API).
+    files: Option<Files>,
     /// The objects of each kind in the builder now.
     known: BTreeMap<&'static str, BTreeSet<PathBuf>>,
     /// Kinds being (re-)listed: the objects the new list holds so far.
@@ -204,6 +217,7 @@ impl ApiSource {
         ApiSource {
             client,
             builder: Builder::new(opts),
+            files: None,
             known: BTreeMap::new(),
             listing: BTreeMap::new(),
             listed: BTreeSet::new(),
@@ -211,20 +225,39 @@ impl ApiSource {
         }
     }
 
-    /// Follows the API until the streams end (never, in practice),
-    /// publishing a Snapshot after each burst of events once every kind
-    /// is listed.
+    /// Merges the manifests under `roots` with the cluster: they are read
+    /// and watched as the folder source does, and lose to the API's copy of
+    /// an object both define.
+    pub fn with_files(mut self, roots: Vec<PathBuf>) -> Result<ApiSource, SourceError> {
+        self.files = Some(Files::new(roots)?);
+        Ok(self)
+    }
+
+    /// Follows the API (and the files, if any) until the streams end
+    /// (never, in practice), publishing a Snapshot after each burst of
+    /// events once every kind is listed.
     pub async fn run(
         mut self,
         store: Store,
         mut on_reload: impl FnMut(&Snapshot, &Reload) + Send + 'static,
-    ) {
+    ) -> Result<(), SourceError> {
         let mut stream = all_deltas(&self.client);
+        let mut watch = self.files.as_ref().map(Files::watch).transpose()?;
         let mut dirty = false;
-        while let Some(first) = stream.next().await {
+        let mut rescan = self.files.is_some();
+        loop {
+            let mut batch = Vec::new();
+            if !rescan {
+                tokio::select! {
+                    delta = stream.next() => match delta {
+                        Some(d) => batch.push(d),
+                        None => return Ok(()),
+                    },
+                    true = files_changed(&mut watch) => rescan = true,
+                }
+            }
             let started = Instant::now();
             // Whatever else is already there: one Snapshot per burst.
-            let mut batch = vec![first];
             while let Some(Some(more)) = stream.next().now_or_never() {
                 batch.push(more);
             }
@@ -232,6 +265,9 @@ impl ApiSource {
             // list of 10,000 Services is seconds of work).
             let (source, changed, snap) = tokio::task::spawn_blocking(move || {
                 let mut changed = dirty;
+                if rescan && let Some(files) = &mut self.files {
+                    changed |= files.scan(&mut self.builder);
+                }
                 for delta in batch {
                     changed |= self.apply(delta);
                 }
@@ -244,6 +280,7 @@ impl ApiSource {
             .expect("API event handling panicked");
             self = source;
             dirty = changed;
+            rescan = false;
             if let Some(snap) = snap {
                 publish(&store, snap, started, &mut on_reload);
             }
@@ -280,7 +317,7 @@ impl ApiSource {
                 false
             }
             Delta::Object(kind, path, json) => {
-                self.builder.update_file(&path, Some(&json));
+                self.builder.update(&path, Origin::Api, Some(&json));
                 if let Some(list) = self.listing.get_mut(kind) {
                     list.insert(path.clone());
                 }
@@ -288,7 +325,7 @@ impl ApiSource {
                 true
             }
             Delta::Gone(kind, path) => {
-                self.builder.update_file(&path, None);
+                self.builder.update(&path, Origin::Api, None);
                 self.known.entry(kind).or_default().remove(&path);
                 true
             }
@@ -296,7 +333,7 @@ impl ApiSource {
                 let now = self.listing.remove(kind).unwrap_or_default();
                 let before = self.known.insert(kind, now.clone()).unwrap_or_default();
                 for gone in before.difference(&now) {
-                    self.builder.update_file(gone, None);
+                    self.builder.update(gone, Origin::Api, None);
                 }
                 self.listed.insert(kind);
                 tracing::info!(kind, objects = now.len(), "listed");

@@ -44,8 +44,15 @@ pub struct Reload {
 }
 
 pub struct FolderSource {
-    roots: Vec<PathBuf>,
+    files: Files,
     builder: Builder,
+}
+
+/// The manifest files under some paths, as last read: a rescan hands a
+/// builder only the files that appeared, changed or went. Both sources use
+/// it (the API source for the `--config` paths merged with the cluster).
+pub(crate) struct Files {
+    roots: Vec<PathBuf>,
     /// What every file looked like when last read, to skip unchanged files.
     seen: BTreeMap<PathBuf, Seen>,
     /// Rescans done (tests use it to prove idle folders cost nothing).
@@ -58,7 +65,7 @@ pub struct FolderSource {
 pub fn load_paths(roots: &[PathBuf], opts: CompileOptions) -> Result<Arc<Snapshot>, SourceError> {
     let mut src = FolderSource::new(roots.to_vec(), opts)?;
     src.scan();
-    Ok(src.builder.build())
+    Ok(src.build())
 }
 
 /// A file as last read: a rescan reads it again only if its size, mtime or
@@ -99,35 +106,26 @@ impl Stat {
     }
 }
 
-impl FolderSource {
-    pub fn new(roots: Vec<PathBuf>, opts: CompileOptions) -> Result<Self, SourceError> {
+impl Files {
+    /// The paths must exist now (a typo should not start an empty source).
+    pub(crate) fn new(roots: Vec<PathBuf>) -> Result<Files, SourceError> {
         for r in &roots {
             std::fs::metadata(r).map_err(|source| SourceError::Io {
                 path: r.clone(),
                 source,
             })?;
         }
-        Ok(FolderSource {
+        Ok(Files {
             roots,
-            builder: Builder::new(opts),
             seen: BTreeMap::new(),
             scans: Arc::default(),
             reads: Arc::default(),
         })
     }
 
-    /// How many rescans this source has done so far.
-    pub fn scan_counter(&self) -> Arc<AtomicU64> {
-        self.scans.clone()
-    }
-
-    /// How many files this source has read so far.
-    pub fn read_counter(&self) -> Arc<AtomicU64> {
-        self.reads.clone()
-    }
-
-    /// Rereads the paths; returns true when any file appeared, changed or went.
-    pub fn scan(&mut self) -> bool {
+    /// Rereads the paths into `builder`; returns true when any file
+    /// appeared, changed or went.
+    pub(crate) fn scan(&mut self, builder: &mut Builder) -> bool {
         self.scans.fetch_add(1, Ordering::Relaxed);
         let mut files = BTreeSet::new();
         for root in &self.roots {
@@ -143,7 +141,7 @@ impl FolderSource {
         for path in gone {
             tracing::info!(file = %path.display(), "manifest file removed");
             self.seen.remove(&path);
-            self.builder.update_file(&path, None);
+            builder.update_file(&path, None);
             changed = true;
         }
         let now = std::time::SystemTime::now();
@@ -178,24 +176,16 @@ impl FolderSource {
             if old.is_some_and(|o| o.hash == hash) {
                 continue;
             }
-            self.builder.update_file(&path, Some(&bytes));
+            builder.update_file(&path, Some(&bytes));
             changed = true;
         }
         changed
     }
 
-    pub fn build(&mut self) -> Arc<Snapshot> {
-        self.builder.build()
-    }
-
-    /// Loads the paths, publishes the first Snapshot, then watches and
-    /// republishes on change until the store's receivers are all gone.
-    pub async fn run(
-        mut self,
-        store: Store,
-        mut on_reload: impl FnMut(&Snapshot, &Reload) + Send + 'static,
-    ) -> Result<(), SourceError> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    /// Watches the paths: each burst of changes is one message on the
+    /// receiver (debounced), until the watcher is dropped.
+    pub(crate) fn watch(&self) -> Result<Watch, SourceError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own rescans open and read the files: access events must not
             // trigger another rescan, or the source would spin.
@@ -225,21 +215,76 @@ impl FolderSource {
                     source,
                 })?;
         }
-        self = self.reload(&store, &mut on_reload, true).await;
+        Ok(Watch {
+            _watcher: watcher,
+            events: rx,
+        })
+    }
+}
+
+/// File-system events of some paths.
+pub(crate) struct Watch {
+    _watcher: notify::RecommendedWatcher,
+    events: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl Watch {
+    /// Resolves once a burst of changes is over (no event for
+    /// [`DEBOUNCE`]); `false` when the watcher stopped.
+    pub(crate) async fn changed(&mut self) -> bool {
+        if self.events.recv().await.is_none() {
+            return false;
+        }
         loop {
-            if rx.recv().await.is_none() {
-                return Ok(());
+            match tokio::time::timeout(DEBOUNCE, self.events.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return false,
+                Err(_) => return true,
             }
-            // Debounce: wait until the burst is over.
-            loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return Ok(()),
-                    Err(_) => break,
-                }
-            }
+        }
+    }
+}
+
+impl FolderSource {
+    pub fn new(roots: Vec<PathBuf>, opts: CompileOptions) -> Result<Self, SourceError> {
+        Ok(FolderSource {
+            files: Files::new(roots)?,
+            builder: Builder::new(opts),
+        })
+    }
+
+    /// How many rescans this source has done so far.
+    pub fn scan_counter(&self) -> Arc<AtomicU64> {
+        self.files.scans.clone()
+    }
+
+    /// How many files this source has read so far.
+    pub fn read_counter(&self) -> Arc<AtomicU64> {
+        self.files.reads.clone()
+    }
+
+    /// Rereads the paths; returns true when any file appeared, changed or went.
+    pub fn scan(&mut self) -> bool {
+        self.files.scan(&mut self.builder)
+    }
+
+    pub fn build(&mut self) -> Arc<Snapshot> {
+        self.builder.build()
+    }
+
+    /// Loads the paths, publishes the first Snapshot, then watches and
+    /// republishes on change until the store's receivers are all gone.
+    pub async fn run(
+        mut self,
+        store: Store,
+        mut on_reload: impl FnMut(&Snapshot, &Reload) + Send + 'static,
+    ) -> Result<(), SourceError> {
+        let mut watch = self.files.watch()?;
+        self = self.reload(&store, &mut on_reload, true).await;
+        while watch.changed().await {
             self = self.reload(&store, &mut on_reload, false).await;
         }
+        Ok(())
     }
 
     /// Rescans off the async workers (file reads block) and publishes the

@@ -2,9 +2,14 @@
 //! isolated: a file that does not parse keeps its last good objects, an
 //! object that fails validation keeps its last good version, and everything
 //! else still updates.
+//!
+//! An object defined in several places is served from one of them and the
+//! others are kept aside, so the next in line takes over when it goes: the
+//! API server's copy beats any file's, and among files the last in name
+//! order wins, as `kubectl apply -f FOLDER` would leave it.
 
 use crate::compiler::Compiler;
-use crate::error::{ConfigError, ObjectKey, Warning};
+use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
 use crate::object::Object;
 use crate::parse::parse_file;
 use crate::snapshot::{CompileOptions, Objects, Snapshot};
@@ -13,9 +18,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Who wins when two places define the same object: the higher origin,
+/// then the later path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// A manifest file of a folder source.
+    #[default]
+    File,
+    /// An object the Kubernetes API server holds.
+    Api,
+}
+
 #[derive(Default)]
 struct FileState {
-    /// Keys this file currently contributes (its last good parse).
+    origin: Origin,
+    /// Keys this file currently contributes a good copy of (its last good
+    /// parse), served or kept aside.
     keys: BTreeSet<ObjectKey>,
     errors: Vec<ConfigError>,
     warnings: Vec<Warning>,
@@ -27,7 +45,11 @@ struct FileState {
 pub struct Builder {
     opts: CompileOptions,
     files: BTreeMap<PathBuf, FileState>,
+    /// The copy of each object that is served.
     objects: Objects,
+    /// Good copies of objects that another place also defines and wins
+    /// (rare: kept whole so the next one takes over without a re-read).
+    shadowed: BTreeMap<ObjectKey, Vec<(PathBuf, Object)>>,
     compiler: Compiler,
     generation: u64,
 }
@@ -38,6 +60,7 @@ impl Builder {
             opts,
             files: BTreeMap::new(),
             objects: Objects::new(),
+            shadowed: BTreeMap::new(),
             compiler: Compiler::new(),
             generation: 0,
         }
@@ -48,17 +71,25 @@ impl Builder {
         self.files.keys().map(PathBuf::as_path)
     }
 
-    /// A file's new content; `None` means the file is gone and so are its objects.
+    /// A manifest file's new content; `None` means the file is gone and so
+    /// are its objects.
     pub fn update_file(&mut self, path: &Path, content: Option<&[u8]>) {
+        self.update(path, Origin::File, content);
+    }
+
+    /// New content of `path` (a manifest file, or one API object under a
+    /// path of its own) from `origin`; `None` means it is gone.
+    pub fn update(&mut self, path: &Path, origin: Origin, content: Option<&[u8]>) {
         let Some(bytes) = content else {
             if let Some(old) = self.files.remove(path) {
                 for k in old.keys {
-                    self.remove_if_from(&k, path);
+                    self.withdraw(&k, path);
                 }
             }
             return;
         };
         let state = self.files.entry(path.to_path_buf()).or_default();
+        state.origin = origin;
         state.errors.clear();
         state.warnings.clear();
         let parsed = match parse_file(path, bytes) {
@@ -69,74 +100,118 @@ impl Builder {
                 return;
             }
         };
-        state.warnings = parsed.warnings;
         let old_keys = std::mem::take(&mut state.keys);
-        let mut new_keys = BTreeSet::new();
-        let mut errors = Vec::new();
-        for item in parsed.objects {
-            match item {
-                Err((key, fe)) => {
-                    // Undecodable: keep its last good version if it came from here.
-                    if old_keys.contains(&key) {
-                        new_keys.insert(key.clone());
-                    }
-                    errors.push(ConfigError::field(path, key, fe));
-                }
-                Ok(obj) => {
-                    let key = obj.key();
-                    if let Some((other, _)) = self.objects.get(&key)
-                        && other != path
-                    {
-                        errors.push(ConfigError {
-                            file: path.into(),
-                            object: Some(key.clone()),
-                            field: None,
-                            reason: format!(
-                                "already defined in {}; this copy is ignored",
-                                other.display()
-                            ),
-                        });
-                        continue;
-                    }
-                    if !new_keys.insert(key.clone()) {
-                        errors.push(ConfigError {
-                            file: path.into(),
-                            object: Some(key.clone()),
-                            field: None,
-                            reason: "defined twice in this file; the first copy is used".into(),
-                        });
-                        continue;
-                    }
-                    let problems = validate(&obj, &self.opts.validate);
-                    if problems.is_empty() {
-                        self.set(key, Some((path.to_path_buf(), obj)));
-                    } else {
-                        for fe in problems {
-                            errors.push(ConfigError::field(path, key.clone(), fe));
-                        }
-                        // Keep its last good version (if any) from this file.
-                        if !old_keys.contains(&key) {
-                            new_keys.remove(&key);
-                        }
-                    }
-                }
-            }
-        }
-        for e in &errors {
+        let mut sorted = self.sort_out(path, parsed.objects, &old_keys);
+        for e in &sorted.errors {
             tracing::warn!(error = %e, "invalid object; keeping its last good version");
         }
+        let mut new_keys = std::mem::take(&mut sorted.kept);
+        for (key, obj) in sorted.good {
+            new_keys.insert(key.clone());
+            self.offer(key, path, obj);
+        }
         for k in old_keys.difference(&new_keys) {
-            self.remove_if_from(k, path);
+            self.withdraw(k, path);
         }
         let state = self.files.get_mut(path).expect("inserted above");
         state.keys = new_keys;
-        state.errors = errors;
+        state.errors = sorted.errors;
+        state.warnings = parsed.warnings;
+        state.warnings.extend(sorted.warnings);
     }
 
-    fn remove_if_from(&mut self, key: &ObjectKey, path: &Path) {
-        if self.objects.get(key).is_some_and(|(p, _)| p == path) {
-            self.set(key.clone(), None);
+    /// Splits a file's objects into the good copy of each key (the last
+    /// one in the file) and the keys whose last good version from this
+    /// file stays because the new one is bad.
+    fn sort_out(
+        &self,
+        path: &Path,
+        objects: Vec<Result<Object, (ObjectKey, FieldError)>>,
+        old_keys: &BTreeSet<ObjectKey>,
+    ) -> Sorted {
+        let mut out = Sorted::default();
+        for item in objects {
+            let (key, problems) = match item {
+                Err((key, fe)) => (key, vec![fe]),
+                Ok(obj) => {
+                    let key = obj.key();
+                    let problems = validate(&obj, &self.opts.validate);
+                    if problems.is_empty() {
+                        if out.good.insert(key.clone(), obj).is_some() {
+                            out.warnings.push(Warning {
+                                file: path.into(),
+                                object: Some(key),
+                                message: "defined twice in this file; the last copy is used".into(),
+                            });
+                        }
+                        continue;
+                    }
+                    (key, problems)
+                }
+            };
+            for fe in problems {
+                out.errors.push(ConfigError::field(path, key.clone(), fe));
+            }
+            if old_keys.contains(&key) {
+                out.kept.insert(key);
+            }
         }
+        out.kept.retain(|k| !out.good.contains_key(k));
+        out
+    }
+
+    /// Which of two places defining one object is served.
+    fn rank<'a>(&self, path: &'a Path) -> (Origin, &'a Path) {
+        let origin = self.files.get(path).map(|f| f.origin).unwrap_or_default();
+        (origin, path)
+    }
+
+    /// `path` defines `key` as `obj`: it is served, or kept aside when a
+    /// place that ranks higher defines it too.
+    fn offer(&mut self, key: ObjectKey, path: &Path, obj: Object) {
+        let served = self.objects.get(&key).map(|(p, _)| p.as_path());
+        match served {
+            Some(p) if p != path && self.rank(p) > self.rank(path) => {
+                let aside = self.shadowed.entry(key).or_default();
+                aside.retain(|(p, _)| p != path);
+                aside.push((path.to_path_buf(), obj));
+            }
+            Some(p) if p != path => {
+                let loser = self.objects.get(&key).cloned().expect("served");
+                let aside = self.shadowed.entry(key.clone()).or_default();
+                aside.retain(|(p, _)| p != path);
+                aside.push(loser);
+                self.set(key, Some((path.to_path_buf(), obj)));
+            }
+            _ => self.set(key, Some((path.to_path_buf(), obj))),
+        }
+    }
+
+    /// `path` no longer defines `key`: if it was served, the next in line
+    /// takes over.
+    fn withdraw(&mut self, key: &ObjectKey, path: &Path) {
+        if self.objects.get(key).is_some_and(|(p, _)| p == path) {
+            let next = self.next_in_line(key);
+            self.set(key.clone(), next);
+        } else if let Some(aside) = self.shadowed.get_mut(key) {
+            aside.retain(|(p, _)| p != path);
+            if aside.is_empty() {
+                self.shadowed.remove(key);
+            }
+        }
+    }
+
+    /// Takes the best copy kept aside for `key`, if any.
+    fn next_in_line(&mut self, key: &ObjectKey) -> Option<(PathBuf, Object)> {
+        let aside = self.shadowed.get(key)?;
+        let best = (0..aside.len())
+            .max_by(|a, b| self.rank(&aside[*a].0).cmp(&self.rank(&aside[*b].0)))?;
+        let aside = self.shadowed.get_mut(key).expect("looked up above");
+        let next = aside.swap_remove(best);
+        if aside.is_empty() {
+            self.shadowed.remove(key);
+        }
+        Some(next)
     }
 
     /// The one place good objects change: the compiler hears of every
@@ -173,11 +248,32 @@ impl Builder {
         self.files.values().flat_map(|f| f.errors.clone()).collect()
     }
 
+    /// Warnings of the files, and one for every copy of an object that is
+    /// not served because another place defines it too.
     pub fn file_warnings(&self) -> Vec<Warning> {
-        self.files
+        let mut out: Vec<Warning> = self
+            .files
             .values()
             .flat_map(|f| f.warnings.clone())
-            .collect()
+            .collect();
+        for (key, aside) in &self.shadowed {
+            let Some((served, _)) = self.objects.get(key) else {
+                continue;
+            };
+            let message = match self.rank(served).0 {
+                Origin::Api => "the Kubernetes API also has this object; its copy is used".into(),
+                Origin::File => format!(
+                    "also defined in {}, which is used (the last file in name order wins)",
+                    served.display()
+                ),
+            };
+            out.extend(aside.iter().map(|(file, _)| Warning {
+                file: file.clone(),
+                object: Some(key.clone()),
+                message: message.clone(),
+            }));
+        }
+        out
     }
 
     pub fn objects(&self) -> &Objects {
@@ -187,6 +283,15 @@ impl Builder {
     pub fn object(&self, key: &ObjectKey) -> Option<&Object> {
         self.objects.get(key).map(|(_, o)| o)
     }
+}
+
+/// A file's objects, sorted out before they are offered.
+#[derive(Default)]
+struct Sorted {
+    good: BTreeMap<ObjectKey, Object>,
+    kept: BTreeSet<ObjectKey>,
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
 }
 
 #[cfg(test)]

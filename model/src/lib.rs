@@ -18,7 +18,7 @@ pub mod testing;
 pub mod tls;
 pub mod validate;
 
-pub use builder::Builder;
+pub use builder::{Builder, Origin};
 pub use error::{ConfigError, FieldError, ObjectKey, Warning};
 pub use object::Object;
 pub use service::{

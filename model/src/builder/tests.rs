@@ -78,14 +78,77 @@ fn removed_file_removes_objects() {
     assert!(b.build().services.is_empty());
 }
 
+fn cluster_ip(s: &Snapshot, name: &str) -> String {
+    s.service("default", name).unwrap().cluster_ips[0].to_string()
+}
+
+/// As `kubectl apply -f FOLDER` would leave it: the last file in name
+/// order wins, with a warning naming both places; when it goes, the other
+/// copy takes over without being read again.
 #[test]
-fn same_object_in_two_files_is_an_error() {
+fn same_object_in_two_files_the_last_wins_and_the_other_takes_over() {
     let mut b = b();
-    up(&mut b, "a.yaml", SVC_A);
-    up(&mut b, "b.yaml", SVC_A);
+    up(&mut b, "b.yaml", &svc_c("127.0.0.31"));
+    up(&mut b, "a.yaml", &svc_c("127.0.0.30"));
     let s = b.build();
-    assert_eq!(s.services.len(), 1);
-    assert!(s.errors[0].reason.contains("already defined in a.yaml"));
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.31");
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(s.warnings.len(), 1);
+    assert_eq!(
+        s.warnings[0].to_string(),
+        "a.yaml: Service default/c: also defined in b.yaml, which is used (the last file in name order wins)"
+    );
+    // The copy aside follows its file.
+    up(&mut b, "a.yaml", &svc_c("127.0.0.32"));
+    assert_eq!(cluster_ip(&b.build(), "c"), "127.0.0.31");
+    b.update_file(Path::new("b.yaml"), None);
+    let s = b.build();
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.32");
+    assert!(s.warnings.is_empty());
+    // Back again: it wins again.
+    up(&mut b, "b.yaml", &svc_c("127.0.0.31"));
+    assert_eq!(cluster_ip(&b.build(), "c"), "127.0.0.31");
+    b.update_file(Path::new("a.yaml"), None);
+    let s = b.build();
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.31");
+    assert!(s.warnings.is_empty());
+}
+
+#[test]
+fn same_object_twice_in_one_file_the_last_copy_wins() {
+    let mut b = b();
+    up(
+        &mut b,
+        "a.yaml",
+        &format!("{}---\n{}", svc_c("127.0.0.30"), svc_c("127.0.0.31")),
+    );
+    let s = b.build();
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.31");
+    assert!(s.errors.is_empty());
+    assert_eq!(
+        s.warnings[0].to_string(),
+        "a.yaml: Service default/c: defined twice in this file; the last copy is used"
+    );
+}
+
+/// The API server's copy beats a file's, whatever the names; the file's
+/// comes back when the API deletes the object.
+#[test]
+fn the_api_copy_beats_a_file_copy() {
+    let mut b = b();
+    let api = Path::new("k8s/Service/default/c");
+    b.update(api, Origin::Api, Some(svc_c("127.0.0.40").as_bytes()));
+    up(&mut b, "zz.yaml", &svc_c("127.0.0.30"));
+    let s = b.build();
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.40");
+    assert_eq!(
+        s.warnings[0].to_string(),
+        "zz.yaml: Service default/c: the Kubernetes API also has this object; its copy is used"
+    );
+    b.update(api, Origin::Api, None);
+    assert_eq!(cluster_ip(&b.build(), "c"), "127.0.0.30");
+    b.update(api, Origin::Api, Some(svc_c("127.0.0.41").as_bytes()));
+    assert_eq!(cluster_ip(&b.build(), "c"), "127.0.0.41");
 }
 
 fn addrs(s: &Snapshot, name: &str, port: usize) -> Vec<(SocketAddr, bool)> {
