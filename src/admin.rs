@@ -77,6 +77,9 @@ pub struct Readiness {
     /// Every plane has started (bound its listeners).
     pub started: AtomicBool,
     pub shutting_down: AtomicBool,
+    /// What the config source waits for, in words ("" when nothing), if
+    /// it says.
+    pub source_progress: std::sync::OnceLock<Arc<Mutex<String>>>,
 }
 
 impl Readiness {
@@ -84,8 +87,16 @@ impl Readiness {
         use std::sync::atomic::Ordering;
         let mut ok = self.loaded.load(Ordering::Acquire);
         let mut body = String::new();
-        if !ok {
-            body.push_str("config: not loaded yet\n");
+        let progress = self
+            .source_progress
+            .get()
+            .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default();
+        match (ok, progress.is_empty()) {
+            (false, true) => body.push_str("config: not loaded yet\n"),
+            (false, false) => body.push_str(&format!("config: not loaded yet: {progress}\n")),
+            (true, false) => body.push_str(&format!("config: {progress}\n")),
+            (true, true) => {}
         }
         if self.shutting_down.load(Ordering::Acquire) {
             return (false, "shutting down\n".into());

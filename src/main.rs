@@ -104,6 +104,7 @@ pub struct ModelArgs {
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("api").args(["kubernetes", "kubeconfig"]).multiple(true))]
 struct RunArgs {
     /// Manifest folder(s) or file(s); folders are read recursively. With
     /// --kubernetes or --kubeconfig they are merged with the cluster, and
@@ -123,6 +124,11 @@ struct RunArgs {
     /// server may be a plain http:// URL).
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
+    /// Write this node's addresses (--node-ip) into status.loadBalancer of
+    /// the Ingresses served, and take them back at shutdown (needs get and
+    /// update on ingresses/status).
+    #[arg(long, requires = "api")]
+    publish_status: bool,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -133,6 +139,7 @@ impl RunArgs {
             run::Source::Api {
                 kubeconfig: self.kubeconfig.clone(),
                 files: self.config.clone(),
+                publish_status: self.publish_status,
             }
         } else {
             run::Source::Folders(self.config.clone())

@@ -6,6 +6,7 @@ use crate::{ServeArgs, limits, programming, wire_dns, wire_iface, wire_ingress, 
 use anyhow::Context;
 use control::{FolderSource, Store};
 use prometheus_client::registry::Registry;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -24,6 +25,8 @@ pub enum Source {
     Api {
         kubeconfig: Option<PathBuf>,
         files: Vec<PathBuf>,
+        /// Write the node's addresses into the served Ingresses' status.
+        publish_status: bool,
     },
 }
 
@@ -56,16 +59,33 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
         m.observe(snap.generation, snap.errors.len());
         r.loaded.store(true, Ordering::Release);
     };
+    let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut status_task = None;
     let source_task: tokio::task::JoinHandle<anyhow::Result<()>> = match source {
         Source::Folders(paths) => {
             let folder = FolderSource::new(paths, opts)?;
             let store = store.clone();
             tokio::spawn(async move { Ok(folder.run(store, on_reload).await?) })
         }
-        Source::Api { kubeconfig, files } => {
+        Source::Api {
+            kubeconfig,
+            files,
+            publish_status,
+        } => {
             let client = control::api::client(kubeconfig.as_deref()).await?;
+            if publish_status {
+                if args.node_ips.iter().all(IpAddr::is_loopback) {
+                    tracing::warn!(addresses = ?args.node_ips, "--publish-status with loopback --node-ip addresses only: clients elsewhere cannot use them");
+                }
+                let writer = control::status::StatusWriter::new(client.clone(), &args.node_ips);
+                let stop = async {
+                    let _ = status_stopped.await;
+                };
+                status_task = Some(tokio::spawn(writer.run(store.snapshots(), stop)));
+            }
             let metrics = control::api::ApiMetrics::new(&mut registry);
             let mut api = control::api::ApiSource::new(client, opts, metrics);
+            let _ = ready.source_progress.set(api.progress());
             if !files.is_empty() {
                 api = api.with_files(files)?;
             }
@@ -153,11 +173,15 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
     shutdown_signal().await;
     tracing::info!(grace = ?args.grace_period, "shutting down: no new work, draining");
     ready.shutting_down.store(true, Ordering::Release);
+    // Clients should stop being sent here: our addresses leave the
+    // Ingresses' status while the planes drain.
+    let _ = stop_status.send(());
     let planes = std::mem::take(&mut *ready.planes.lock().expect("never poisoned"));
-    let drains: Vec<_> = planes
+    let mut drains: Vec<_> = planes
         .into_iter()
         .map(|p| tokio::spawn(p.shutdown(args.grace_period)))
         .collect();
+    drains.extend(status_task);
     let all = async {
         for d in drains {
             let _ = d.await;

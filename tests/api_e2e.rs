@@ -55,6 +55,10 @@ struct State {
     lists: usize,
     /// Lists of these collections wait until taken out (a slow list).
     held: Vec<&'static str>,
+    /// This many status writes fail with 409 Conflict first (someone else
+    /// wrote in between).
+    conflicts: usize,
+    status_writes: usize,
 }
 
 /// A stand-in API server on loopback, in a thread of its own.
@@ -96,16 +100,25 @@ impl FakeApi {
                     };
                     let st = st.clone();
                     tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            let st = st.clone();
-                            async move {
-                                let path = req.uri().path().to_string();
-                                while st.lock().unwrap().held.iter().any(|h| *h == path) {
-                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                        let svc = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let st = st.clone();
+                                async move {
+                                    let path = req.uri().path().to_string();
+                                    while st.lock().unwrap().held.iter().any(|h| *h == path) {
+                                        tokio::time::sleep(Duration::from_millis(10)).await;
+                                    }
+                                    let (parts, body) = req.into_parts();
+                                    let body = body
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
+                                    let req = hyper::Request::from_parts(parts, ());
+                                    Ok::<_, Infallible>(serve(&st, req, &body))
                                 }
-                                Ok::<_, Infallible>(serve(&st, req))
-                            }
-                        });
+                            },
+                        );
                         let io = hyper_util::rt::TokioIo::new(conn);
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(io, svc)
@@ -201,16 +214,82 @@ impl std::error::Error for Cut {}
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Cut>;
 
-fn serve(st: &Mutex<State>, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Body> {
+fn json_response(code: u16, body: &Value) -> hyper::Response<Body> {
+    hyper::Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(serde_json::to_vec(body).unwrap()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+fn status_error(code: u16, reason: &str) -> hyper::Response<Body> {
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": reason, "reason": reason, "code": code}),
+    )
+}
+
+const INGRESSES: &str = "/apis/networking.k8s.io/v1/ingresses";
+
+/// GET and PUT of `/apis/networking.k8s.io/v1/namespaces/NS/ingresses/NAME/status`,
+/// with the API server's optimistic concurrency on resourceVersion.
+fn ingress_status(
+    st: &Mutex<State>,
+    method: &hyper::Method,
+    path: &str,
+    body: &[u8],
+) -> Option<hyper::Response<Body>> {
+    let rest = path.strip_prefix("/apis/networking.k8s.io/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once("/ingresses/")?;
+    let name = rest.strip_suffix("/status")?;
+    let key = format!("{ns}/{name}");
+    let mut st = st.lock().unwrap();
+    let Some(mut obj) = st.items.get(INGRESSES).and_then(|m| m.get(&key)).cloned() else {
+        return Some(status_error(404, "NotFound"));
+    };
+    obj["kind"] = json!("Ingress");
+    obj["apiVersion"] = json!("networking.k8s.io/v1");
+    if method == hyper::Method::GET {
+        return Some(json_response(200, &obj));
+    }
+    let sent: Value = serde_json::from_slice(body).unwrap();
+    if st.conflicts > 0 || sent["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]
+    {
+        st.conflicts = st.conflicts.saturating_sub(1);
+        // What a concurrent writer would have done: a newer version.
+        st.rv += 1;
+        let rv = st.rv.to_string();
+        st.items.get_mut(INGRESSES).unwrap().get_mut(&key).unwrap()["metadata"]["resourceVersion"] =
+            json!(rv);
+        return Some(status_error(409, "Conflict"));
+    }
+    st.status_writes += 1;
+    st.rv += 1;
+    obj["status"] = sent["status"].clone();
+    obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+    st.items
+        .get_mut(INGRESSES)
+        .unwrap()
+        .insert(key, obj.clone());
+    FakeApi::send(
+        &mut st,
+        INGRESSES,
+        json!({"type": "MODIFIED", "object": obj}),
+    );
+    Some(json_response(200, &obj))
+}
+
+fn serve(st: &Mutex<State>, req: hyper::Request<()>, body: &[u8]) -> hyper::Response<Body> {
+    if let Some(r) = ingress_status(st, req.method(), req.uri().path(), body) {
+        return r;
+    }
     let Some((path, kind, version)) = collection(req.uri().path()) else {
-        return hyper::Response::builder()
-            .status(404)
-            .body(
-                Full::new(Bytes::from_static(b"{}"))
-                    .map_err(|e| match e {})
-                    .boxed(),
-            )
-            .unwrap();
+        return status_error(404, "NotFound");
     };
     let query = req.uri().query().unwrap_or("");
     let mut st = st.lock().unwrap();
@@ -314,10 +393,19 @@ fn the_api_source_lists_watches_and_relists() {
     wait_for(Duration::from_secs(20), "DNS answering SERVFAIL", || {
         a_record(n.dns, web).0 == ResponseCode::ServFail
     });
-    assert!(matches!(
-        http_get(n.admin, "admin", "/readyz"),
-        Ok((503, _))
-    ));
+    // /readyz names what it waits for.
+    wait_for(
+        Duration::from_secs(10),
+        "/readyz naming the slow list",
+        || {
+            http_get(n.admin, "admin", "/readyz").is_ok_and(|(code, body)| {
+                code == 503
+                    && body.contains(
+                        "config: not loaded yet: waiting for the first list of EndpointSlice\n",
+                    )
+            })
+        },
+    );
     api.state.lock().unwrap().held.clear();
     n.wait_ready();
     assert_eq!(a_record(n.dns, web).1, ["127.0.34.10"]);
@@ -437,4 +525,86 @@ fn files_merge_with_the_api_and_the_api_wins() {
     wait_for(Duration::from_secs(10), "the API's copy back", || {
         a_record(n.dns, web).1 == ["127.0.34.24"]
     });
+}
+
+fn ingress(name: &str, class: &str, status_ips: &[&str]) -> Value {
+    let lb: Vec<Value> = status_ips.iter().map(|ip| json!({"ip": ip})).collect();
+    json!({"metadata": {"name": name, "namespace": "default", "uid": name},
+           "spec": {"ingressClassName": class, "rules": [{"host": format!("{name}.example"), "http": {"paths": [
+               {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]},
+           "status": {"loadBalancer": {"ingress": lb}}})
+}
+
+impl FakeApi {
+    /// The addresses an Ingress's status shows now.
+    fn status_ips(&self, name: &str) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        st.items[INGRESSES][&format!("default/{name}")]["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["ip"].as_str().map(String::from))
+            .collect()
+    }
+}
+
+/// `--publish-status`: this node's address goes into the status of the
+/// Ingresses served (next to another node's, through a conflict), leaves
+/// one that stops being served, and leaves all at shutdown.
+#[test]
+fn publish_status_adds_and_takes_back_this_nodes_address() {
+    let api = FakeApi::start();
+    api.put_silently(
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "default"}}),
+    );
+    api.put_silently("/api/v1/services", service("web", "127.0.34.30"));
+    // Another node already published its address.
+    api.put_silently(INGRESSES, ingress("web", "nginx", &["127.0.0.99"]));
+    api.put_silently(INGRESSES, ingress("theirs", "traefik", &[]));
+    api.state.lock().unwrap().conflicts = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.kubeconfig(dir.path());
+    let mut n = Nodeway::start_from(
+        &[
+            "--kubeconfig",
+            &kc,
+            "--publish-status",
+            "--node-ip",
+            "127.0.34.1",
+        ],
+        &["--l4-disable"],
+    );
+    wait_for(Duration::from_secs(10), "our address in the status", || {
+        api.status_ips("web") == ["127.0.0.99", "127.0.34.1"]
+    });
+    assert!(api.status_ips("theirs").is_empty(), "not ours: untouched");
+    assert_eq!(
+        api.state.lock().unwrap().conflicts,
+        0,
+        "the conflict was retried"
+    );
+    // The status change comes back through the watch; nothing more is written.
+    let writes = api.state.lock().unwrap().status_writes;
+    wait_for(Duration::from_secs(10), "an Ingress watch", || {
+        api.watching(INGRESSES) > 0
+    });
+    api.event(INGRESSES, "ADDED", ingress("late", "nginx", &[]));
+    wait_for(Duration::from_secs(10), "the new Ingress's status", || {
+        api.status_ips("late") == ["127.0.34.1"]
+    });
+    assert_eq!(api.state.lock().unwrap().status_writes, writes + 1);
+
+    // No longer ours: our address leaves, the other node's stays.
+    let now = api.state.lock().unwrap().items[INGRESSES]["default/web"].clone();
+    let mut moved = now.clone();
+    moved["spec"]["ingressClassName"] = json!("traefik");
+    api.event(INGRESSES, "MODIFIED", moved);
+    wait_for(Duration::from_secs(10), "our address taken back", || {
+        api.status_ips("web") == ["127.0.0.99"]
+    });
+
+    // Shutdown takes it back from the rest.
+    assert!(n.terminate().success());
+    assert!(api.status_ips("late").is_empty());
 }

@@ -60,3 +60,42 @@ fn deploy_manifests_are_valid_kubernetes_objects() {
         ]
     );
 }
+
+/// Least privilege: list and watch of what the source reads, and get and
+/// update of `ingresses/status` only because the DaemonSet runs
+/// `--publish-status`.
+#[test]
+fn the_cluster_role_grants_only_what_nodeway_uses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/deploy/daemonset.yaml");
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let of = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let role: ClusterRole = serde_json::from_value(of("ClusterRole")).unwrap();
+    let mut grants = Vec::new();
+    for rule in role.rules.unwrap() {
+        for group in rule.api_groups.unwrap() {
+            for res in rule.resources.clone().unwrap() {
+                grants.push(format!("{group}/{res}: {}", rule.verbs.join(",")));
+            }
+        }
+    }
+    grants.sort();
+    assert_eq!(
+        grants,
+        [
+            "/namespaces: list,watch",
+            "/secrets: list,watch",
+            "/services: list,watch",
+            "discovery.k8s.io/endpointslices: list,watch",
+            "networking.k8s.io/ingressclasses: list,watch",
+            "networking.k8s.io/ingresses/status: get,update",
+            "networking.k8s.io/ingresses: list,watch",
+        ]
+    );
+    let ds: DaemonSet = serde_json::from_value(of("DaemonSet")).unwrap();
+    let args = ds.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.iter().any(|a| a == "--publish-status"), "{args:?}");
+}

@@ -87,8 +87,10 @@ fn l4_clusterip_nodeport_udp_and_reload() {
     let g = n.generation();
     write_manifests(dir.path(), "web.yaml", &web(port, &["127.0.61.2"]));
     n.wait_generation(g + 1);
+    // Twice in a row: the old routes alternate, so one web-b alone does
+    // not prove the plane has applied the change.
     wait_for(Duration::from_secs(10), "new endpoints applied", || {
-        hostname(svc) == "web-b"
+        hostname(svc) == "web-b" && hostname(svc) == "web-b"
     });
     for _ in 0..4 {
         assert_eq!(hostname(svc), "web-b");

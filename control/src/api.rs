@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Why the API source could not start.
@@ -210,6 +211,9 @@ pub struct ApiSource {
     /// Kinds whose first list is complete.
     listed: BTreeSet<&'static str>,
     metrics: ApiMetrics,
+    /// What the source waits for, in words ("" when the picture is
+    /// complete), for `/readyz`.
+    progress: Arc<Mutex<String>>,
 }
 
 impl ApiSource {
@@ -222,7 +226,36 @@ impl ApiSource {
             listing: BTreeMap::new(),
             listed: BTreeSet::new(),
             metrics,
+            progress: Arc::new(Mutex::new(format!(
+                "waiting for the first list of {}",
+                KINDS.join(", ")
+            ))),
         }
+    }
+
+    /// What the source waits for, in words ("" when nothing): the kinds
+    /// whose first list is not complete, or that are being re-listed.
+    pub fn progress(&self) -> Arc<Mutex<String>> {
+        self.progress.clone()
+    }
+
+    fn describe_progress(&self) -> String {
+        let unlisted: Vec<&str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| !self.listed.contains(k))
+            .collect();
+        if !unlisted.is_empty() {
+            return format!("waiting for the first list of {}", unlisted.join(", "));
+        }
+        if self.listing.is_empty() {
+            return String::new();
+        }
+        let relisting: Vec<&str> = self.listing.keys().copied().collect();
+        format!(
+            "re-listing {} (the last complete picture is served)",
+            relisting.join(", ")
+        )
     }
 
     /// Merges the manifests under `roots` with the cluster: they are read
@@ -273,6 +306,7 @@ impl ApiSource {
                 }
                 // Only complete pictures: every kind listed, none re-listing.
                 let complete = self.listed.len() == KINDS.len() && self.listing.is_empty();
+                *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = self.describe_progress();
                 let snap = (changed && complete).then(|| self.builder.build());
                 (self, changed && snap.is_none(), snap)
             })

@@ -5,6 +5,7 @@ pub mod api;
 mod folder;
 mod follow;
 mod memory;
+pub mod status;
 mod store;
 
 pub use folder::{FolderSource, Reload, SourceError, load_paths};

@@ -6,7 +6,9 @@ use super::IngressInput;
 use super::annotations::{self, Annotations};
 use super::class::is_ours;
 use super::path::{prefix_key, spec_key};
-use super::table::{HostRoutes, IngressTable, PathKind, Route, RouteBackend, TlsEntry};
+use super::table::{
+    HostRoutes, IngressTable, PathKind, Route, RouteBackend, ServedIngress, TlsEntry,
+};
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
 use crate::snapshot::{NamespacedName, ServiceMap};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
@@ -21,6 +23,27 @@ struct Ours<'a> {
     id: Arc<str>,
     ann: Arc<Annotations>,
     created: Option<i64>,
+}
+
+fn served_ingress(ing: &Ingress) -> ServedIngress {
+    let status_addresses = ing
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect();
+    ServedIngress {
+        namespace: ing
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: ing.metadata.name.clone().unwrap_or_default(),
+        status_addresses,
+    }
 }
 
 /// Routes of one host while building: owned, so canaries can still attach.
@@ -207,8 +230,10 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
         (a.created.unwrap_or(i64::MAX), &a.key).cmp(&(b.created.unwrap_or(i64::MAX), &b.key))
     });
 
+    let mut served: Vec<ServedIngress> = ours.iter().map(|o| served_ingress(o.ing)).collect();
+    served.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut table = IngressTable {
-        ingresses: ours.len(),
+        served,
         ..Default::default()
     };
     let mut tls_hosts: HashSet<String> = HashSet::new();

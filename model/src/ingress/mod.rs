@@ -16,7 +16,9 @@ pub use annotations::{Annotations, BackendProtocol, Canary, CookieAffinity, Head
 pub use class::{CONTROLLER, is_ours};
 pub use compile::compile;
 pub use path::{PathError, normalize_host, normalize_path};
-pub use table::{HostRoutes, IngressTable, PathKind, Rewritten, Route, RouteBackend};
+pub use table::{
+    HostRoutes, IngressTable, PathKind, Rewritten, Route, RouteBackend, ServedIngress,
+};
 pub use validate::validate;
 
 use crate::error::{ConfigError, Warning};

@@ -184,7 +184,20 @@ pub struct IngressTable {
     pub(crate) certs: HashMap<Box<str>, TlsEntry>,
     /// `*.foo.com` TLS hosts, keyed by `foo.com`.
     pub(crate) wildcard_certs: HashMap<Box<str>, TlsEntry>,
-    pub(crate) ingresses: usize,
+    /// The Ingresses served, by namespace/name, with the addresses their
+    /// status shows (for `--publish-status`).
+    pub(crate) served: Vec<ServedIngress>,
+}
+
+/// An Ingress this table serves, and what its `status.loadBalancer`
+/// says now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedIngress {
+    pub namespace: String,
+    pub name: String,
+    /// `status.loadBalancer.ingress[].ip` (and `.hostname`) as the API has
+    /// them.
+    pub status_addresses: Vec<String>,
 }
 
 impl IngressTable {
@@ -235,7 +248,12 @@ impl IngressTable {
 
     /// Number of Ingresses served.
     pub fn ingress_count(&self) -> usize {
-        self.ingresses
+        self.served.len()
+    }
+
+    /// The Ingresses served, by namespace/name.
+    pub fn served(&self) -> &[ServedIngress] {
+        &self.served
     }
 
     /// Every route (for `check`), sorted by host then path; the

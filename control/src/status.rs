@@ -1,0 +1,184 @@
+//! `--publish-status`: puts this node's addresses into
+//! `status.loadBalancer.ingress` of every Ingress nodeway serves, as
+//! ingress controllers do, so `kubectl get ingress` shows where it is
+//! served and tools waiting for an address (cert-manager's HTTP-01
+//! checks, external-dns) find one.
+//!
+//! nodeway runs on every node, so each instance adds its own addresses and
+//! leaves the others' alone: a read-modify-write of the status subresource
+//! (`get` and `update` on `ingresses/status`, nothing more), retried on a
+//! conflict. The Snapshot carries each served Ingress's status as the
+//! watch last saw it, so an Ingress that already shows our addresses
+//! costs nothing. An Ingress that stops being served, and every one at
+//! shutdown, loses our addresses again.
+
+use crate::follow::Snapshots;
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
+};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use model::Snapshot;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A failed write is tried again after this (or at the next Snapshot).
+const RETRY: Duration = Duration::from_secs(5);
+/// Conflicts in a row before a write is left for the next round.
+const CONFLICT_TRIES: usize = 5;
+
+/// Keeps the status of the Ingresses served in line with the Snapshots.
+pub struct StatusWriter {
+    client: Client,
+    /// This node's addresses, as the status shows them.
+    addresses: Vec<String>,
+    /// Ingresses (namespace, name) whose status shows our addresses
+    /// because of us, to take them back from.
+    written: BTreeSet<(String, String)>,
+}
+
+/// What to do with our addresses in one Ingress's status.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    Add,
+    Remove,
+}
+
+impl StatusWriter {
+    pub fn new(client: Client, addresses: &[IpAddr]) -> StatusWriter {
+        StatusWriter {
+            client,
+            addresses: addresses.iter().map(IpAddr::to_string).collect(),
+            written: BTreeSet::new(),
+        }
+    }
+
+    /// Follows the Snapshots until the store closes or `stop` resolves;
+    /// then takes our addresses back from every Ingress.
+    pub async fn run(mut self, mut snapshots: Snapshots, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        if snapshots.wait_ready().await.is_err() {
+            return;
+        }
+        loop {
+            let complete = self.sync(&snapshots.load()).await;
+            let retry = async {
+                if complete {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(RETRY).await;
+            };
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { break },
+                () = retry => {}
+                () = &mut stop => break,
+            }
+        }
+        self.withdraw_all().await;
+    }
+
+    /// Adds our addresses to every served Ingress that lacks them and takes
+    /// them back from those no longer served; whether every write worked.
+    pub async fn sync(&mut self, snap: &Snapshot) -> bool {
+        let mut complete = true;
+        let mut served = BTreeSet::new();
+        for ing in snap.ingress.served() {
+            let key = (ing.namespace.clone(), ing.name.clone());
+            let shown = self
+                .addresses
+                .iter()
+                .all(|a| ing.status_addresses.contains(a));
+            if shown || self.edit(&key, Edit::Add).await {
+                self.written.insert(key.clone());
+            } else {
+                complete = false;
+            }
+            served.insert(key);
+        }
+        let stale: Vec<_> = self.written.difference(&served).cloned().collect();
+        for key in stale {
+            if self.edit(&key, Edit::Remove).await {
+                self.written.remove(&key);
+            } else {
+                complete = false;
+            }
+        }
+        complete
+    }
+
+    /// Takes our addresses back from every Ingress we wrote them to.
+    pub async fn withdraw_all(&mut self) {
+        for key in std::mem::take(&mut self.written) {
+            self.edit(&key, Edit::Remove).await;
+        }
+    }
+
+    /// One read-modify-write of an Ingress's status; whether it is done
+    /// (a deleted Ingress is done).
+    async fn edit(&self, (namespace, name): &(String, String), edit: Edit) -> bool {
+        let api: Api<Ingress> = Api::namespaced(self.client.clone(), namespace);
+        for _ in 0..CONFLICT_TRIES {
+            let mut ing = match api.get_status(name).await {
+                Ok(ing) => ing,
+                Err(kube::Error::Api(s)) if s.is_not_found() => return true,
+                Err(e) => {
+                    tracing::warn!(ingress = %format!("{namespace}/{name}"), error = %e, "cannot read the Ingress status");
+                    return false;
+                }
+            };
+            if !self.apply(&mut ing, edit) {
+                return true;
+            }
+            match api.replace_status(name, &PostParams::default(), &ing).await {
+                Ok(_) => {
+                    tracing::info!(ingress = %format!("{namespace}/{name}"), addresses = ?self.addresses, added = edit == Edit::Add, "Ingress status updated");
+                    return true;
+                }
+                // Someone else wrote it since we read it: read it again.
+                Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+                Err(kube::Error::Api(s)) if s.is_not_found() => return true,
+                Err(e) => {
+                    tracing::warn!(ingress = %format!("{namespace}/{name}"), error = %e, "cannot update the Ingress status");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Adds or removes our addresses in `ing`'s status; whether it changed.
+    fn apply(&self, ing: &mut Ingress, edit: Edit) -> bool {
+        let list = ing
+            .status
+            .get_or_insert_with(IngressStatus::default)
+            .load_balancer
+            .get_or_insert_with(IngressLoadBalancerStatus::default)
+            .ingress
+            .get_or_insert_with(Vec::new);
+        match edit {
+            Edit::Add => {
+                let missing: Vec<&String> = self
+                    .addresses
+                    .iter()
+                    .filter(|a| !list.iter().any(|i| i.ip.as_ref() == Some(*a)))
+                    .collect();
+                if missing.is_empty() {
+                    return false;
+                }
+                list.extend(missing.into_iter().map(|a| IngressLoadBalancerIngress {
+                    ip: Some(a.clone()),
+                    ..Default::default()
+                }));
+                // One order on every node, so the lists they write agree.
+                list.sort_by(|a, b| (&a.ip, &a.hostname).cmp(&(&b.ip, &b.hostname)));
+                true
+            }
+            Edit::Remove => {
+                let before = list.len();
+                list.retain(|i| !i.ip.as_ref().is_some_and(|ip| self.addresses.contains(ip)));
+                list.len() != before
+            }
+        }
+    }
+}
