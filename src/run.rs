@@ -55,9 +55,14 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
     // Follow the source; the first Snapshot is published before we go on.
     let mut updates = store.snapshots();
     let (m, r) = (config_metrics.clone(), ready.clone());
-    let on_reload = move |snap: &model::Snapshot, _: &control::Reload| {
+    let on_reload = move |snap: &model::Snapshot, reload: &control::Reload| {
         m.observe(snap.generation, snap.errors.len());
         r.loaded.store(true, Ordering::Release);
+        if reload.relisted {
+            // A re-list parsed a whole kind on the blocking pool's threads;
+            // glibc would keep what it freed in their arenas.
+            tokio::task::spawn_blocking(limits::release_free_memory);
+        }
     };
     let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut status_task = None;

@@ -56,6 +56,9 @@ pub enum ApiError {
 }
 
 /// The kinds read from the API, in the order they are listed.
+/// Most events applied in one go: about two of the watcher's list pages.
+const MAX_BATCH: usize = 1000;
+
 const KINDS: [&str; 6] = [
     "Namespace",
     "Service",
@@ -210,6 +213,8 @@ pub struct ApiSource {
     listing: BTreeMap<&'static str, BTreeSet<PathBuf>>,
     /// Kinds whose first list is complete.
     listed: BTreeSet<&'static str>,
+    /// A kind was listed again since the last publish.
+    relisted: bool,
     metrics: ApiMetrics,
     /// What the source waits for, in words ("" when the picture is
     /// complete), for `/readyz`.
@@ -225,6 +230,7 @@ impl ApiSource {
             known: BTreeMap::new(),
             listing: BTreeMap::new(),
             listed: BTreeSet::new(),
+            relisted: false,
             metrics,
             progress: Arc::new(Mutex::new(format!(
                 "waiting for the first list of {}",
@@ -290,8 +296,12 @@ impl ApiSource {
                 }
             }
             let started = Instant::now();
-            // Whatever else is already there: one Snapshot per burst.
-            while let Some(Some(more)) = stream.next().now_or_never() {
+            // Whatever else is already there: one Snapshot per burst (of
+            // at most a list page or two, so a re-list never holds a whole
+            // kind's JSON at once).
+            while batch.len() < MAX_BATCH
+                && let Some(Some(more)) = stream.next().now_or_never()
+            {
                 batch.push(more);
             }
             // Parse, validate and compile off the async workers (an initial
@@ -308,15 +318,16 @@ impl ApiSource {
                 let complete = self.listed.len() == KINDS.len() && self.listing.is_empty();
                 *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = self.describe_progress();
                 let snap = (changed && complete).then(|| self.builder.build());
-                (self, changed && snap.is_none(), snap)
+                let relisted = snap.is_some() && std::mem::take(&mut self.relisted);
+                (self, changed && snap.is_none(), snap.map(|s| (s, relisted)))
             })
             .await
             .expect("API event handling panicked");
             self = source;
             dirty = changed;
             rescan = false;
-            if let Some(snap) = snap {
-                publish(&store, snap, started, &mut on_reload);
+            if let Some((snap, relisted)) = snap {
+                publish(&store, snap, started, relisted, &mut on_reload);
             }
         }
     }
@@ -369,7 +380,7 @@ impl ApiSource {
                 for gone in before.difference(&now) {
                     self.builder.update(gone, Origin::Api, None);
                 }
-                self.listed.insert(kind);
+                self.relisted |= !self.listed.insert(kind);
                 tracing::info!(kind, objects = now.len(), "listed");
                 true
             }

@@ -41,6 +41,9 @@ pub struct Reload {
     pub generation: u64,
     pub errors: usize,
     pub took: Duration,
+    /// A whole kind was listed again (an API re-list): a large transient
+    /// just ended, and its freed memory is worth handing back.
+    pub relisted: bool,
 }
 
 pub struct FolderSource {
@@ -304,7 +307,7 @@ impl FolderSource {
         .await
         .expect("manifest rescan panicked");
         if let Some(snap) = snap {
-            publish(store, snap, started, on_reload);
+            publish(store, snap, started, false, on_reload);
         }
         src
     }
@@ -316,12 +319,14 @@ pub(crate) fn publish(
     store: &Store,
     snap: Arc<Snapshot>,
     started: Instant,
+    relisted: bool,
     on_reload: &mut impl FnMut(&Snapshot, &Reload),
 ) {
     let r = Reload {
         generation: snap.generation,
         errors: snap.errors.len(),
         took: started.elapsed(),
+        relisted,
     };
     for e in snap.errors.iter() {
         tracing::warn!(generation = r.generation, error = %e, "config error");
