@@ -92,9 +92,13 @@ pub fn render(snap: &Snapshot, errors: &[ConfigError], domain: &str) -> String {
             }
         })
         .chain(snap.health_checks.iter().map(|h| {
+            let port = allocated(
+                h.port.to_string(),
+                h.service.allocated.health_check_node_port,
+            );
             format!(
-                "<node-ip>:{}/TCP -> {} (load-balancer health check)",
-                h.port, h.service.id
+                "<node-ip>:{port}/TCP -> {} (load-balancer health check)",
+                h.service.id
             )
         }))
         .collect();
@@ -163,12 +167,20 @@ fn cluster_ip(s: &Service) -> String {
     match (&s.external_name, s.headless) {
         (Some(n), _) => format!("-> {n}"),
         (None, true) => "None".into(),
-        _ => s
-            .cluster_ips
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        _ if s.cluster_ips.is_empty() => "-".into(),
+        _ => {
+            let ips: Vec<String> = s.cluster_ips.iter().map(ToString::to_string).collect();
+            allocated(ips.join(","), s.allocated.cluster_ips)
+        }
+    }
+}
+
+/// Marks a value nodeway filled in as the API server would have.
+fn allocated(value: String, was: bool) -> String {
+    if was {
+        format!("{value} (allocated)")
+    } else {
+        value
     }
 }
 
@@ -189,7 +201,13 @@ fn node_ports(s: &Service) -> String {
     let v: Vec<String> = s
         .ports
         .iter()
-        .filter_map(|p| p.node_port.map(|n| n.to_string()))
+        .filter_map(|p| {
+            let n = p.node_port?;
+            Some(allocated(
+                n.to_string(),
+                s.allocated.node_ports.contains(&p.port),
+            ))
+        })
         .collect();
     if v.is_empty() {
         "-".into()
@@ -220,10 +238,12 @@ fn dns_names(snap: &Snapshot, domain: &str) -> Vec<(String, String)> {
         } else {
             s.cluster_ips.iter().map(ToString::to_string).collect()
         };
-        let answer = if ips.is_empty() {
-            "NXDOMAIN (no ready endpoints)".into()
-        } else {
-            ips.join(",")
+        // As the DNS plane answers: a headless name without ready
+        // endpoints does not exist; a Service without an address does.
+        let answer = match (ips.is_empty(), s.headless) {
+            (true, true) => "NXDOMAIN (no ready endpoints)".into(),
+            (true, false) => "NODATA (no clusterIP)".into(),
+            (false, _) => ips.join(","),
         };
         out.push((base.clone(), answer));
         if s.headless {

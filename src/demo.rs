@@ -29,7 +29,7 @@ pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
     }
     let snap = control::load_paths(
         std::slice::from_ref(&dir),
-        args.model.compile_options(&args.ingress),
+        args.model.compile_options(&args.ingress)?,
     )?;
     anyhow::ensure!(
         snap.errors.is_empty(),

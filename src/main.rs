@@ -101,6 +101,17 @@ pub struct ModelArgs {
     /// The NodePort range, as the API server's --service-node-port-range.
     #[arg(long, value_name = "FROM-TO", default_value = "30000-32767", value_parser = parse_port_range)]
     pub node_port_range: (u16, u16),
+    /// Where Services without a clusterIP get one, as the API server's
+    /// flag: one range per IP family (repeat it, or separate with a comma),
+    /// the primary family first.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        default_value = model::alloc::DEFAULT_SERVICE_CIDR,
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(model::alloc::ServiceCidr)
+    )]
+    pub service_cluster_ip_range: Vec<model::alloc::ServiceCidr>,
 }
 
 #[derive(Args)]
@@ -207,13 +218,32 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 }
 
 impl ModelArgs {
-    pub fn compile_options(&self, ingress: &wire_ingress::IngressArgs) -> model::CompileOptions {
-        model::CompileOptions {
+    pub fn compile_options(
+        &self,
+        ingress: &wire_ingress::IngressArgs,
+    ) -> anyhow::Result<model::CompileOptions> {
+        self.check()?;
+        Ok(model::CompileOptions {
             validate: model::validate::ValidateOptions {
                 node_port_range: self.node_port_range.0..=self.node_port_range.1,
             },
             ingress: wire_ingress::ingress_options(ingress),
+            service_cidrs: self.service_cluster_ip_range.clone(),
+        })
+    }
+
+    /// At most one service range per family, as the API server allows.
+    fn check(&self) -> anyhow::Result<()> {
+        let ranges = &self.service_cluster_ip_range;
+        for (i, a) in ranges.iter().enumerate() {
+            if let Some(b) = ranges[..i].iter().find(|b| b.family() == a.family()) {
+                anyhow::bail!(
+                    "--service-cluster-ip-range: {b} and {a} are both {}; give one range per family",
+                    a.family()
+                );
+            }
         }
+        Ok(())
     }
 }
 
@@ -247,8 +277,13 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Check(a) => {
-            let opts = a.model.compile_options(&a.ingress);
-            return check::check(&a.config, opts, &a.cluster_domain);
+            return match a.model.compile_options(&a.ingress) {
+                Ok(opts) => check::check(&a.config, opts, &a.cluster_domain),
+                Err(e) => {
+                    eprintln!("nodeway: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Run(a) => runtime(a.serve.threads)
             .map_err(anyhow::Error::from)

@@ -33,7 +33,7 @@ pub enum Source {
 pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     let store = Store::new();
-    let opts = args.model.compile_options(&args.ingress);
+    let opts = args.model.compile_options(&args.ingress)?;
     let nofile = limits::raise_nofile().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read or raise the open-file limit");
         1024
@@ -64,8 +64,7 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
             tokio::task::spawn_blocking(limits::release_free_memory);
         }
     };
-    let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut status_task = None;
+    let mut status_writer = None;
     let source_task: tokio::task::JoinHandle<anyhow::Result<()>> = match source {
         Source::Folders(paths) => {
             let folder = FolderSource::new(paths, opts)?;
@@ -82,11 +81,10 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
                 if args.node_ips.iter().all(IpAddr::is_loopback) {
                     tracing::warn!(addresses = ?args.node_ips, "--publish-status with loopback --node-ip addresses only: clients elsewhere cannot use them");
                 }
-                let writer = control::status::StatusWriter::new(client.clone(), &args.node_ips);
-                let stop = async {
-                    let _ = status_stopped.await;
-                };
-                status_task = Some(tokio::spawn(writer.run(store.snapshots(), stop)));
+                status_writer = Some(control::status::StatusWriter::new(
+                    client.clone(),
+                    &args.node_ips,
+                ));
             }
             let metrics = control::api::ApiMetrics::new(&mut registry);
             let mut api = control::api::ApiSource::new(client, opts, metrics);
@@ -170,6 +168,14 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
     tracing::info!(planes = ?names, admin = %args.admin_listen, "nodeway ready");
     *ready.planes.lock().expect("never poisoned") = planes;
     ready.started.store(true, Ordering::Release);
+    // Only a node that serves is published in the Ingresses' status.
+    let (stop_status, status_stopped) = tokio::sync::oneshot::channel::<()>();
+    let status_task = status_writer.map(|w| {
+        let stop = async {
+            let _ = status_stopped.await;
+        };
+        tokio::spawn(w.run(store.snapshots(), stop))
+    });
     let _ = metrics_registry.set(ctx.registry);
     if let Some(f) = on_ready {
         f(&store.load());

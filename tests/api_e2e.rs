@@ -7,14 +7,13 @@
 mod support;
 
 use bytes::Bytes;
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
@@ -351,29 +350,6 @@ fn service(name: &str, ip: &str) -> Value {
            "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}})
 }
 
-fn a_record(dns: SocketAddr, name: &str) -> (ResponseCode, Vec<String>) {
-    let mut m = Message::new(9, MessageType::Query, OpCode::Query);
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.send_to(&m.to_vec().unwrap(), dns).unwrap();
-    let mut buf = [0u8; 4096];
-    let Ok((n, _)) = s.recv_from(&mut buf) else {
-        // No answer at all: not a code any server sends.
-        return (ResponseCode::Unknown(4095), Vec::new());
-    };
-    let r = Message::from_vec(&buf[..n]).unwrap();
-    let ips = r
-        .answers
-        .iter()
-        .filter_map(|rr| match &rr.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    (r.metadata.response_code, ips)
-}
-
 #[test]
 fn the_api_source_lists_watches_and_relists() {
     let api = FakeApi::start();
@@ -559,8 +535,14 @@ fn publish_status_adds_and_takes_back_this_nodes_address() {
         json!({"metadata": {"name": "default"}}),
     );
     api.put_silently("/api/v1/services", service("web", "127.0.34.30"));
-    // Another node already published its address.
-    api.put_silently(INGRESSES, ingress("web", "nginx", &["127.0.0.99"]));
+    // Another node already published its address, and a load balancer its
+    // hostname.
+    let mut web = ingress("web", "nginx", &["127.0.0.99"]);
+    web["status"]["loadBalancer"]["ingress"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"hostname": "lb.example"}));
+    api.put_silently(INGRESSES, web);
     api.put_silently(INGRESSES, ingress("theirs", "traefik", &[]));
     api.state.lock().unwrap().conflicts = 1;
     let dir = tempfile::tempdir().unwrap();
@@ -604,7 +586,17 @@ fn publish_status_adds_and_takes_back_this_nodes_address() {
         api.status_ips("web") == ["127.0.0.99"]
     });
 
-    // Shutdown takes it back from the rest.
+    // Shutdown takes it back from the rest, and leaves the others' alone.
     assert!(n.terminate().success());
     assert!(api.status_ips("late").is_empty());
+    assert_eq!(api.status_ips("web"), ["127.0.0.99"]);
+    let st = api.state.lock().unwrap();
+    let lb = &st.items[INGRESSES]["default/web"]["status"]["loadBalancer"]["ingress"];
+    assert!(
+        lb.as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["hostname"] == "lb.example"),
+        "{lb}"
+    );
 }

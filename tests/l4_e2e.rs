@@ -156,3 +156,45 @@ spec:
     assert!(failures.is_some_and(|f| f >= 1.0), "{failures:?}");
     drop(squatter);
 }
+
+/// A Service written without a clusterIP, as real manifests are: it gets
+/// one from `--service-cluster-ip-range` (as the API server would have
+/// given it), DNS answers it and L4 serves it; `check` marks it allocated.
+#[test]
+fn a_service_without_cluster_ip_gets_one_that_dns_and_l4_serve() {
+    let port = free_port(ip("127.0.62.1"));
+    let _a = Echo::start(SocketAddr::new(ip("127.0.62.1"), port), "web-a");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = web(port, &["127.0.62.1"])
+        .replace("  clusterIP: 127.0.61.100\n", "")
+        .replace(", nodePort: 30061", "");
+    write_manifests(dir.path(), "web.yaml", &manifest);
+    let range = ["--service-cluster-ip-range", "127.0.62.0/24"];
+    let n = Nodeway::start(dir.path(), &range);
+    let (_, ips) = support::a_record(n.dns, "web.default.svc.cluster.local.");
+    assert_eq!(ips.len(), 1, "{ips:?}");
+    let svc = SocketAddr::new(ip(&ips[0]), 8080);
+    assert!(
+        svc.ip() != ip("127.0.62.0") && svc.ip() != ip("127.0.62.1"),
+        "{svc}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "L4 serving the allocated address",
+        || http_get(svc, "web", "/hostname").is_ok_and(|(s, b)| s == 200 && b == "web-a"),
+    );
+
+    let out = std::process::Command::new(support::bin())
+        .args(["check", "--config"])
+        .arg(dir.path())
+        .args(range)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Another process, the same address: allocation is deterministic.
+    let row = text.lines().find(|l| l.contains("default/web")).unwrap();
+    assert!(row.contains(&format!("{} (allocated)", svc.ip())), "{text}");
+    // And a nodePort for each of the two port numbers.
+    assert_eq!(row.matches(" (allocated)").count(), 3, "{row}");
+}

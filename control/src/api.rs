@@ -55,10 +55,10 @@ pub enum ApiError {
     Client(#[from] kube::Error),
 }
 
-/// The kinds read from the API, in the order they are listed.
 /// Most events applied in one go: about two of the watcher's list pages.
 const MAX_BATCH: usize = 1000;
 
+/// The kinds read from the API, in the order they are listed.
 const KINDS: [&str; 6] = [
     "Namespace",
     "Service",

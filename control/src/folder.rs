@@ -221,6 +221,7 @@ impl Files {
         Ok(Watch {
             _watcher: watcher,
             events: rx,
+            pending: false,
         })
     }
 }
@@ -229,20 +230,30 @@ impl Files {
 pub(crate) struct Watch {
     _watcher: notify::RecommendedWatcher,
     events: tokio::sync::mpsc::UnboundedReceiver<()>,
+    /// A burst has begun and is not reported yet: kept here, not in the
+    /// future, so a caller that drops [`Watch::changed`] (a `select!` that
+    /// took another branch) loses nothing.
+    pending: bool,
 }
 
 impl Watch {
     /// Resolves once a burst of changes is over (no event for
-    /// [`DEBOUNCE`]); `false` when the watcher stopped.
+    /// [`DEBOUNCE`]); `false` when the watcher stopped. Cancel-safe.
     pub(crate) async fn changed(&mut self) -> bool {
-        if self.events.recv().await.is_none() {
-            return false;
+        if !self.pending {
+            if self.events.recv().await.is_none() {
+                return false;
+            }
+            self.pending = true;
         }
         loop {
             match tokio::time::timeout(DEBOUNCE, self.events.recv()).await {
                 Ok(Some(())) => continue,
                 Ok(None) => return false,
-                Err(_) => return true,
+                Err(_) => {
+                    self.pending = false;
+                    return true;
+                }
             }
         }
     }

@@ -9,10 +9,13 @@
 //! (`get` and `update` on `ingresses/status`, nothing more), retried on a
 //! conflict. The Snapshot carries each served Ingress's status as the
 //! watch last saw it, so an Ingress that already shows our addresses
-//! costs nothing. An Ingress that stops being served, and every one at
-//! shutdown, loses our addresses again.
+//! costs nothing. An Ingress that stops being served while we run, and
+//! every one at shutdown, loses our addresses again. (One that stopped
+//! being served while we were down keeps them: like ingress-nginx, we
+//! only know the Ingresses we serve.)
 
 use crate::follow::Snapshots;
+use futures_util::StreamExt;
 use k8s_openapi::api::networking::v1::{
     Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
@@ -23,18 +26,23 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// A failed write is tried again after this (or at the next Snapshot).
+/// A failed write is tried again after this (or at the next Snapshot),
+/// doubling up to [`RETRY_MAX`] while writes keep failing.
 const RETRY: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 /// Conflicts in a row before a write is left for the next round.
 const CONFLICT_TRIES: usize = 5;
+/// Status writes in flight at once when taking our addresses back.
+const PARALLEL: usize = 16;
 
 /// Keeps the status of the Ingresses served in line with the Snapshots.
 pub struct StatusWriter {
     client: Client,
     /// This node's addresses, as the status shows them.
     addresses: Vec<String>,
-    /// Ingresses (namespace, name) whose status shows our addresses
-    /// because of us, to take them back from.
+    /// Ingresses (namespace, name) whose status we may have added our
+    /// addresses to (noted before the write, so a cut-short round still
+    /// takes them back).
     written: BTreeSet<(String, String)>,
 }
 
@@ -54,25 +62,35 @@ impl StatusWriter {
         }
     }
 
-    /// Follows the Snapshots until the store closes or `stop` resolves;
-    /// then takes our addresses back from every Ingress.
+    /// Follows the Snapshots until the store closes or `stop` resolves
+    /// (which cuts a round short); then takes our addresses back from every
+    /// Ingress, `PARALLEL` at a time.
     pub async fn run(mut self, mut snapshots: Snapshots, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        if snapshots.wait_ready().await.is_err() {
-            return;
-        }
+        let mut retry = RETRY;
         loop {
-            let complete = self.sync(&snapshots.load()).await;
-            let retry = async {
+            let snap = snapshots.load();
+            let complete = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                complete = self.sync(&snap) => complete,
+            };
+            retry = if complete {
+                RETRY
+            } else {
+                (retry * 2).min(RETRY_MAX)
+            };
+            let again = async {
                 if complete {
                     std::future::pending::<()>().await;
                 }
-                tokio::time::sleep(RETRY).await;
+                tokio::time::sleep(retry).await;
             };
             tokio::select! {
-                changed = snapshots.changed() => if changed.is_err() { break },
-                () = retry => {}
+                biased;
                 () = &mut stop => break,
+                changed = snapshots.changed() => if changed.is_err() { break },
+                () = again => {}
             }
         }
         self.withdraw_all().await;
@@ -89,10 +107,9 @@ impl StatusWriter {
                 .addresses
                 .iter()
                 .all(|a| ing.status_addresses.contains(a));
-            if shown || self.edit(&key, Edit::Add).await {
+            if !shown {
                 self.written.insert(key.clone());
-            } else {
-                complete = false;
+                complete &= self.edit(&key, Edit::Add).await;
             }
             served.insert(key);
         }
@@ -107,11 +124,16 @@ impl StatusWriter {
         complete
     }
 
-    /// Takes our addresses back from every Ingress we wrote them to.
+    /// Takes our addresses back from every Ingress we may have written
+    /// them to.
     pub async fn withdraw_all(&mut self) {
-        for key in std::mem::take(&mut self.written) {
-            self.edit(&key, Edit::Remove).await;
-        }
+        let written = std::mem::take(&mut self.written);
+        let this = &*self;
+        futures_util::stream::iter(written)
+            .map(|key| async move { this.edit(&key, Edit::Remove).await })
+            .buffer_unordered(PARALLEL)
+            .for_each(|_| std::future::ready(()))
+            .await;
     }
 
     /// One read-modify-write of an Ingress's status; whether it is done

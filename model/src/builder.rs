@@ -120,33 +120,41 @@ impl Builder {
         state.warnings.extend(sorted.warnings);
     }
 
-    /// Splits a file's objects into the good copy of each key (the last
-    /// one in the file) and the keys whose last good version from this
-    /// file stays because the new one is bad.
+    /// Splits a file's objects into the good copy of each key and the keys
+    /// whose last good version from this file stays because the new one is
+    /// bad. The last copy of a key in the file decides, as if applied in
+    /// order: an earlier copy only earns a warning.
     fn sort_out(
         &self,
         path: &Path,
-        objects: Vec<Result<Object, (ObjectKey, FieldError)>>,
+        objects: Vec<Result<Object, (ObjectKey, Vec<FieldError>)>>,
         old_keys: &BTreeSet<ObjectKey>,
     ) -> Sorted {
         let mut out = Sorted::default();
+        let mut last: BTreeMap<ObjectKey, Result<Object, Vec<FieldError>>> = BTreeMap::new();
         for item in objects {
-            let (key, problems) = match item {
-                Err((key, fe)) => (key, vec![fe]),
+            let (key, copy) = match item {
+                Ok(obj) => (obj.key(), Ok(obj)),
+                Err((key, fe)) => (key, Err(fe)),
+            };
+            if last.insert(key.clone(), copy).is_some() {
+                out.warnings.push(Warning {
+                    file: path.into(),
+                    object: Some(key),
+                    message: "defined twice in this file; the last copy is used".into(),
+                });
+            }
+        }
+        for (key, copy) in last {
+            let problems = match copy {
+                Err(problems) => problems,
                 Ok(obj) => {
-                    let key = obj.key();
                     let problems = validate(&obj, &self.opts.validate);
                     if problems.is_empty() {
-                        if out.good.insert(key.clone(), obj).is_some() {
-                            out.warnings.push(Warning {
-                                file: path.into(),
-                                object: Some(key),
-                                message: "defined twice in this file; the last copy is used".into(),
-                            });
-                        }
+                        out.good.insert(key, obj);
                         continue;
                     }
-                    (key, problems)
+                    problems
                 }
             };
             for fe in problems {
@@ -156,7 +164,6 @@ impl Builder {
                 out.kept.insert(key);
             }
         }
-        out.kept.retain(|k| !out.good.contains_key(k));
         out
     }
 

@@ -14,6 +14,7 @@
 //! incremental and from-scratch results agree by construction (and a
 //! property test checks it).
 
+use crate::alloc::{Allocator, Ranges, Unfilled};
 use crate::claims::{ClaimKey, Claims};
 use crate::endpoints::{self, Sources};
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
@@ -35,6 +36,9 @@ pub struct Compiler {
     services: ServiceMap,
     frontends: FrontendMap,
     claims: Claims,
+    /// ClusterIPs and node ports handed out, and to whom.
+    alloc: Allocator,
+    alloc_errors: BTreeMap<NamespacedName, Vec<ConfigError>>,
     /// Services that ask for a health-check port.
     health_askers: BTreeSet<NamespacedName>,
     health_checks: Arc<Vec<HealthCheck>>,
@@ -60,6 +64,10 @@ pub struct Compiler {
     /// The log handed to Snapshots (see [`Snapshot::trigger_times`]).
     triggers: Arc<Vec<TriggerTime>>,
 }
+
+/// A dirty Service compiled: its file, its compiled form, and what is left
+/// to allocate for it.
+type Dirty = (PathBuf, Service, Unfilled);
 
 /// Labels of EndpointSlices kube-proxy does not program, so does not time:
 /// a headless Service's, and another proxy's.
@@ -208,7 +216,7 @@ impl Compiler {
         if std::mem::take(&mut self.namespaces_dirty) {
             self.namespaces = Arc::new(self.namespace_refs.keys().cloned().collect());
         }
-        let (changed, reshaped) = self.compile_services(objects);
+        let (changed, reshaped) = self.compile_services(objects, opts);
         let touched = self.claim(&changed, held);
         self.health(&changed, &touched);
         // Routes name their Service and read its endpoints per request:
@@ -220,6 +228,7 @@ impl Compiler {
         if std::mem::take(&mut self.dirty_ingress) {
             self.compile_ingress(objects, opts);
         }
+        errors.extend(self.alloc_errors.values().flatten().cloned());
         errors.extend(self.claims.errors().cloned());
         errors.extend(self.health_errors.iter().cloned());
         errors.extend(self.ingress_errors.iter().cloned());
@@ -261,12 +270,43 @@ impl Compiler {
         self.triggers = Arc::new(log);
     }
 
-    /// Recompiles the dirty Services; returns those whose compiled form
-    /// changed (added, changed or removed), and among them those whose
-    /// route shape changed ([`route_shape`]).
+    /// Compiles every dirty Service (`None`: it is gone) and counts its
+    /// explicit addresses and ports, before anything is allocated for any
+    /// of them: an allocation never takes what one of them names.
+    fn compile_dirty(&mut self, objects: &Objects) -> Vec<(NamespacedName, Option<Dirty>)> {
+        let mut out = Vec::new();
+        for k in std::mem::take(&mut self.dirty_services) {
+            let okey = ObjectKey::new("Service", &k.0, &k.1);
+            let old = self.services.get(&k).cloned();
+            if let Some(o) = &old {
+                self.alloc.explicit(o, false);
+            }
+            let Some((file, Object::Service(svc))) = objects.get(&okey) else {
+                out.push((k, None));
+                continue;
+            };
+            let slices = self.slices.get(&k);
+            let src = sources(objects, &k, slices);
+            // The same file keeps its `Arc`, so an unchanged Service compares equal.
+            let source = match &old {
+                Some(o) if *o.source == **file => o.source.clone(),
+                _ => Arc::from(file.as_path()),
+            };
+            let (compiled, unfilled) = compile_service(&okey, svc, &src, source);
+            self.alloc.explicit(&compiled, true);
+            out.push((k, Some((file.clone(), compiled, unfilled))));
+        }
+        out
+    }
+
+    /// Recompiles the dirty Services, filling in what the API server would
+    /// have; returns those whose compiled form changed (added, changed or
+    /// removed), and among them those whose route shape changed
+    /// ([`route_shape`]).
     fn compile_services(
         &mut self,
         objects: &Objects,
+        opts: &CompileOptions,
     ) -> (Vec<NamespacedName>, Vec<NamespacedName>) {
         for ns in std::mem::take(&mut self.dirty_pod_namespaces) {
             // Pods feed only Services with a selector (and no slices or
@@ -282,33 +322,42 @@ impl Compiler {
                 }
             }
         }
+        let compiled = self.compile_dirty(objects);
+        let ranges = Ranges {
+            cidrs: &opts.service_cidrs,
+            node_ports: opts.validate.node_port_range.clone(),
+        };
         let mut changed = Vec::new();
         let mut reshaped = Vec::new();
-        for k in std::mem::take(&mut self.dirty_services) {
-            let okey = ObjectKey::new("Service", &k.0, &k.1);
-            let Some((file, Object::Service(svc))) = objects.get(&okey) else {
+        for (k, new) in compiled {
+            let Some((file, mut svc, unfilled)) = new else {
+                self.alloc.release(&k);
+                self.alloc_errors.remove(&k);
                 if self.services.remove(&k).is_some() {
                     reshaped.push(k.clone());
                     changed.push(k);
                 }
                 continue;
             };
-            let slices = self.slices.get(&k);
-            let src = sources(objects, &k, slices);
+            let errors = self.alloc.fill(&k, &mut svc, &unfilled, &ranges);
+            let okey = ObjectKey::new("Service", &k.0, &k.1);
+            let errors: Vec<ConfigError> = errors
+                .into_iter()
+                .map(|fe| ConfigError::field(file.as_path(), okey.clone(), fe))
+                .collect();
+            if errors.is_empty() {
+                self.alloc_errors.remove(&k);
+            } else {
+                self.alloc_errors.insert(k.clone(), errors);
+            }
             let old = self.services.get(&k);
-            // The same file keeps its `Arc`, so an unchanged Service compares equal.
-            let source = match old {
-                Some(o) if *o.source == **file => o.source.clone(),
-                _ => Arc::from(file.as_path()),
-            };
-            let compiled = compile_service(&okey, svc, &src, source);
-            if old.is_some_and(|old| **old == compiled) {
+            if old.is_some_and(|old| **old == svc) {
                 continue;
             }
-            if old.is_none_or(|old| route_shape(old) != route_shape(&compiled)) {
+            if old.is_none_or(|old| route_shape(old) != route_shape(&svc)) {
                 reshaped.push(k.clone());
             }
-            self.services.insert(k.clone(), Arc::new(compiled));
+            self.services.insert(k.clone(), Arc::new(svc));
             changed.push(k);
         }
         (changed, reshaped)

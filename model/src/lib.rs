@@ -2,6 +2,7 @@
 #![allow(clippy::result_large_err)]
 //! [`Snapshot`] out. Pure: no sockets, no runtime, no file watching.
 
+pub mod alloc;
 pub mod builder;
 mod claims;
 pub mod compiler;
@@ -22,8 +23,8 @@ pub use builder::{Builder, Origin};
 pub use error::{ConfigError, FieldError, ObjectKey, Warning};
 pub use object::Object;
 pub use service::{
-    Backend, Endpoint, Placement, Protocol, Service, ServicePort, ServiceType, TargetPort,
-    topology_backends, usable_backends,
+    Allocated, Backend, Endpoint, Placement, Protocol, Service, ServicePort, ServiceType,
+    TargetPort, topology_backends, usable_backends,
 };
 pub use shared_map::SharedMap;
 pub use snapshot::{

@@ -23,7 +23,8 @@ pub const MAX_NODES: usize = 5_000_000;
 /// and warnings for what was skipped.
 #[derive(Debug, Default)]
 pub struct ParsedFile {
-    pub objects: Vec<Result<Object, (ObjectKey, FieldError)>>,
+    /// In file order; a bad object with every problem found in it.
+    pub objects: Vec<Result<Object, (ObjectKey, Vec<FieldError>)>>,
     pub warnings: Vec<Warning>,
 }
 
@@ -126,18 +127,14 @@ fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
             // Validated now, in its API form: it is kept compact.
             match decode_as::<discovery::EndpointSlice>(doc) {
                 Ok((key, s)) => {
-                    let mut errs = crate::validate::slice(&s);
-                    match errs.pop() {
-                        None => Ok(Object::EndpointSlice(Box::new(Slice::from(s)))),
-                        Some(last) => {
-                            for e in errs {
-                                out.objects.push(Err((key.clone(), e)));
-                            }
-                            Err((key, last))
-                        }
+                    let errs = crate::validate::slice(&s);
+                    if errs.is_empty() {
+                        Ok(Object::EndpointSlice(Box::new(Slice::from(s))))
+                    } else {
+                        Err((key, errs))
                     }
                 }
-                Err(e) => Err(e),
+                Err((key, e)) => Err((key, vec![e])),
             }
         }
         ("networking.k8s.io/v1", "Ingress") => decode(doc, |o| Object::Ingress(Box::new(o))),
@@ -180,8 +177,10 @@ fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
 fn decode<T: DeserializeOwned>(
     doc: Value,
     wrap: impl FnOnce(T) -> Object,
-) -> Result<Object, (ObjectKey, FieldError)> {
-    decode_as(doc).map(|(_, v)| wrap(v))
+) -> Result<Object, (ObjectKey, Vec<FieldError>)> {
+    decode_as(doc)
+        .map(|(_, v)| wrap(v))
+        .map_err(|(key, e)| (key, vec![e]))
 }
 
 /// Decodes one document into its API type, with the key it names.

@@ -173,6 +173,18 @@ pub struct Service {
     pub created: Option<i64>,
     /// The file (or source) it came from: planes name it in their errors.
     pub source: Arc<std::path::Path>,
+    /// What nodeway filled in as the API server would have (`check` marks
+    /// it).
+    pub allocated: Allocated,
+}
+
+/// The values of a Service that were allocated, not written in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allocated {
+    pub cluster_ips: bool,
+    /// The port numbers (`spec.ports[].port`) whose nodePort was allocated.
+    pub node_ports: Vec<u16>,
+    pub health_check_node_port: bool,
 }
 
 impl Service {

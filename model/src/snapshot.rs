@@ -1,6 +1,7 @@
 //! The Snapshot: one immutable picture of the cluster, compiled from the
 //! current good objects, with one table per plane.
 
+use crate::alloc::{DEFAULT_SERVICE_CIDR, Family, FamilyPolicy, ServiceCidr, Unfilled};
 use crate::compiler::Compiler;
 use crate::endpoints::{self, PortSpec, ServiceRef, Sources};
 use crate::error::{ConfigError, ObjectKey, Warning};
@@ -59,10 +60,23 @@ pub struct HealthCheck {
 }
 
 /// Settings that shape compilation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CompileOptions {
     pub validate: crate::validate::ValidateOptions,
     pub ingress: IngressOptions,
+    /// Where Services without a clusterIP get one
+    /// (`--service-cluster-ip-range`, one per family, the primary first).
+    pub service_cidrs: Vec<ServiceCidr>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> CompileOptions {
+        CompileOptions {
+            validate: Default::default(),
+            ingress: Default::default(),
+            service_cidrs: vec![DEFAULT_SERVICE_CIDR.parse().expect("a valid CIDR")],
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -159,7 +173,7 @@ pub(crate) fn compile_service(
     svc: &core::Service,
     src: &Sources<'_>,
     source: Arc<std::path::Path>,
-) -> Service {
+) -> (Service, Unfilled) {
     let spec = svc.spec.clone().unwrap_or_default();
     let service_type = match spec.type_.as_deref() {
         Some("NodePort") => ServiceType::NodePort,
@@ -274,7 +288,7 @@ pub(crate) fn compile_service(
         .flatten()
         .filter_map(|i| i.ip.as_deref()?.parse().ok())
         .collect();
-    Service {
+    let compiled = Service {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         id: Arc::from(format!("{}/{}", key.namespace, key.name)),
@@ -318,6 +332,40 @@ pub(crate) fn compile_service(
             .as_ref()
             .map(|t| t.0.as_second()),
         source,
+        allocated: Default::default(),
+    };
+    let unfilled = unfilled(&spec, &compiled);
+    (compiled, unfilled)
+}
+
+/// What the API server would have filled in for `compiled`.
+fn unfilled(spec: &core::ServiceSpec, compiled: &Service) -> Unfilled {
+    let with_node_ports = matches!(
+        compiled.service_type,
+        ServiceType::NodePort | ServiceType::LoadBalancer
+    ) && !(compiled.service_type == ServiceType::LoadBalancer
+        && spec.allocate_load_balancer_node_ports == Some(false));
+    Unfilled {
+        cluster_ips: compiled.service_type != ServiceType::ExternalName
+            && !compiled.headless
+            && compiled.cluster_ips.is_empty(),
+        families: spec
+            .ip_families
+            .iter()
+            .flatten()
+            .filter_map(|f| Family::parse(f))
+            .collect(),
+        policy: FamilyPolicy::parse(spec.ip_family_policy.as_deref()),
+        node_ports: compiled
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| with_node_ports && p.node_port.is_none())
+            .map(|(i, _)| i)
+            .collect(),
+        health_check_node_port: compiled.service_type == ServiceType::LoadBalancer
+            && compiled.external_traffic_local
+            && compiled.health_check_node_port.is_none(),
     }
 }
 

@@ -296,3 +296,30 @@ impl Drop for Echo {
         let _ = self.child.wait();
     }
 }
+
+/// The response code and A addresses of one query to `dns` (an unknown
+/// code when no answer came).
+pub fn a_record(dns: SocketAddr, name: &str) -> (hickory_proto::op::ResponseCode, Vec<String>) {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&m.to_vec().unwrap(), dns).unwrap();
+    let mut buf = [0u8; 4096];
+    let Ok((n, _)) = s.recv_from(&mut buf) else {
+        // No answer at all: not a code any server sends.
+        return (ResponseCode::Unknown(4095), Vec::new());
+    };
+    let r = Message::from_vec(&buf[..n]).unwrap();
+    let ips = r
+        .answers
+        .iter()
+        .filter_map(|rr| match &rr.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    (r.metadata.response_code, ips)
+}

@@ -205,3 +205,19 @@ fn rescans_read_only_files_whose_size_mtime_or_inode_moved() {
     assert!(!src.scan());
     assert_eq!(reads.load(Ordering::Relaxed), 5);
 }
+
+/// `Watch::changed` is raced against the API stream in a `select!`: a
+/// call dropped in the middle of a burst's debounce must not lose the
+/// burst (the next call reports it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_watch_call_loses_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = Files::new(vec![dir.path().into()]).unwrap();
+    let mut watch = files.watch().unwrap();
+    fs::write(dir.path().join("a.yaml"), "a: 1\n").unwrap();
+    // Dropped after the first event arrived, before the burst is over.
+    let cut = tokio::time::timeout(DEBOUNCE / 3, watch.changed()).await;
+    assert!(cut.is_err(), "still debouncing");
+    let reported = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await;
+    assert_eq!(reported.ok(), Some(true), "the burst is still reported");
+}

@@ -131,6 +131,46 @@ fn same_object_twice_in_one_file_the_last_copy_wins() {
     );
 }
 
+/// The last copy decides even when it is bad: the earlier good copy is
+/// not served in its place (the last good version is).
+#[test]
+fn a_bad_last_copy_keeps_the_last_good_version_not_the_earlier_copy() {
+    let mut b = b();
+    up(&mut b, "a.yaml", &svc_c("127.0.0.30"));
+    up(
+        &mut b,
+        "a.yaml",
+        &format!("{}---\n{}", svc_c("127.0.0.31"), svc_c("not-an-ip")),
+    );
+    let s = b.build();
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.30");
+    assert_eq!(s.errors.len(), 1);
+    // A bad copy followed by a good one: the good one, and no error.
+    up(
+        &mut b,
+        "a.yaml",
+        &format!("{}---\n{}", svc_c("not-an-ip"), svc_c("127.0.0.32")),
+    );
+    let s = b.build();
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.32");
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+}
+
+/// A copy kept aside that turns bad keeps its last good version aside,
+/// and takes over with it.
+#[test]
+fn a_copy_aside_that_turns_bad_keeps_its_last_good_version() {
+    let mut b = b();
+    up(&mut b, "a.yaml", &svc_c("127.0.0.30"));
+    up(&mut b, "b.yaml", &svc_c("127.0.0.31"));
+    up(&mut b, "a.yaml", &svc_c("not-an-ip"));
+    assert_eq!(cluster_ip(&b.build(), "c"), "127.0.0.31");
+    b.update_file(Path::new("b.yaml"), None);
+    let s = b.build();
+    assert_eq!(cluster_ip(&s, "c"), "127.0.0.30");
+    assert_eq!(s.errors.len(), 1, "a.yaml's bad copy is still reported");
+}
+
 /// The API server's copy beats a file's, whatever the names; the file's
 /// comes back when the API deletes the object.
 #[test]

@@ -33,7 +33,7 @@ fn served_ingress(ing: &Ingress) -> ServedIngress {
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .filter_map(|i| i.ip.clone())
         .collect();
     ServedIngress {
         namespace: ing

@@ -195,8 +195,7 @@ pub struct IngressTable {
 pub struct ServedIngress {
     pub namespace: String,
     pub name: String,
-    /// `status.loadBalancer.ingress[].ip` (and `.hostname`) as the API has
-    /// them.
+    /// `status.loadBalancer.ingress[].ip` as the API has them.
     pub status_addresses: Vec<String>,
 }
 

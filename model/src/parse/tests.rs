@@ -93,7 +93,7 @@ fn undecodable_object_names_its_field() {
     );
     let (key, fe) = p.objects[0].as_ref().unwrap_err();
     assert_eq!(key.to_string(), "Service x/a");
-    assert_eq!(fe.field, "spec.ports[0].port");
+    assert_eq!(fe[0].field, "spec.ports[0].port");
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn non_string_name_still_names_the_object() {
     );
     let (key, fe) = p.objects[0].as_ref().unwrap_err();
     assert_eq!(key.to_string(), "Service default/false");
-    assert_eq!(fe.field, "metadata.name");
+    assert_eq!(fe[0].field, "metadata.name");
 }
 
 #[test]
