@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub fn check(paths: &[PathBuf], opts: CompileOptions, domain: &str) -> ExitCode {
+/// Exits 1 on errors (and, `strict`, on warnings), else 0.
+pub fn check(paths: &[PathBuf], opts: CompileOptions, domain: &str, strict: bool) -> ExitCode {
     let snap = match control::load_paths(paths, opts) {
         Ok(s) => s,
         Err(e) => {
@@ -23,7 +24,8 @@ pub fn check(paths: &[PathBuf], opts: CompileOptions, domain: &str) -> ExitCode 
         }
     };
     print!("{}", render(&snap, &errors, domain));
-    if errors.is_empty() {
+    let failed_on_warnings = strict && !snap.warnings.is_empty();
+    if errors.is_empty() && !failed_on_warnings {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -92,14 +94,12 @@ pub fn render(snap: &Snapshot, errors: &[ConfigError], domain: &str) -> String {
             }
         })
         .chain(snap.health_checks.iter().map(|h| {
-            let port = allocated(
-                h.port.to_string(),
-                h.service.allocated.health_check_node_port,
-            );
-            format!(
-                "<node-ip>:{port}/TCP -> {} (load-balancer health check)",
-                h.service.id
-            )
+            let what = if h.service.allocated.health_check_node_port {
+                "load-balancer health check, allocated"
+            } else {
+                "load-balancer health check"
+            };
+            format!("<node-ip>:{}/TCP -> {} ({what})", h.port, h.service.id)
         }))
         .collect();
     let _ = writeln!(out, "\nL4 frontends ({}):", listens.len());

@@ -166,6 +166,10 @@ struct CheckArgs {
     /// The cluster DNS domain (for the DNS names shown).
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Fail on warnings too (a reference to a missing Service or Secret, a
+    /// duplicate object...), for CI.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -278,7 +282,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(a) => {
             return match a.model.compile_options(&a.ingress) {
-                Ok(opts) => check::check(&a.config, opts, &a.cluster_domain),
+                Ok(opts) => check::check(&a.config, opts, &a.cluster_domain, a.strict),
                 Err(e) => {
                     eprintln!("nodeway: {e:#}");
                     ExitCode::from(2)

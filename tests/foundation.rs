@@ -125,11 +125,16 @@ fn run_loads_reloads_isolates_bad_input_and_stops_on_sigterm() {
 }
 
 fn check(paths: &[&Path]) -> (bool, String) {
+    check_with(paths, &[])
+}
+
+fn check_with(paths: &[&Path], flags: &[&str]) -> (bool, String) {
     let mut c = Command::new(support::bin());
     c.arg("check");
     for p in paths {
         c.arg("--config").arg(p);
     }
+    c.args(flags);
     let out = c.output().unwrap();
     (
         out.status.success(),
@@ -359,4 +364,45 @@ fn network_programming_duration_is_observed_for_new_changes() {
     let sum = n.metric("nodeway_network_programming_duration_seconds_sum");
     assert!(sum.is_some_and(|s| (0.0..3600.0).contains(&s)), "{sum:?}");
     assert_eq!(count(), Some(1.0));
+}
+
+/// Manifests in the shapes of real ones (configs/real-manifests): no
+/// clusterIPs or nodePorts, an Ingress whose Secret and one Service come
+/// later, the same Service twice. They pass with what the API server would
+/// have filled in, and warnings; `--strict` fails on the warnings.
+#[test]
+fn check_passes_real_manifests_with_warnings_and_strict_fails() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/real-manifests");
+    let (ok, out) = check(&[&dir]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Errors (0):"), "{out}");
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("default/{name} ")))
+            .unwrap_or_else(|| panic!("{name}: {out}"))
+            .to_string()
+    };
+    // ClusterIPs from 10.96.0.0/12, nodePorts from 30000-32767.
+    assert!(
+        row("guestbook").contains("10.") && row("guestbook").contains(" (allocated)"),
+        "{out}"
+    );
+    assert_eq!(
+        row("guestbook-lb").matches(" (allocated)").count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains("-> default/guestbook-lb (load-balancer health check, allocated)"),
+        "{out}"
+    );
+    for w in [
+        "app.yaml: Service default/guestbook: also defined in",
+        "ingress.yaml: Ingress default/guestbook: spec.tls[0].secretName: Secret default/guestbook-tls does not exist",
+        "ingress.yaml: Ingress default/guestbook: spec.rules[0].http.paths[1].backend.service.name: Service default/guestbook-api does not exist",
+    ] {
+        assert!(out.contains(w), "{w}: {out}");
+    }
+    let (strict_ok, _) = check_with(&[&dir], &["--strict"]);
+    assert!(!strict_ok, "--strict fails on warnings");
 }

@@ -284,10 +284,10 @@ fn a_one_service_change_shares_everything_else() {
         "ports changed"
     );
     assert!(
-        five.errors
+        five.warnings
             .iter()
-            .any(|e| e.to_string().contains("has no port 80")),
+            .any(|w| w.to_string().contains("has no port 80")),
         "{:?}",
-        five.errors
+        five.warnings
     );
 }

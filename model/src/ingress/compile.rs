@@ -92,24 +92,35 @@ struct ServiceLookup<'a> {
     named: &'a mut HashSet<NamespacedName>,
 }
 
+/// Why a backend does not resolve: a reference to what is not there (the
+/// API server accepts it and ingress-nginx answers 503: a warning), or a
+/// backend we cannot serve at all (an error).
+enum Unresolved {
+    Dangling(FieldError),
+    Invalid(FieldError),
+}
+
 fn resolve_backend(
     b: &IngressBackend,
     ns: &str,
     field: &str,
     services: &mut ServiceLookup<'_>,
-) -> Result<RouteBackend, FieldError> {
+) -> Result<RouteBackend, Unresolved> {
     let Some(s) = &b.service else {
-        return Err(FieldError::new(field, "has no service"));
+        return Err(Unresolved::Invalid(FieldError::new(
+            field,
+            "has no service (resource backends are not supported by nodeway)",
+        )));
     };
     let key = (ns.to_string(), s.name.clone());
     let svc = services.map.get(&key);
     // Named even when missing: its creation must rebuild the routes.
     services.named.insert(key);
     let svc = svc.ok_or_else(|| {
-        FieldError::new(
+        Unresolved::Dangling(FieldError::new(
             format!("{field}.service.name"),
             format!("Service {ns}/{} does not exist (requests get 503)", s.name),
-        )
+        ))
     })?;
     let port = s.port.as_ref();
     let idx = match (
@@ -124,10 +135,10 @@ fn resolve_backend(
         let want = port
             .and_then(|p| p.number.map(|n| n.to_string()).or(p.name.clone()))
             .unwrap_or_default();
-        return Err(FieldError::new(
+        return Err(Unresolved::Dangling(FieldError::new(
             format!("{field}.service.port"),
             format!("Service {} has no port {want} (requests get 503)", svc.id),
-        ));
+        )));
     };
     Ok(RouteBackend {
         key: Arc::from(format!("{}:{}", svc.id, svc.ports[idx].port)),
@@ -146,12 +157,17 @@ fn make_route(
     field: &str,
     services: &mut ServiceLookup<'_>,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<Warning>,
 ) -> Route {
     let ns = o.key.namespace.as_str();
     let backend = match resolve_backend(b, ns, field, services) {
         Ok(b) => Some(b),
-        Err(e) => {
+        Err(Unresolved::Invalid(e)) => {
             errors.push(ConfigError::field(o.file, o.key.clone(), e));
+            None
+        }
+        Err(Unresolved::Dangling(e)) => {
+            warnings.push(dangling(o, e));
             None
         }
     };
@@ -168,6 +184,15 @@ fn make_route(
         annotations: o.ann.clone(),
         ssl_redirect: false,
         canary: None,
+    }
+}
+
+/// A reference to an object that is not there, as a warning on `o`.
+fn dangling(o: &Ours<'_>, e: FieldError) -> Warning {
+    Warning {
+        file: o.file.into(),
+        object: Some(o.key.clone()),
+        message: format!("{}: {}", e.field, e.reason),
     }
 }
 
@@ -258,9 +283,9 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
             let entry = t.secret_name.as_deref().and_then(|sn| {
                 let found = secrets.get(&(o.key.namespace.clone(), sn.to_string()));
                 if found.is_none() {
-                    errors.push(ConfigError::field(
-                        o.file,
-                        o.key.clone(),
+                    // cert-manager, for one, creates it after the Ingress.
+                    warnings.push(dangling(
+                        o,
                         FieldError::new(
                             format!("spec.tls[{ti}].secretName"),
                             format!(
@@ -311,6 +336,7 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
                 "spec.defaultBackend",
                 services,
                 errors,
+                warnings,
             );
             table.default_backend = Some(Arc::new(r));
         }
@@ -329,6 +355,7 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
                     &format!("{field}.backend"),
                     services,
                     errors,
+                    warnings,
                 );
                 // As ingress-nginx: ssl-redirect (default on) only where the
                 // host has a certificate; force-ssl-redirect everywhere.
@@ -398,6 +425,7 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
                     &format!("{field}.backend"),
                     services,
                     errors,
+                    warnings,
                 );
                 // The main route's kind decides matching; the canary only diverts.
                 let main = hosts.get_mut(&host).and_then(|hb| {
