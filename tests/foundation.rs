@@ -238,7 +238,10 @@ fn every_config_file_is_valid() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();
             if p.is_dir() {
-                stack.push(p);
+                // Fixtures of what must fail (checked on their own below).
+                if !p.ends_with("real-manifests-broken") {
+                    stack.push(p);
+                }
             } else if matches!(
                 p.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml" | "json")
@@ -405,4 +408,24 @@ fn check_passes_real_manifests_with_warnings_and_strict_fails() {
     }
     let (strict_ok, _) = check_with(&[&dir], &["--strict"]);
     assert!(!strict_ok, "--strict fails on warnings");
+}
+
+/// What real manifests get wrong that the API server would refuse, or that
+/// nodeway cannot serve: each an error that says what to do
+/// (configs/real-manifests-broken).
+#[test]
+fn check_names_retired_apis_templates_and_unsupported_values() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/real-manifests-broken");
+    let (ok, out) = check(&[&dir]);
+    assert!(!ok, "{out}");
+    for e in [
+        "legacy-ingress.yaml: Ingress default/legacy: apiVersion: extensions/v1beta1 Ingress was removed in Kubernetes 1.22",
+        "half-migrated.yaml: Ingress default/half-migrated: spec.rules[0].http.paths[0].backend.serviceName: a networking.k8s.io/v1beta1 field; in v1 it is spec.rules[0].http.paths[0].backend.service.name",
+        "half-migrated.yaml: Ingress default/half-migrated: spec.rules[0].http.paths[0].backend.servicePort: a networking.k8s.io/v1beta1 field",
+        "chart-service.yaml: a template (Helm?), not a manifest",
+        "php.yaml: Ingress default/php: metadata.annotations[nginx.ingress.kubernetes.io/backend-protocol]: \"FCGI\" is not supported by nodeway",
+    ] {
+        assert!(out.contains(e), "{e}: {out}");
+    }
+    assert!(out.contains("Errors (5):"), "{out}");
 }

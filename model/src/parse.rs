@@ -42,10 +42,25 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<ParsedFile, ConfigError> 
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ConfigError::file(path, format!("not UTF-8: {e}")))?;
+    let template = || {
+        ConfigError::file(
+            path,
+            "a template (Helm?), not a manifest: render it first (helm template)",
+        )
+    };
+    if text.trim_start().starts_with("{{") {
+        return Err(template());
+    }
     let docs = if looks_like_json(path, text) {
-        parse_json(text).map_err(|e| ConfigError::file(path, format!("invalid JSON: {e}")))?
+        parse_json(text).map_err(|e| format!("invalid JSON: {e}"))
     } else {
-        parse_yaml(text).map_err(|e| ConfigError::file(path, format!("invalid YAML: {e}")))?
+        parse_yaml(text).map_err(|e| format!("invalid YAML: {e}"))
+    };
+    let docs = match docs {
+        Ok(d) => d,
+        // Template actions make YAML that does not parse.
+        Err(_) if text.contains("{{") => return Err(template()),
+        Err(e) => return Err(ConfigError::file(path, e)),
     };
     let mut out = ParsedFile::default();
     for doc in docs {
@@ -137,7 +152,13 @@ fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
                 Err((key, e)) => Err((key, vec![e])),
             }
         }
-        ("networking.k8s.io/v1", "Ingress") => decode(doc, |o| Object::Ingress(Box::new(o))),
+        ("networking.k8s.io/v1", "Ingress") => {
+            let old_fields = v1beta1_ingress_fields(&doc);
+            match decode(doc, |o| Object::Ingress(Box::new(o))) {
+                Ok(o) if !old_fields.is_empty() => Err((o.key(), old_fields)),
+                decoded => decoded,
+            }
+        }
         ("networking.k8s.io/v1", "IngressClass") => {
             decode(doc, |o| Object::IngressClass(Box::new(o)))
         }
@@ -158,20 +179,83 @@ fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             tracing::debug!(file = %path.display(), %api_version, %kind, name, "kind not served, skipped");
-            if matches!(kind.as_str(), "Ingress" | "EndpointSlice") {
-                // An old API version of a kind we serve deserves a visible note.
-                out.warnings.push(Warning {
-                    file: path.into(),
-                    object: None,
-                    message: format!(
-                        "{kind} {name}: apiVersion {api_version} is not served (use the v1 API)"
+            if let Some(removed) = retired(&api_version, &kind) {
+                // The API server refuses these: nothing would be served.
+                let ns = doc
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                let key = ObjectKey::new(removed.kind, ns, name);
+                let fe = FieldError::new(
+                    "apiVersion",
+                    format!(
+                        "{api_version} {kind} was removed in Kubernetes {}; write it as {}",
+                        removed.since, removed.now
                     ),
-                });
+                );
+                out.objects.push(Err((key, vec![fe])));
             }
             return;
         }
     };
     out.objects.push(decoded);
+}
+
+/// An API version of a kind we serve that the API server no longer has.
+struct Retired {
+    kind: &'static str,
+    since: &'static str,
+    now: &'static str,
+}
+
+fn retired(api_version: &str, kind: &str) -> Option<Retired> {
+    match (api_version, kind) {
+        ("networking.k8s.io/v1beta1" | "extensions/v1beta1", "Ingress") => Some(Retired {
+            kind: "Ingress",
+            since: "1.22",
+            now: "networking.k8s.io/v1 (backend.service.name and .port instead of serviceName and servicePort)",
+        }),
+        ("discovery.k8s.io/v1beta1", "EndpointSlice") => Some(Retired {
+            kind: "EndpointSlice",
+            since: "1.25",
+            now: "discovery.k8s.io/v1",
+        }),
+        _ => None,
+    }
+}
+
+/// Fields of the retired Ingress API in a v1 Ingress: v1 has none of
+/// them, so a decode would drop them silently and serve nothing.
+fn v1beta1_ingress_fields(doc: &Value) -> Vec<FieldError> {
+    fn backend(b: &Value, at: &str, out: &mut Vec<FieldError>) {
+        for (old, new) in [
+            ("serviceName", "service.name"),
+            ("servicePort", "service.port"),
+        ] {
+            if b.get(old).is_some() {
+                out.push(FieldError::new(
+                    format!("{at}.{old}"),
+                    format!("a networking.k8s.io/v1beta1 field; in v1 it is {at}.{new}"),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let spec = &doc["spec"];
+    if spec.get("backend").is_some() {
+        out.push(FieldError::new(
+            "spec.backend",
+            "a networking.k8s.io/v1beta1 field; in v1 it is spec.defaultBackend",
+        ));
+    }
+    for (ri, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+        let paths = rule["http"]["paths"].as_array().into_iter().flatten();
+        for (pi, p) in paths.enumerate() {
+            let at = format!("spec.rules[{ri}].http.paths[{pi}].backend");
+            backend(&p["backend"], &at, &mut out);
+        }
+    }
+    out
 }
 
 fn decode<T: DeserializeOwned>(

@@ -347,6 +347,13 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                     "GRPC" => BackendProtocol::Grpc,
                     "GRPCS" => BackendProtocol::Grpcs,
                     "H2C" => BackendProtocol::H2c,
+                    // Values ingress-nginx takes that we do not serve.
+                    "FCGI" | "AUTO_HTTP" => {
+                        bad(format!(
+                            "{v:?} is not supported by nodeway (HTTP, HTTPS, GRPC, GRPCS and H2C are)"
+                        ));
+                        continue;
+                    }
                     _ => {
                         bad(format!("{v:?} is not one of HTTP, HTTPS, GRPC, GRPCS, H2C"));
                         continue;
