@@ -40,20 +40,35 @@ impl Claim {
         )
     }
 
-    fn error(&self, key: &ClaimKey, winner: &str) -> ConfigError {
+    /// The field that asks for the address, with its port index.
+    fn field_name(&self) -> String {
+        match self.field {
+            "spec.ports.nodePort" => format!("spec.ports[{}].nodePort", self.port),
+            f => f.to_string(),
+        }
+    }
+
+    /// The error of a claim that lost `key` to `winner`: both objects,
+    /// fields and files named.
+    fn error(&self, key: &ClaimKey, winner: &Claim) -> ConfigError {
         let (listen, protocol) = key;
         let what = match listen {
             Listen::Addr(a) => format!("{a}/{}", protocol.as_str()),
             Listen::NodePort(n) => format!("nodePort {n}/{}", protocol.as_str()),
         };
-        let field = match self.field {
-            "spec.ports.nodePort" => format!("spec.ports[{}].nodePort", self.port),
-            f => f.to_string(),
-        };
+        let w = &winner.service;
         ConfigError::field(
             self.service.source.to_path_buf(),
             crate::ObjectKey::new("Service", &self.service.namespace, &self.service.name),
-            FieldError::new(field, format!("{what} is already used by Service {winner}")),
+            FieldError::new(
+                self.field_name(),
+                format!(
+                    "{what} is already used by Service {} ({} in {}); this port is not served",
+                    w.id,
+                    winner.field_name(),
+                    w.source.display()
+                ),
+            ),
         )
     }
 }
@@ -162,10 +177,7 @@ impl Claims {
             .filter(|c| !Arc::ptr_eq(&c.service, &winner.service))
             .collect();
         losers.sort_by(|a, b| a.rank(held).cmp(&b.rank(held)));
-        let errors: Vec<ConfigError> = losers
-            .into_iter()
-            .map(|c| c.error(&ck, &winner.service.id))
-            .collect();
+        let errors: Vec<ConfigError> = losers.into_iter().map(|c| c.error(&ck, winner)).collect();
         frontends.insert(
             ck,
             Frontend {

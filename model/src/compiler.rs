@@ -535,10 +535,15 @@ fn claim_health_checks(
     for (port, svc) in asking {
         let node_port = frontends.get(&(Listen::NodePort(port), Protocol::Tcp));
         let taken = match (node_port, out.last().filter(|h| h.port == port)) {
-            (Some(f), _) => Some(format!("{port} is Service {}'s nodePort", f.service.id)),
+            (Some(f), _) => Some(format!(
+                "{port} is Service {}'s nodePort (in {})",
+                f.service.id,
+                f.service.source.display()
+            )),
             (None, Some(h)) => Some(format!(
-                "{port} is already used by Service {}",
-                h.service.id
+                "{port} is already used by Service {} (spec.healthCheckNodePort in {})",
+                h.service.id,
+                h.service.source.display()
             )),
             (None, None) => None,
         };

@@ -323,7 +323,11 @@ fn two_services_claiming_one_address_older_wins() {
         "default/old"
     );
     assert_eq!(s.errors.len(), 1);
-    assert!(s.errors[0].to_string().contains("Service default/new: spec.clusterIP: 127.0.0.10:80/TCP is already used by Service default/old"), "{}", s.errors[0]);
+    // Both sides named: objects, fields and files.
+    assert_eq!(
+        s.errors[0].to_string(),
+        "a.yaml: Service default/new: spec.clusterIP: 127.0.0.10:80/TCP is already used by Service default/old (spec.clusterIP in a.yaml); this port is not served"
+    );
 }
 
 #[test]
