@@ -42,16 +42,27 @@ pub fn is_ours(
             opts.classes.join(", ")
         )),
         None => {
-            let default_ours = classes.iter().any(|c| {
-                c.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(DEFAULT_ANNOTATION))
-                    .map(String::as_str)
-                    == Some("true")
-                    && class_is_ours(c.metadata.name.as_deref().unwrap_or(""), classes, opts)
-            });
-            if default_ours || opts.watch_without_class {
+            // The DefaultIngressClass admission plugin would have stamped a
+            // class-less Ingress with the default class.
+            let defaults: Vec<&str> = classes
+                .iter()
+                .filter(|c| {
+                    c.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(DEFAULT_ANNOTATION))
+                        .map(String::as_str)
+                        == Some("true")
+                })
+                .map(|c| c.metadata.name.as_deref().unwrap_or(""))
+                .collect();
+            if defaults.iter().any(|d| class_is_ours(d, classes, opts)) {
+                Ok(())
+            } else if let Some(other) = defaults.first() {
+                Err(format!(
+                    "skipped: it names no ingress class, so it is the default class {other:?}'s, which another controller serves"
+                ))
+            } else if opts.watch_without_class {
                 Ok(())
             } else {
                 Err(

@@ -374,14 +374,51 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
                     },
                     PathKind::Prefix => {
                         let slash = path.len() > 1 && path.ends_with('/');
-                        match hb.prefix.get(prefix_key(&key)) {
-                            // `/foo/` beats `/foo`; otherwise the older claim stays.
-                            Some((old_slash, old)) if *old_slash || !slash => {
-                                Some(old.ingress.clone())
-                            }
-                            _ => {
-                                hb.prefix.insert(prefix_key(&key).into(), (slash, r));
+                        let pk: Box<str> = prefix_key(&key).into();
+                        match hb.prefix.remove(&pk) {
+                            None => {
+                                hb.prefix.insert(pk, (slash, r));
                                 None
+                            }
+                            // The same path: the older claim stays.
+                            Some((old_slash, old)) if old_slash == slash => {
+                                let winner = old.ingress.clone();
+                                hb.prefix.insert(pk, (old_slash, old));
+                                Some(winner)
+                            }
+                            // `/foo/bar` and `/foo/bar/`: as ingress-nginx
+                            // orders them (longest first), `/foo/bar/`
+                            // serves itself and below, `/foo/bar` only
+                            // itself.
+                            Some((old_slash, old)) => {
+                                let ((_, with), bare) = if slash {
+                                    ((slash, r), old)
+                                } else {
+                                    ((old_slash, old), r)
+                                };
+                                warnings.push(Warning {
+                                    file: o.file.into(),
+                                    object: Some(o.key.clone()),
+                                    message: format!(
+                                        "{field}: host {:?} Prefix paths {:?} (Ingress {}) and {:?} (Ingress {}) differ only by a trailing slash: the first serves {:?} and below, the second only {:?} itself",
+                                        if host.is_empty() { "*" } else { &host },
+                                        &*with.path,
+                                        with.ingress,
+                                        &*bare.path,
+                                        bare.ingress,
+                                        &*with.path,
+                                        &*bare.path,
+                                    ),
+                                });
+                                hb.prefix.insert(pk.clone(), (true, with));
+                                // Unless an Exact path has it already.
+                                match hb.exact.get(&pk) {
+                                    Some(e) => Some(e.ingress.clone()),
+                                    None => {
+                                        hb.exact.insert(pk, bare);
+                                        None
+                                    }
+                                }
                             }
                         }
                     }

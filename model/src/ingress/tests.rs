@@ -147,6 +147,27 @@ fn trailing_slash_rule_beats_plain_and_query_is_not_part() {
         "",
     ));
     assert_eq!(pick(&s, "x.com", "/foo/bar").unwrap().0, "/foo/");
+    assert_eq!(pick(&s, "x.com", "/foo/").unwrap().0, "/foo/");
+    // As ingress-nginx orders them (longest first): `/foo` keeps `/foo`
+    // itself, and a warning names both.
+    assert_eq!(pick(&s, "x.com", "/foo").unwrap().0, "/foo");
+    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert!(
+        s.warnings[0].message.contains(
+            "Prefix paths \"/foo/\" (Ingress default/t) and \"/foo\" (Ingress default/t) differ only by a trailing slash"
+        ),
+        "{}",
+        s.warnings[0]
+    );
+    // Either order of definition.
+    let s = snap(&ingress(
+        "t",
+        Some("x.com"),
+        &[("Prefix", "/foo/"), ("Prefix", "/foo")],
+        "",
+    ));
+    assert_eq!(pick(&s, "x.com", "/foo").unwrap().0, "/foo");
+    assert_eq!(pick(&s, "x.com", "/foo/x").unwrap().0, "/foo/");
     // Exact is case-sensitive; Prefix too.
     let s = snap(&ingress("t", Some("x.com"), &[("Exact", "/Foo")], ""));
     assert!(pick(&s, "x.com", "/foo").is_none());
@@ -323,6 +344,18 @@ fn class_selection() {
         strict,
         &(default_cls.to_string() + &mk("", ""))
     )));
+    // Another controller's default class takes class-less Ingresses, even
+    // with watch_without_class (the admission plugin would have named it).
+    let theirs = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: traefik\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec: {controller: traefik.io/ingress-controller}\n---\n";
+    let s = snap(&(theirs.to_string() + &mk("", "")));
+    assert!(!served(&s));
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.message.contains("the default class \"traefik\"'s")),
+        "{:?}",
+        s.warnings
+    );
 }
 
 fn validation_fields(doc: &str) -> Vec<String> {
