@@ -403,6 +403,7 @@ fn check_passes_real_manifests_with_warnings_and_strict_fails() {
         "app.yaml: Service default/guestbook: also defined in",
         "ingress.yaml: Ingress default/guestbook: spec.tls[0].secretName: Secret default/guestbook-tls does not exist",
         "ingress.yaml: Ingress default/guestbook: spec.rules[0].http.paths[1].backend.service.name: Service default/guestbook-api does not exist",
+        "ingress.yaml: Ingress default/guestbook: metadata.annotations[nginx.ingress.kubernetes.io/proxy-buffer-size]: has no effect in nodeway",
     ] {
         assert!(out.contains(w), "{w}: {out}");
     }
@@ -428,4 +429,24 @@ fn check_names_retired_apis_templates_and_unsupported_values() {
         assert!(out.contains(e), "{e}: {out}");
     }
     assert!(out.contains("Errors (5):"), "{out}");
+}
+
+/// A warning is logged once, when it appears, not at every reload.
+#[test]
+fn warnings_are_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/real-manifests");
+    for f in ["app.yaml", "ingress.yaml"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let n = Nodeway::start(dir.path(), &["--l4-disable"]);
+    let g = n.generation();
+    write_manifests(dir.path(), "more.yaml", &svc("more", "127.0.33.1", 8001));
+    n.wait_generation(g + 1);
+    let log = n.log_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("proxy-buffer-size"))
+        .count();
+    assert_eq!(lines, 1, "{log}");
 }

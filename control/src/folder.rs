@@ -342,6 +342,7 @@ pub(crate) fn publish(
     for e in snap.errors.iter() {
         tracing::warn!(generation = r.generation, error = %e, "config error");
     }
+    log_new_warnings(&store.load(), &snap);
     tracing::info!(
         generation = r.generation,
         services = snap.services.len(),
@@ -351,6 +352,22 @@ pub(crate) fn publish(
     );
     on_reload(&snap, &r);
     store.publish(snap);
+}
+
+/// Logs the warnings `new` has and `old` had not: each once, not at every
+/// reload.
+fn log_new_warnings(old: &Snapshot, new: &Snapshot) {
+    if Arc::ptr_eq(&old.warnings, &new.warnings) {
+        return;
+    }
+    let seen: std::collections::HashSet<String> =
+        old.warnings.iter().map(ToString::to_string).collect();
+    for w in new.warnings.iter() {
+        let text = w.to_string();
+        if !seen.contains(&text) {
+            tracing::warn!(generation = new.generation, warning = %text, "config warning");
+        }
+    }
 }
 
 fn is_manifest(path: &Path) -> bool {

@@ -147,6 +147,10 @@ pub struct Annotations {
     pub x_forwarded_prefix: Option<String>,
     /// (target, status); the target may use nginx variables.
     pub redirect: Option<(Template, u16)>,
+    /// `nginx.ingress.kubernetes.io/` annotations this Ingress has that
+    /// nodeway does not act on (reported: they would change behaviour in
+    /// ingress-nginx).
+    pub ignored: Vec<String>,
 }
 
 impl Default for Annotations {
@@ -170,6 +174,7 @@ impl Default for Annotations {
             upstream_vhost: None,
             x_forwarded_prefix: None,
             redirect: None,
+            ignored: Vec::new(),
         }
     }
 }
@@ -280,8 +285,9 @@ fn is_off(v: &str) -> bool {
 }
 
 /// Parses the annotations; every bad value is an error naming its annotation.
-/// Unknown `nginx.ingress.kubernetes.io/` annotations are ignored (debug log);
-/// snippet annotations and protections nodeway lacks are refused.
+/// Other `nginx.ingress.kubernetes.io/` annotations are not acted on and
+/// listed in [`Annotations::ignored`]; snippet annotations and protections
+/// nodeway lacks are refused.
 pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldError>) {
     let mut a = Annotations::default();
     let mut errs = Vec::new();
@@ -450,10 +456,7 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 Ok(c) if (300..=308).contains(&c) => perm_code = c,
                 _ => bad(format!("{v:?} is not a redirect status 300..308")),
             },
-            other => tracing::debug!(
-                annotation = other,
-                "unknown ingress-nginx annotation ignored"
-            ),
+            other => a.ignored.push(format!("{PREFIX}{other}")),
         }
     }
     if canary.weight > canary.weight_total {

@@ -237,6 +237,15 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
             continue;
         }
         let (ann, _) = annotations::parse(ing.metadata.annotations.as_ref());
+        for a in &ann.ignored {
+            warnings.push(Warning {
+                file: file.into(),
+                object: Some(key.clone()),
+                message: format!(
+                    "metadata.annotations[{a}]: has no effect in nodeway (it is not acted on)"
+                ),
+            });
+        }
         ours.push(Ours {
             file,
             ing,
