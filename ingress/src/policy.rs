@@ -55,7 +55,12 @@ pub fn before_proxy<B>(
     if norm == "/"
         && let Some(root) = &ann.app_root
     {
-        return Some(redirect(StatusCode::FOUND, root));
+        // ingress-nginx: `return 302 $scheme://$http_host<app-root>`.
+        let scheme = if conn.tls { "https" } else { "http" };
+        return Some(redirect(
+            StatusCode::FOUND,
+            &format!("{scheme}://{host}{root}"),
+        ));
     }
     if !ann.whitelist.is_empty() && !ann.whitelist.iter().any(|n| n.contains(conn.client.ip())) {
         return Some(status(StatusCode::FORBIDDEN));

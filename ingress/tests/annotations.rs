@@ -121,10 +121,16 @@ async fn redirects_app_root_permanent_temporal() {
             )],
         );
     let p = Plane::start(&yaml).await;
+    // Absolute, as ingress-nginx sends it: $scheme://$http_host<app-root>.
     let r = get(p.http, "r.test", "/").await;
     assert_eq!(
         (r.status, r.headers["location"].to_str().unwrap()),
-        (StatusCode::FOUND, "/app1")
+        (StatusCode::FOUND, "http://r.test/app1")
+    );
+    let r = get(p.http, "r.test:8080", "/").await;
+    assert_eq!(
+        r.headers["location"].to_str().unwrap(),
+        "http://r.test:8080/app1"
     );
     assert_eq!(
         get(p.http, "r.test", "/app1").await.field("uri"),
