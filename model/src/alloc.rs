@@ -201,6 +201,16 @@ struct Given {
     health: Option<u16>,
 }
 
+/// One Service's fill: who, what it left unfilled, where from, and what
+/// it was given before.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    key: &'a NamespacedName,
+    wants: &'a Unfilled,
+    ranges: &'a Ranges<'a>,
+    before: &'a Given,
+}
+
 /// Addresses and ports in use, and what each Service was given.
 #[derive(Debug, Default)]
 pub struct Allocator {
@@ -271,8 +281,14 @@ impl Allocator {
         let before = self.given.remove(key).unwrap_or_default();
         let mut now = Given::default();
         let mut errors = Vec::new();
-        self.fill_ips(key, svc, wants, ranges, &before, &mut now, &mut errors);
-        self.fill_ports(key, svc, wants, ranges, &before, &mut now, &mut errors);
+        let job = Job {
+            key,
+            wants,
+            ranges,
+            before: &before,
+        };
+        self.fill_ips(&job, svc, &mut now, &mut errors);
+        self.fill_ports(&job, svc, &mut now, &mut errors);
         for ip in before.ips.iter().filter(|ip| !now.ips.contains(ip)) {
             self.taken_ips.remove(ip);
         }
@@ -305,17 +321,19 @@ impl Allocator {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fill_ips(
         &mut self,
-        key: &NamespacedName,
+        job: &Job<'_>,
         svc: &mut Service,
-        wants: &Unfilled,
-        ranges: &Ranges<'_>,
-        before: &Given,
         now: &mut Given,
         errors: &mut Vec<FieldError>,
     ) {
+        let Job {
+            key,
+            wants,
+            ranges,
+            before,
+        } = *job;
         if !wants.cluster_ips {
             return;
         }
@@ -380,17 +398,19 @@ impl Allocator {
             .find(|ip| free(ip))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fill_ports(
         &mut self,
-        key: &NamespacedName,
+        job: &Job<'_>,
         svc: &mut Service,
-        wants: &Unfilled,
-        ranges: &Ranges<'_>,
-        before: &Given,
         now: &mut Given,
         errors: &mut Vec<FieldError>,
     ) {
+        let Job {
+            key,
+            wants,
+            ranges,
+            before,
+        } = *job;
         for &i in &wants.node_ports {
             let Some(port) = svc.ports.get(i).map(|p| p.port) else {
                 continue;
