@@ -29,6 +29,9 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import ready, rss_mb  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("NODEWAY_BIN", os.path.join(ROOT, "target/release/nodeway"))
 ADMIN = "127.0.0.1:29190"
@@ -188,20 +191,8 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
-def ready():
-    try:
-        with urllib.request.urlopen(f"http://{ADMIN}/readyz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def generation():
@@ -240,7 +231,7 @@ def main():
         t0 = time.monotonic()
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            while not ready():
+            while not ready(ADMIN):
                 if proc.poll() is not None:
                     sys.exit(f"nodeway exited: {proc.stderr.read().decode()[-2000:]}")
                 if time.monotonic() - t0 > 300:

@@ -30,6 +30,9 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import ready  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("NODEWAY_BIN", os.path.join(ROOT, "target/release/nodeway"))
 HTTP, HTTPS, ADMIN = "127.0.61.1:28180", "127.0.61.1:28543", "127.0.61.1:29190"
@@ -100,12 +103,6 @@ def secret(pair):
     )
 
 
-def ready():
-    try:
-        with urllib.request.urlopen(f"http://{ADMIN}/readyz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 class TcpLoad:
@@ -225,7 +222,7 @@ def main():
             env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "nodeway.log"), "w"))
         procs.append(nw)
         deadline = time.monotonic() + 30
-        while not ready():
+        while not ready(ADMIN):
             if time.monotonic() > deadline or nw.poll() is not None:
                 sys.exit("nodeway did not become ready:\n" + open(os.path.join(work, "nodeway.log")).read()[-2000:])
             time.sleep(0.05)

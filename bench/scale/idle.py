@@ -63,7 +63,7 @@ def main():
     conns = []
     try:
         start = time.monotonic()
-        while not ready():
+        while not ready(ADMIN):
             if time.monotonic() - start > 30:
                 sys.exit("nodeway not ready after 30 s")
             time.sleep(0.05)

@@ -34,6 +34,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import ready, rss_mb  # noqa: E402
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("NODEWAY_BIN", os.path.join(ROOT, "target/release/nodeway"))
 DNS = ("127.0.0.1", 25353)
@@ -196,24 +199,12 @@ def wait_for(cond, deadline_s=60):
     raise RuntimeError("change not seen within the deadline")
 
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def ready():
-    try:
-        with urllib.request.urlopen(f"http://{ADMIN}/readyz", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def measure(n, rounds, l4):
@@ -233,7 +224,7 @@ def measure(n, rounds, l4):
         t0 = time.monotonic()
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            while not ready():
+            while not ready(ADMIN):
                 if proc.poll() is not None:
                     raise RuntimeError(f"nodeway exited: {proc.stderr.read().decode()[-2000:]}")
                 if time.monotonic() - t0 > 300:
