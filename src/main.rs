@@ -330,6 +330,43 @@ mod tests {
         assert!(parse_port_range("5-1").is_err());
     }
 
+    /// At most one --service-cluster-ip-range per family, as the API server.
+    #[test]
+    fn service_ranges_one_per_family() {
+        let ranges = |v: &str| {
+            let cli = Cli::try_parse_from([
+                "nodeway",
+                "check",
+                "--config",
+                "x",
+                "--service-cluster-ip-range",
+                v,
+            ])
+            .unwrap();
+            let Command::Check(a) = cli.command else {
+                unreachable!()
+            };
+            a.model.compile_options(&a.ingress).map(|o| o.service_cidrs)
+        };
+        let dual = ranges("10.96.0.0/12,fd00:10:96::/108").unwrap();
+        assert_eq!(dual.len(), 2);
+        let err = ranges("10.96.0.0/12,10.200.0.0/16")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("are both IPv4"), "{err}");
+        assert!(
+            Cli::try_parse_from([
+                "nodeway",
+                "check",
+                "--config",
+                "x",
+                "--service-cluster-ip-range",
+                "10.0.0.0"
+            ])
+            .is_err()
+        );
+    }
+
     /// In a DaemonSet the downward API sets NODE_NAME; `--node-name`
     /// need not repeat it.
     #[test]
