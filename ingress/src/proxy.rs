@@ -233,7 +233,7 @@ async fn serve(
     headers.insert(HOST, vhost.unwrap_or(host_hv));
 
     let has_body = !incoming.is_end_stream();
-    let mut body: Option<Body> = Some(match ann.body_size {
+    let body: Option<Body> = Some(match ann.body_size {
         Some(limit) if has_body => {
             Idle::wrap(Limited::new(incoming, limit as usize), ann.send_timeout)
         }
@@ -241,67 +241,132 @@ async fn serve(
         // Nothing to read: no box, no timer (a boxed empty body allocates nothing).
         _ => body::empty(),
     });
-    let idempotent = h1::is_idempotent(&parts.method);
-    let tries = if idempotent && !has_body { n.min(3) } else { 1 };
+    let fwd = Forward {
+        method: &parts.method,
+        target: &pq,
+        ann,
+        external: external.as_deref(),
+        upgrade,
+    };
+    let pick = |attempt: usize| usable.clone().nth((first + attempt) % n).map(|b| b.addr);
+    let (resp, up) = forward(sh, &fwd, headers, body, n, pick, out).await;
+    match resp {
+        Ok(resp) => finish(resp, on_upgrade, up, set_cookie),
+        Err(resp) => resp,
+    }
+}
+
+/// What every try of one request sends.
+struct Forward<'a> {
+    method: &'a Method,
+    target: &'a PathAndQuery,
+    ann: &'a model::ingress::Annotations,
+    /// `host:port` of an ExternalName Service (resolved per connection).
+    external: Option<&'a str>,
+    upgrade: bool,
+}
+
+/// Sends the request to the endpoint `pick(0)` names, and on to `pick(1)`,
+/// ... while the route's proxy-next-upstream rules allow: `Ok` with the
+/// upstream's answer, or `Err` with the answer the client gets instead.
+async fn forward(
+    sh: &Shared,
+    fwd: &Forward<'_>,
+    mut headers: http::HeaderMap,
+    body: Option<Body>,
+    endpoints: usize,
+    pick: impl Fn(usize) -> Option<SocketAddr>,
+    out: &mut Outcome,
+) -> (
+    Result<Response<Body>, Response<Body>>,
+    Option<UpstreamUpgrade>,
+) {
+    let rules = &fwd.ann.next_upstream;
+    let has_body = body.as_ref().is_some_and(|b| !b.is_end_stream());
+    let mut body = body;
+    let tries = match rules.tries {
+        _ if rules.is_off() => 1,
+        0 => endpoints,
+        t => t as usize,
+    };
     // Plain HTTP/1.1 to endpoint addresses (the common case) is driven from
     // this task; TLS, HTTP/2 and ExternalName go through hyper-util's client.
-    let direct = ann.backend_protocol == BackendProtocol::Http && external.is_none();
-    let mut timed_out = false;
-    for attempt in 0..tries {
-        let endpoint = match &external {
+    let direct = fwd.ann.backend_protocol == BackendProtocol::Http && fwd.external.is_none();
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let endpoint = match fwd.external {
             Some(_) => None,
-            None => match usable.clone().nth((first + attempt) % n) {
-                Some(b) => Some(b.addr),
-                None => break,
-            },
+            None => pick(attempt),
         };
         out.upstream = endpoint;
-        let b = body.take().unwrap_or_else(body::empty);
+        let last = attempt + 1 >= tries;
         sh.metrics.upstream_inflight.inc();
-        let tried = match endpoint {
-            Some(addr) if direct => {
-                let ex = h1::Exchange {
-                    method: &parts.method,
-                    target: &pq,
-                    headers: &headers,
-                    connect_timeout: ann.connect_timeout,
-                    read_timeout: ann.read_timeout,
-                    send_timeout: ann.send_timeout,
-                    upgrade,
-                };
-                via_h1(sh, addr, &ex, b).await
-            }
-            _ => {
-                let authority = match (&external, endpoint) {
-                    (Some(a), _) => a.clone(),
-                    (None, Some(addr)) => addr.to_string(),
-                    (None, None) => break,
-                };
-                let hdrs = if attempt + 1 < tries {
-                    headers.clone()
-                } else {
+        let tried = match (endpoint, fwd.external) {
+            (Some(addr), _) if direct => via_h1(sh, addr, fwd, &headers, &mut body).await,
+            (_, Some(authority)) => {
+                let hdrs = if last {
                     std::mem::take(&mut headers)
+                } else {
+                    headers.clone()
                 };
-                via_client(sh, &authority, &parts.method, &pq, hdrs, ann, b).await
+                let b = body.take().unwrap_or_else(body::empty);
+                via_client(sh, authority, fwd, hdrs, b).await
             }
+            (Some(addr), None) => {
+                let hdrs = if last {
+                    std::mem::take(&mut headers)
+                } else {
+                    headers.clone()
+                };
+                let b = body.take().unwrap_or_else(body::empty);
+                via_client(sh, &addr.to_string(), fwd, hdrs, b).await
+            }
+            (None, None) => Tried::Final(status(StatusCode::SERVICE_UNAVAILABLE)),
         };
         sh.metrics.upstream_inflight.dec();
+        // Whether the request can go again: nothing of its body is gone.
+        let replayable = !has_body || body.is_some();
+        let again = |reached: bool| {
+            !last
+                && replayable
+                && rules.timeout.is_none_or(|t| started.elapsed() < t)
+                && (!reached || rules.non_idempotent || !nginx_non_idempotent(fwd.method))
+        };
         match tried {
             Tried::Answer(resp, up) => {
-                return finish(resp, on_upgrade, up, set_cookie);
+                if up.is_none() && rules.retries_status(resp.status().as_u16()) && again(true) {
+                    tracing::debug!(upstream = ?endpoint, status = %resp.status(), "next upstream");
+                } else {
+                    return (Ok(resp), up);
+                }
             }
-            Tried::Failed(resp) => return resp,
-            Tried::Unreachable { timed_out: t } => {
-                sh.metrics.connect_errors.inc();
-                timed_out = t;
+            Tried::Final(resp) => return (Err(resp), None),
+            Tried::Failed {
+                kind,
+                reached,
+                answer,
+            } => {
+                if !reached {
+                    sh.metrics.connect_errors.inc();
+                }
+                let wanted = match kind {
+                    Failure::Error => rules.on_error,
+                    Failure::Timeout => rules.on_timeout,
+                };
+                if !(wanted && again(reached)) {
+                    return (Err(answer), None);
+                }
             }
         }
+        attempt += 1;
     }
-    status(if timed_out {
-        StatusCode::GATEWAY_TIMEOUT
-    } else {
-        StatusCode::BAD_GATEWAY
-    })
+}
+
+/// The methods nginx never passes to a next upstream once they reached one,
+/// unless `non_idempotent` is in proxy-next-upstream.
+fn nginx_non_idempotent(m: &Method) -> bool {
+    *m == Method::POST || *m == Method::PATCH || m.as_str() == "LOCK"
 }
 
 /// The Set-Cookie value pinning a client to `addr`, with ingress-nginx's
@@ -331,14 +396,26 @@ fn affinity_cookie(
     c
 }
 
+/// How a try failed, in the terms proxy-next-upstream names.
+enum Failure {
+    Error,
+    Timeout,
+}
+
 /// What one try at one endpoint came to.
 enum Tried {
     /// The upstream answered (and how to reach it for a protocol switch).
     Answer(Response<Body>, Option<UpstreamUpgrade>),
-    /// The endpoint could not be reached: try the next one.
-    Unreachable { timed_out: bool },
-    /// Final: the answer the client gets.
-    Failed(Response<Body>),
+    /// The endpoint failed before a response head: `reached` when the
+    /// request (or part of it) may have got there; `answer` is what the
+    /// client gets if no other endpoint is tried.
+    Failed {
+        kind: Failure,
+        reached: bool,
+        answer: Response<Body>,
+    },
+    /// Final whatever the retry rules say (the client's own body failed).
+    Final(Response<Body>),
 }
 
 /// The upstream side of a 101, by the client that got it.
@@ -347,10 +424,26 @@ enum UpstreamUpgrade {
     Client(hyper::upgrade::OnUpgrade),
 }
 
-async fn via_h1(sh: &Shared, addr: SocketAddr, ex: &h1::Exchange<'_>, body: Body) -> Tried {
-    match h1::send(&sh.h1, addr, ex, body).await {
+async fn via_h1(
+    sh: &Shared,
+    addr: SocketAddr,
+    fwd: &Forward<'_>,
+    headers: &http::HeaderMap,
+    body: &mut Option<Body>,
+) -> Tried {
+    let ann = fwd.ann;
+    let ex = h1::Exchange {
+        method: fwd.method,
+        target: fwd.target,
+        headers,
+        connect_timeout: ann.connect_timeout,
+        read_timeout: ann.read_timeout,
+        send_timeout: ann.send_timeout,
+        upgrade: fwd.upgrade,
+    };
+    match h1::send(&sh.h1, addr, &ex, body).await {
         Ok(h1::Answer::Response(r)) => {
-            Tried::Answer(r.map(|b| Idle::wrap(b, ex.read_timeout)), None)
+            Tried::Answer(r.map(|b| Idle::wrap(b, ann.read_timeout)), None)
         }
         Ok(h1::Answer::Switched(r, tunnel)) => Tried::Answer(
             r.map(|()| body::empty()),
@@ -358,30 +451,46 @@ async fn via_h1(sh: &Shared, addr: SocketAddr, ex: &h1::Exchange<'_>, body: Body
         ),
         Err(h1::Error::Connect(e)) => {
             tracing::warn!(upstream = %addr, error = %e, "connect to endpoint failed");
-            Tried::Unreachable {
-                timed_out: e.kind() == std::io::ErrorKind::TimedOut,
-            }
+            unreachable(e.kind() == std::io::ErrorKind::TimedOut)
         }
-        Err(h1::Error::ReadTimeout | h1::Error::SendTimeout) => {
-            Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT))
-        }
-        Err(h1::Error::RequestBody(e)) => Tried::Failed(request_body_failed(&*e)),
+        Err(h1::Error::ReadTimeout | h1::Error::SendTimeout) => Tried::Failed {
+            kind: Failure::Timeout,
+            reached: true,
+            answer: status(StatusCode::GATEWAY_TIMEOUT),
+        },
+        Err(h1::Error::RequestBody(e)) => Tried::Final(request_body_failed(&*e)),
         Err(h1::Error::Upstream(e)) => {
             tracing::warn!(upstream = %addr, error = %source_chain(&*e), "upstream request failed");
-            Tried::Failed(status(StatusCode::BAD_GATEWAY))
+            Tried::Failed {
+                kind: Failure::Error,
+                reached: true,
+                answer: status(StatusCode::BAD_GATEWAY),
+            }
         }
+    }
+}
+
+/// The endpoint could not be reached: nothing of the request got there.
+fn unreachable(timed_out: bool) -> Tried {
+    let (kind, code) = match timed_out {
+        true => (Failure::Timeout, StatusCode::GATEWAY_TIMEOUT),
+        false => (Failure::Error, StatusCode::BAD_GATEWAY),
+    };
+    Tried::Failed {
+        kind,
+        reached: false,
+        answer: status(code),
     }
 }
 
 async fn via_client(
     sh: &Shared,
     authority: &str,
-    method: &Method,
-    pq: &PathAndQuery,
+    fwd: &Forward<'_>,
     headers: http::HeaderMap,
-    ann: &model::ingress::Annotations,
     body: Body,
 ) -> Tried {
+    let ann = fwd.ann;
     let Ok(uri) = Uri::builder()
         .scheme(if ann.backend_protocol.is_tls() {
             "https"
@@ -389,10 +498,10 @@ async fn via_client(
             "http"
         })
         .authority(authority)
-        .path_and_query(pq.clone())
+        .path_and_query(fwd.target.clone())
         .build()
     else {
-        return Tried::Failed(status(StatusCode::BAD_REQUEST));
+        return Tried::Final(status(StatusCode::BAD_REQUEST));
     };
     let (body, sent) = if body.is_end_stream() {
         (body, None)
@@ -401,7 +510,7 @@ async fn via_client(
         (body, Some((sent, progress)))
     };
     let mut up = Request::new(body);
-    *up.method_mut() = method.clone();
+    *up.method_mut() = fwd.method.clone();
     *up.uri_mut() = uri;
     *up.version_mut() = if ann.backend_protocol.is_h2() {
         Version::HTTP_2
@@ -418,19 +527,25 @@ async fn via_client(
         () = read_deadline => None,
     };
     match answer {
-        None => Tried::Failed(status(StatusCode::GATEWAY_TIMEOUT)),
+        None => Tried::Failed {
+            kind: Failure::Timeout,
+            reached: true,
+            answer: status(StatusCode::GATEWAY_TIMEOUT),
+        },
         Some(Err(e)) if e.is_connect() => {
             tracing::warn!(upstream = %authority, error = %source_chain(&e), "connect to endpoint failed");
-            Tried::Unreachable {
-                timed_out: is_timeout(&e),
-            }
+            unreachable(is_timeout(&e))
         }
         Some(Err(e)) => {
             if has_source::<LengthLimitError>(&e) || has_source::<IdleTimeout>(&e) {
-                return Tried::Failed(request_body_failed(&e));
+                return Tried::Final(request_body_failed(&e));
             }
             tracing::warn!(upstream = %authority, error = %source_chain(&e), "upstream request failed");
-            Tried::Failed(status(StatusCode::BAD_GATEWAY))
+            Tried::Failed {
+                kind: Failure::Error,
+                reached: true,
+                answer: status(StatusCode::BAD_GATEWAY),
+            }
         }
         Some(Ok(resp)) => {
             let mut resp = resp;

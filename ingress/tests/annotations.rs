@@ -538,3 +538,94 @@ async fn a_client_that_stalls_its_upload_gets_408_not_504() {
     let status = paced_upload_to_https(("proxy-send-timeout", "1"), stalls, Some(4096)).await;
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
 }
+
+/// The statuses of `n` requests in a row (round robin alternates the first endpoint tried).
+async fn statuses(
+    p: &Plane,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &str,
+    n: usize,
+) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            send(p.http, method, host, path, &[], body)
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn proxy_next_upstream_error_is_the_default_and_off_turns_it_off() {
+    let (a, dead) = (backend("a").await, dead_addr().await);
+    let yaml = service("web", &[dead, a])
+        + &ingress("retry", "on.test", &[("Prefix", "/", "web")], &[])
+        + &ingress(
+            "noretry",
+            "off.test",
+            &[("Prefix", "/", "web")],
+            &[("proxy-next-upstream", "off")],
+        )
+        + &ingress(
+            "one",
+            "one.test",
+            &[("Prefix", "/", "web")],
+            &[("proxy-next-upstream-tries", "1")],
+        );
+    let p = Plane::start(&yaml).await;
+    assert_eq!(statuses(&p, "GET", "on.test", "/", "", 4).await, [200; 4]);
+    // The body was never sent to the dead endpoint: a POST goes on too, whole.
+    for _ in 0..4 {
+        let r = send(p.http, "POST", "on.test", "/upload", &[], "hello").await;
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "a got 5"));
+    }
+    for host in ["off.test", "one.test"] {
+        let got = statuses(&p, "GET", host, "/", "", 4).await;
+        assert_eq!(
+            got.iter().filter(|s| **s == 502).count(),
+            2,
+            "{host}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn proxy_next_upstream_on_status_spares_post_unless_non_idempotent() {
+    let (a, sick) = (backend("a").await, backend("sick").await);
+    let yaml = service("web", &[sick, a])
+        + &ingress("plain", "plain.test", &[("Prefix", "/", "web")], &[])
+        + &ingress(
+            "s",
+            "s.test",
+            &[("Prefix", "/", "web")],
+            &[("proxy-next-upstream", "error timeout http_503")],
+        )
+        + &ingress(
+            "all",
+            "all.test",
+            &[("Prefix", "/", "web")],
+            &[("proxy-next-upstream", "http_503 non_idempotent")],
+        );
+    let p = Plane::start(&yaml).await;
+    let two_of_four = |got: Vec<u16>| got.iter().filter(|s| **s == 503).count() == 2;
+    assert!(two_of_four(
+        statuses(&p, "GET", "plain.test", "/unhealthy", "", 4).await
+    ));
+    assert_eq!(
+        statuses(&p, "GET", "s.test", "/unhealthy", "", 4).await,
+        [200; 4]
+    );
+    // nginx never repeats a POST that reached an endpoint, by default.
+    assert!(two_of_four(
+        statuses(&p, "POST", "s.test", "/unhealthy", "", 4).await
+    ));
+    assert_eq!(
+        statuses(&p, "POST", "all.test", "/unhealthy", "", 4).await,
+        [200; 4]
+    );
+}

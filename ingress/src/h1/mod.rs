@@ -103,12 +103,14 @@ impl Tunnel {
     }
 }
 
-/// Sends one request to `addr` over a pooled or new connection.
+/// Sends one request to `addr` over a pooled or new connection. The body
+/// stays in `body` until a connection is up: a request whose endpoint could
+/// not be reached can go to another one, body and all.
 pub async fn send(
     pool: &Pool,
     addr: SocketAddr,
     ex: &Exchange<'_>,
-    body: Body,
+    body: &mut Option<Body>,
 ) -> Result<Answer, Error> {
     // A pooled connection the upstream has just closed fails before any
     // response byte. If the request head could not even be written, the
@@ -117,10 +119,9 @@ pub async fn send(
     // have acted on it: only an idempotent request without a body is sent
     // again (nginx never repeats a POST, LOCK or PATCH that reached an
     // upstream, and a body's bytes are gone).
-    let replayable = body.is_end_stream() && is_idempotent(ex.method);
-    let has_body = !body.is_end_stream();
+    let has_body = body.as_ref().is_some_and(|b| !b.is_end_stream());
+    let replayable = !has_body && is_idempotent(ex.method);
     let chunked = has_body && !ex.headers.contains_key(CONTENT_LENGTH);
-    let mut body = Some(body);
     let mut pooled = pool.checkout(addr);
     // At most two rounds: `continue` only follows a pooled connection, and
     // the next round's connection is a new one.

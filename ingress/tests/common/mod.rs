@@ -118,6 +118,12 @@ async fn backend_handle(
             tokio::time::sleep(Duration::from_secs(3)).await;
             text("slow")
         }
+        // A backend whose name starts with "sick" answers 503 here.
+        "/unhealthy" if name.starts_with("sick") => {
+            let mut r = text(name);
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
         // Takes the head, then neither reads the body nor answers: a hung pod.
         "/hang" => std::future::pending().await,
         "/ws" => {

@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+mod next_upstream;
+
+pub use next_upstream::NextUpstream;
+
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// How the upstream is spoken to.
@@ -147,6 +151,8 @@ pub struct Annotations {
     pub x_forwarded_prefix: Option<String>,
     /// (target, status); the target may use nginx variables.
     pub redirect: Option<(Template, u16)>,
+    /// When a failed request goes to the next endpoint.
+    pub next_upstream: NextUpstream,
     /// `nginx.ingress.kubernetes.io/` annotations this Ingress has that
     /// nodeway does not act on (reported: they would change behaviour in
     /// ingress-nginx).
@@ -174,6 +180,7 @@ impl Default for Annotations {
             upstream_vhost: None,
             x_forwarded_prefix: None,
             redirect: None,
+            next_upstream: NextUpstream::default(),
             ignored: Vec::new(),
         }
     }
@@ -452,6 +459,11 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 Ok(t) if name == "permanent-redirect" => perm = Some(t),
                 Ok(t) => temp = Some(t),
             },
+            "proxy-next-upstream" | "proxy-next-upstream-tries" | "proxy-next-upstream-timeout" => {
+                if let Err(why) = a.next_upstream.set(name, v) {
+                    bad(why)
+                }
+            }
             "permanent-redirect-code" => match v.trim().parse::<u16>() {
                 Ok(c) if (300..=308).contains(&c) => perm_code = c,
                 _ => bad(format!("{v:?} is not a redirect status 300..308")),
