@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use support::{Echo, Nodeway, free_port, http_get, wait_for, write_manifests};
+use support::{Echo, Nodeway, free_port, http_get, http_request, wait_for, write_manifests};
 
 fn echo(last_octet: u8, name: &str) -> Echo {
     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 45, last_octet));
@@ -154,4 +154,95 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// An Ingress for `host` with the given ingress-nginx annotations.
+fn annotated(name: &str, host: &str, svc: &str, ann: &[(&str, &str)]) -> String {
+    let mut meta = String::from("  annotations:\n");
+    for (k, v) in ann {
+        meta.push_str(&format!("    nginx.ingress.kubernetes.io/{k}: \"{v}\"\n"));
+    }
+    ingress(name, &meta, host, "/", svc)
+}
+
+#[test]
+fn cors_preflight_is_answered_and_other_requests_get_the_headers() {
+    let a = echo(21, "api");
+    let dir = tempdir("cors");
+    let yaml = service("api", "127.97.2.1", &[&a])
+        + &annotated(
+            "listed",
+            "api.test",
+            "api",
+            &[
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://app.test, https://*.shop.test"),
+                ("cors-allow-methods", "GET, POST"),
+                ("cors-expose-headers", "X-Total"),
+                ("cors-max-age", "600"),
+            ],
+        )
+        + &annotated("open", "open.test", "api", &[("enable-cors", "true")]);
+    write_manifests(&dir, "all.yaml", &yaml);
+    let n = Nodeway::start(&dir, &[]);
+    let req = |method: &str, host: &str, origin: Option<&str>| {
+        let mut h = vec![("Access-Control-Request-Method", "POST")];
+        h.extend(origin.map(|o| ("Origin", o)));
+        http_request(n.http, method, host, "/things", &h).unwrap()
+    };
+
+    // A preflight from an allowed origin never reaches the backend.
+    let r = req("OPTIONS", "api.test", Some("https://eu.shop.test"));
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    for (k, v) in [
+        ("access-control-allow-origin", "https://eu.shop.test"),
+        ("access-control-allow-credentials", "true"),
+        ("access-control-allow-methods", "GET, POST"),
+        ("access-control-expose-headers", "X-Total"),
+        ("access-control-max-age", "600"),
+        ("vary", "Origin"),
+    ] {
+        assert_eq!(r.header(k), Some(v), "{k}: {:?}", r.headers);
+    }
+    assert!(
+        r.header("access-control-allow-headers")
+            .unwrap()
+            .contains("Authorization")
+    );
+
+    // Other requests reach the backend and get the same headers back.
+    let r = req("GET", "api.test", Some("https://app.test"));
+    assert_eq!((r.status, name_of(&r.body).as_str()), (200, "api"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+
+    // A disallowed origin gets no CORS headers, and its OPTIONS goes to the backend.
+    for method in ["GET", "OPTIONS"] {
+        let r = req(method, "api.test", Some("https://evil.test"));
+        assert_eq!(
+            (r.status, name_of(&r.body).as_str()),
+            (200, "api"),
+            "{method}"
+        );
+        assert!(
+            !r.headers
+                .iter()
+                .any(|(k, _)| k.starts_with("access-control-")),
+            "{method}: {:?}",
+            r.headers
+        );
+    }
+
+    // The default origin `*`: every request, as ingress-nginx.
+    let r = req("OPTIONS", "open.test", None);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, PUT, POST, DELETE, PATCH, OPTIONS")
+    );
+    assert_eq!(r.header("vary"), None);
 }

@@ -5,6 +5,7 @@
 
 mod balance;
 mod body;
+mod cors;
 mod counted;
 mod h1;
 mod headers;

@@ -3,6 +3,7 @@
 
 use crate::balance::{Balancer, cookie_value, from_cookie, use_canary};
 use crate::body::{self, Body, Idle, IdleTimeout, Watched};
+use crate::cors;
 use crate::h1;
 use crate::headers::{
     Forwarded, X_FORWARDED_PREFIX, add_forwarded, join_cookies, strip_hop_by_hop, wants_upgrade,
@@ -11,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::policy;
 use crate::respond::{status, status_close};
 use crate::upstream::Upstream;
-use http::header::{CONTENT_LENGTH, HOST, SERVER, SET_COOKIE, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, ORIGIN, SERVER, SET_COOKIE, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{LengthLimitError, Limited};
@@ -52,6 +53,8 @@ pub struct ConnInfo {
 struct Outcome {
     route: Option<Arc<Route>>,
     upstream: Option<SocketAddr>,
+    /// `Access-Control-Allow-Origin` for a request the route's CORS allows.
+    cors_origin: Option<HeaderValue>,
 }
 
 /// The hyper service function.
@@ -67,6 +70,11 @@ pub async fn handle(
     let mut out = Outcome::default();
     let mut resp = serve(&sh, &conn, req, &mut out).await;
     resp.headers_mut().insert(SERVER, sh.server.clone());
+    if let (Some(origin), Some(route)) = (out.cors_origin.take(), &out.route)
+        && let Some(c) = &route.annotations.cors
+    {
+        cors::add_headers(resp.headers_mut(), c, origin);
+    }
     let code = resp.status().as_u16();
     let elapsed = start.elapsed();
     sh.metrics.latency.observe(elapsed.as_secs_f64());
@@ -130,6 +138,13 @@ async fn serve(
     };
     out.route = Some(route.clone());
     let ann = &route.annotations;
+    // In nginx's rewrite phase, ahead of the HTTPS redirect and the access rules.
+    if let Some(c) = &ann.cors {
+        out.cors_origin = c.allow_origin(req.headers().get(ORIGIN));
+        if out.cors_origin.is_some() && req.method() == Method::OPTIONS {
+            return cors::preflight();
+        }
+    }
     if let Some(answer) = policy::before_proxy(&route, &req, &norm, host, conn, sh.https_port) {
         return answer;
     }

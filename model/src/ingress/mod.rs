@@ -12,7 +12,10 @@ mod table;
 pub mod template;
 mod validate;
 
-pub use annotations::{Annotations, BackendProtocol, Canary, CookieAffinity, HeaderPattern, IpNet};
+pub use annotations::{
+    Annotations, BackendProtocol, Canary, CookieAffinity, Cors, CorsOrigins, HeaderPattern, IpNet,
+    NextUpstream,
+};
 pub use class::{CONTROLLER, is_ours};
 pub use compile::compile;
 pub use path::{PathError, normalize_host, normalize_path};

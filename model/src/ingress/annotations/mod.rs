@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+mod cors;
 mod next_upstream;
 
+pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use next_upstream::NextUpstream;
 
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -153,6 +155,8 @@ pub struct Annotations {
     pub redirect: Option<(Template, u16)>,
     /// When a failed request goes to the next endpoint.
     pub next_upstream: NextUpstream,
+    /// `enable-cors` and its settings.
+    pub cors: Option<Cors>,
     /// `nginx.ingress.kubernetes.io/` annotations this Ingress has that
     /// nodeway does not act on (reported: they would change behaviour in
     /// ingress-nginx).
@@ -181,6 +185,7 @@ impl Default for Annotations {
             x_forwarded_prefix: None,
             redirect: None,
             next_upstream: NextUpstream::default(),
+            cors: None,
             ignored: Vec::new(),
         }
     }
@@ -308,6 +313,7 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
     let mut perm = None;
     let mut perm_code = 301u16;
     let mut temp = None;
+    let mut cors = cors::CorsBuilder::default();
     for (k, v) in all {
         let Some(name) = k.strip_prefix(PREFIX) else {
             continue;
@@ -464,6 +470,17 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                     bad(why)
                 }
             }
+            "enable-cors"
+            | "cors-allow-origin"
+            | "cors-allow-methods"
+            | "cors-allow-headers"
+            | "cors-expose-headers"
+            | "cors-allow-credentials"
+            | "cors-max-age" => {
+                if let Err(why) = cors.set(name, v) {
+                    bad(why)
+                }
+            }
             "permanent-redirect-code" => match v.trim().parse::<u16>() {
                 Ok(c) if (300..=308).contains(&c) => perm_code = c,
                 _ => bad(format!("{v:?} is not a redirect status 300..308")),
@@ -491,6 +508,7 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
             max_age: cookie_max_age,
         });
     }
+    a.cors = cors.finish();
     // ingress-nginx: permanent-redirect takes precedence over temporal-redirect.
     a.redirect = perm.map(|p| (p, perm_code)).or(temp.map(|t| (t, 302)));
     (a, errs)
