@@ -246,3 +246,113 @@ fn cors_preflight_is_answered_and_other_requests_get_the_headers() {
     );
     assert_eq!(r.header("vary"), None);
 }
+
+#[test]
+fn upstream_hash_by_keeps_each_key_on_one_endpoint_and_spreads_keys() {
+    let pods = [
+        echo(31, "h1"),
+        echo(32, "h2"),
+        echo(33, "h3"),
+        echo(34, "h4"),
+    ];
+    let dir = tempdir("hash");
+    let hashed = |pods: &[&Echo]| {
+        service("hashed", "127.97.3.1", pods)
+            + &annotated(
+                "h",
+                "hash.test",
+                "hashed",
+                &[("upstream-hash-by", "$arg_user")],
+            )
+    };
+    write_manifests(&dir, "all.yaml", &hashed(&pods.iter().collect::<Vec<_>>()));
+    let n = Nodeway::start(&dir, &[]);
+    let backend_of = |user: usize| {
+        let (status, body) = http_get(n.http, "hash.test", &format!("/cart?user={user}")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        name_of(&body)
+    };
+    let users: Vec<String> = (0..40).map(backend_of).collect();
+    for (user, first) in users.iter().enumerate() {
+        for _ in 0..3 {
+            assert_eq!(
+                &backend_of(user),
+                first,
+                "user {user} stays on one endpoint"
+            );
+        }
+    }
+    let spread: std::collections::HashSet<_> = users.iter().collect();
+    assert_eq!(spread.len(), 4, "40 keys reach every endpoint: {users:?}");
+
+    // Removing one endpoint moves only the keys it had.
+    let generation = n.generation();
+    write_manifests(&dir, "all.yaml", &hashed(&[&pods[0], &pods[1], &pods[3]]));
+    n.wait_generation(generation + 1);
+    for (user, was) in users.iter().enumerate() {
+        let now = backend_of(user);
+        if was == "h3" {
+            assert_ne!(now, "h3");
+        } else {
+            assert_eq!(&now, was, "user {user} moved although its endpoint stayed");
+        }
+    }
+}
+
+#[test]
+fn affinity_cookie_carries_the_attributes_asked_for() {
+    let (a, b) = (echo(41, "c1"), echo(42, "c2"));
+    let dir = tempdir("cookie");
+    let yaml = service("sticky", "127.97.4.1", &[&a, &b])
+        + &annotated(
+            "s",
+            "sticky.test",
+            "sticky",
+            &[
+                ("affinity", "cookie"),
+                ("session-cookie-name", "SERVERID"),
+                ("session-cookie-samesite", "None"),
+                ("session-cookie-conditional-samesite-none", "true"),
+                ("session-cookie-secure", "true"),
+                ("session-cookie-expires", "172800"),
+                ("session-cookie-max-age", "172800"),
+            ],
+        );
+    write_manifests(&dir, "all.yaml", &yaml);
+    let n = Nodeway::start(&dir, &[]);
+    let modern = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let r = http_request(n.http, "GET", "sticky.test", "/", &[("User-Agent", modern)]).unwrap();
+    let set = r
+        .header("set-cookie")
+        .expect("a cookie for a new client")
+        .to_string();
+    let attrs: Vec<&str> = set.split("; ").collect();
+    assert!(attrs[0].starts_with("SERVERID="), "{set}");
+    assert!(
+        attrs[1].starts_with("Expires=") && attrs[1].ends_with(" GMT"),
+        "{set}"
+    );
+    assert_eq!(
+        attrs[2..],
+        [
+            "Max-Age=172800",
+            "Path=/",
+            "Secure",
+            "HttpOnly",
+            "SameSite=None"
+        ],
+        "secure over plain HTTP because session-cookie-secure asks: {set}"
+    );
+    let pinned = name_of(&r.body);
+    let cookie = attrs[0];
+    for _ in 0..10 {
+        let r = http_request(n.http, "GET", "sticky.test", "/", &[("Cookie", cookie)]).unwrap();
+        assert_eq!(name_of(&r.body), pinned);
+        assert_eq!(r.header("set-cookie"), None);
+    }
+    // Browsers that take SameSite=None for Strict do not get it.
+    let ios12 = "Mozilla/5.0 (iPhone; CPU iPhone OS 12_4 like Mac OS X) AppleWebKit/605.1.15";
+    let r = http_request(n.http, "GET", "sticky.test", "/", &[("User-Agent", ios12)]).unwrap();
+    let set = r.header("set-cookie").unwrap();
+    assert!(set.ends_with("; Secure; HttpOnly"), "{set}");
+}

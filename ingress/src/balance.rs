@@ -7,7 +7,6 @@ use http::HeaderMap;
 use model::Backend;
 use model::ingress::Canary;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -40,11 +39,58 @@ impl Balancer {
     }
 }
 
-/// The affinity cookie value naming an endpoint (a hash: the address is not exposed).
+/// The endpoint (index among `usable`) for upstream-hash-by `key`, by
+/// rendezvous (highest random weight) hashing: every endpoint scores a hash
+/// of the key and its address and the highest wins. Like a hash ring, one
+/// key keeps its endpoint while the endpoints stay; removing an endpoint
+/// moves only the keys it had (about 1/n), adding one takes about 1/n; and
+/// there is no ring to rebuild when endpoints change. The hash is FNV-1a,
+/// so every node and every restart agree.
+///
+/// With `subset` (upstream-hash-by-subset), the endpoints, in address
+/// order, form groups of that size (the last one filled up from the start,
+/// as ingress-nginx does); the key picks a group the same way, and requests
+/// take its endpoints in turn (`ticket`).
+pub fn by_key<'a>(
+    key: &str,
+    subset: Option<usize>,
+    usable: impl Iterator<Item = &'a Backend> + Clone,
+    ticket: impl FnOnce() -> usize,
+) -> usize {
+    let k = model::alloc::fnv1a(&[key.as_bytes()]);
+    let score = |id: u64| splitmix(k ^ splitmix(id));
+    let Some(size) = subset else {
+        return usable
+            .enumerate()
+            .max_by_key(|(_, b)| score(addr_hash(&b.addr)))
+            .map_or(0, |(i, _)| i);
+    };
+    let mut order: Vec<(SocketAddr, usize)> =
+        usable.enumerate().map(|(i, b)| (b.addr, i)).collect();
+    order.sort_unstable();
+    let n = order.len().max(1);
+    let size = size.clamp(1, n);
+    let groups = n.div_ceil(size);
+    let group = (0..groups as u64).max_by_key(|g| score(*g)).unwrap_or(0) as usize;
+    order
+        .get((group * size + ticket() % size) % n)
+        .map_or(0, |(_, i)| *i)
+}
+
+/// A hash of an endpoint address that every process computes alike.
+fn addr_hash(a: &SocketAddr) -> u64 {
+    let port = a.port().to_be_bytes();
+    match a.ip() {
+        std::net::IpAddr::V4(ip) => model::alloc::fnv1a(&[&ip.octets(), &port]),
+        std::net::IpAddr::V6(ip) => model::alloc::fnv1a(&[&ip.octets(), &port]),
+    }
+}
+
+/// The affinity cookie value naming an endpoint (a hash: the address is
+/// not exposed). The same on every node and after a restart, so a cookie
+/// one nodeway set is honoured by the others.
 pub fn cookie_value(addr: &SocketAddr) -> String {
-    let mut h = std::hash::DefaultHasher::new();
-    addr.hash(&mut h);
-    format!("{:016x}", splitmix(h.finish()))
+    format!("{:016x}", splitmix(addr_hash(addr)))
 }
 
 /// The index (among `usable`) of the endpoint a cookie names, if still usable.
@@ -229,6 +275,73 @@ mod tests {
             !use_canary(&none, &with(&[("cookie", "canary=maybe")])),
             "other values fall through to the weight"
         );
+    }
+
+    fn backends(n: u16) -> Vec<Backend> {
+        (1..=n)
+            .map(|p| Backend {
+                addr: SocketAddr::from(([127, 0, 0, 1], p)),
+                ready: true,
+                serving: true,
+                terminating: false,
+                placement: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_keeps_its_endpoint_and_removal_moves_only_its_keys() {
+        let all = backends(10);
+        let pick = |bs: &[Backend], k: &str| bs[by_key(k, None, bs.iter(), || 0)].addr;
+        let keys: Vec<String> = (0..2000).map(|i| format!("/item/{i}")).collect();
+        let before: Vec<SocketAddr> = keys.iter().map(|k| pick(&all, k)).collect();
+        assert_eq!(
+            before,
+            keys.iter().map(|k| pick(&all, k)).collect::<Vec<_>>()
+        );
+        // Spread: every endpoint gets a fair share (200 expected).
+        for b in &all {
+            let got = before.iter().filter(|a| **a == b.addr).count();
+            assert!((120..290).contains(&got), "{}: {got}", b.addr);
+        }
+        // One endpoint gone: only its keys move, and the order of the
+        // others does not matter.
+        let gone = all[3].addr;
+        let mut rest: Vec<Backend> = all.iter().filter(|b| b.addr != gone).cloned().collect();
+        rest.reverse();
+        for (k, was) in keys.iter().zip(&before) {
+            let now = pick(&rest, k);
+            if *was != gone {
+                assert_eq!(now, *was, "{k} moved");
+            }
+        }
+    }
+
+    #[test]
+    fn a_subset_key_spreads_over_one_group() {
+        let all = backends(9);
+        let mut seen = std::collections::HashSet::new();
+        for t in 0..30 {
+            seen.insert(all[by_key("tenant-a", Some(3), all.iter(), || t)].addr);
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        let mut again = std::collections::HashSet::new();
+        for t in 0..30 {
+            let mut rev = all.clone();
+            rev.reverse();
+            again.insert(rev[by_key("tenant-a", Some(3), rev.iter(), || t)].addr);
+        }
+        assert_eq!(seen, again, "groups follow addresses, not list order");
+        let groups: std::collections::HashSet<_> = (0..50)
+            .map(|i| {
+                all[by_key(&format!("t{i}"), Some(3), all.iter(), || 0)]
+                    .addr
+                    .port()
+                    .saturating_sub(1)
+                    / 3
+            })
+            .collect();
+        assert!(groups.len() > 1, "keys use more than one group");
     }
 
     #[test]

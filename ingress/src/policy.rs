@@ -79,7 +79,7 @@ pub fn before_proxy<B>(
 }
 
 /// The value of an nginx variable for this request, as nginx defines it.
-fn variable<B>(
+pub fn variable<B>(
     v: &Var,
     req: &Request<B>,
     norm: &str,

@@ -1,7 +1,7 @@
 //! One request: route on the normalized path, apply the route's annotations,
 //! pick an endpoint, forward over a pooled connection, stream the answer back.
 
-use crate::balance::{Balancer, cookie_value, from_cookie, use_canary};
+use crate::balance::{self, Balancer, cookie_value, from_cookie, use_canary};
 use crate::body::{self, Body, Idle, IdleTimeout, Watched};
 use crate::cors;
 use crate::h1;
@@ -12,19 +12,24 @@ use crate::metrics::Metrics;
 use crate::policy;
 use crate::respond::{status, status_close};
 use crate::upstream::Upstream;
-use http::header::{CONTENT_LENGTH, HOST, ORIGIN, SERVER, SET_COOKIE, TRANSFER_ENCODING};
+use http::header::{
+    CONTENT_LENGTH, HOST, ORIGIN, SERVER, SET_COOKIE, TRANSFER_ENCODING, USER_AGENT,
+};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use model::ingress::path::{encode_path, is_valid_host};
-use model::ingress::{BackendProtocol, PathKind, Rewritten, Route, normalize_path};
+use model::ingress::{
+    BackendProtocol, PathKind, Rewritten, Route, SameSite, normalize_path,
+    same_site_none_incompatible,
+};
 use model::usable_backends;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// What every request of the plane shares.
 pub struct Shared {
@@ -207,23 +212,42 @@ async fn serve(
     if n == 0 {
         return status(StatusCode::SERVICE_UNAVAILABLE);
     }
-    let mut set_cookie = None;
     // Session affinity is the only thing a canary Ingress sets for itself
     // (ingress-nginx); everything else comes from the primary.
-    let first = match &target.annotations.affinity {
+    let affinity = target
+        .annotations
+        .affinity
+        .as_ref()
+        .filter(|_| external.is_none());
+    let sticky = affinity.map(|a| Sticky {
+        pinned: from_cookie(req.headers(), &a.name, usable.clone()),
+        same_site_ok: !a.conditional_same_site_none
+            || a.same_site != Some(SameSite::None)
+            || !req
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(same_site_none_incompatible),
+    });
+    // ingress-nginx's order: the affinity cookie, then upstream-hash-by,
+    // then round robin.
+    let first = match (sticky.as_ref().and_then(|s| s.pinned), &ann.hash_by) {
         _ if external.is_some() => 0,
-        Some(a) => match from_cookie(req.headers(), &a.name, usable.clone()) {
-            Some(i) => i,
-            None => {
-                let i = sh.balancer.next(&be.key) % n;
-                let addr = usable.clone().nth(i).map(|b| b.addr);
-                set_cookie =
-                    addr.map(|addr| affinity_cookie(a, &addr, &target.path, target.kind, conn.tls));
-                i
-            }
-        },
-        None => sh.balancer.next(&be.key) % n,
+        (Some(i), _) => i,
+        (None, Some(h)) => {
+            let key = h
+                .key
+                .render(|v, out| policy::variable(v, &req, &norm, host, conn, out));
+            balance::by_key(&key, h.subset_size, usable.clone(), || {
+                sh.balancer.next(&be.key)
+            })
+        }
+        (None, None) => sh.balancer.next(&be.key) % n,
     };
+    // A pinned request stays with its endpoint on a retry unless
+    // change-on-failure says otherwise (ingress-nginx).
+    let stay = sticky.as_ref().is_some_and(|s| s.pinned.is_some())
+        && affinity.is_some_and(|a| !a.change_on_failure);
 
     let pq = upstream_target(&route, &norm, req.uri());
     let h2 = ann.backend_protocol.is_h2();
@@ -263,12 +287,43 @@ async fn serve(
         external: external.as_deref(),
         upgrade,
     };
-    let pick = |attempt: usize| usable.clone().nth((first + attempt) % n).map(|b| b.addr);
+    let pick = |attempt: usize| {
+        let i = if stay { first } else { (first + attempt) % n };
+        usable.clone().nth(i).map(|b| b.addr)
+    };
     let (resp, up) = forward(sh, &fwd, headers, body, n, pick, out).await;
-    match resp {
-        Ok(resp) => finish(resp, on_upgrade, up, set_cookie),
-        Err(resp) => resp,
-    }
+    let Ok(resp) = resp else {
+        return resp.unwrap_or_else(|r| r);
+    };
+    // A new client, or one whose endpoint failed under change-on-failure,
+    // is pinned to the endpoint that answered.
+    let set_cookie = match (affinity, sticky, out.upstream) {
+        (Some(a), Some(st), Some(addr))
+            if st
+                .pinned
+                .and_then(|i| usable.clone().nth(i))
+                .map(|b| b.addr)
+                != Some(addr) =>
+        {
+            let cookie = Cookie {
+                route_path: &target.path,
+                kind: target.kind,
+                tls: conn.tls,
+                same_site_ok: st.same_site_ok,
+            };
+            Some(cookie.set_cookie(a, &addr, SystemTime::now()))
+        }
+        _ => None,
+    };
+    finish(resp, on_upgrade, up, set_cookie)
+}
+
+/// A request's affinity cookie, as it came.
+struct Sticky {
+    /// Index (among usable endpoints) of the endpoint its cookie names.
+    pinned: Option<usize>,
+    /// `SameSite=None` may be sent to this client.
+    same_site_ok: bool,
 }
 
 /// What every try of one request sends.
@@ -384,31 +439,57 @@ fn nginx_non_idempotent(m: &Method) -> bool {
     *m == Method::POST || *m == Method::PATCH || m.as_str() == "LOCK"
 }
 
-/// The Set-Cookie value pinning a client to `addr`, with ingress-nginx's
-/// attributes: the path defaults to the route's own (so two sticky paths
-/// on one host keep separate cookies; `/` for regex paths), and the cookie
-/// is Secure when it was set over HTTPS.
-fn affinity_cookie(
-    a: &model::ingress::CookieAffinity,
-    addr: &SocketAddr,
-    route_path: &str,
+/// Where an affinity cookie is set.
+struct Cookie<'a> {
+    /// The path of the route that set it.
+    route_path: &'a str,
     kind: PathKind,
+    /// It is set over HTTPS.
     tls: bool,
-) -> String {
-    let path = match (&a.path, kind) {
-        (Some(p), _) => p.as_str(),
-        (None, PathKind::Regex) => "/",
-        (None, _) if route_path.is_empty() => "/",
-        (None, _) => route_path,
-    };
-    let mut c = format!("{}={}; Path={path}; HttpOnly", a.name, cookie_value(addr));
-    if let Some(age) = a.max_age {
-        c.push_str(&format!("; Max-Age={age}"));
+    /// The client is no browser that mistakes `SameSite=None` for Strict.
+    same_site_ok: bool,
+}
+
+impl Cookie<'_> {
+    /// The Set-Cookie value pinning a client to `addr`, with ingress-nginx's
+    /// attributes in its order: the path defaults to the route's own (so two
+    /// sticky paths on one host keep separate cookies; `/` for regex paths),
+    /// and the cookie is Secure over HTTPS or when session-cookie-secure says.
+    fn set_cookie(
+        &self,
+        a: &model::ingress::CookieAffinity,
+        addr: &SocketAddr,
+        now: SystemTime,
+    ) -> String {
+        use std::fmt::Write;
+        let path = match (&a.path, self.kind) {
+            (Some(p), _) => p.as_str(),
+            (None, PathKind::Regex) => "/",
+            (None, _) if self.route_path.is_empty() => "/",
+            (None, _) => self.route_path,
+        };
+        let mut c = format!("{}={}", a.name, cookie_value(addr));
+        if let Some(secs) = a.expires {
+            let at = now + std::time::Duration::from_secs(secs);
+            let _ = write!(c, "; Expires={}", httpdate::fmt_http_date(at));
+        }
+        if let Some(age) = a.max_age {
+            let _ = write!(c, "; Max-Age={age}");
+        }
+        let _ = write!(c, "; Path={path}");
+        if self.tls || a.secure {
+            c.push_str("; Secure");
+        }
+        c.push_str("; HttpOnly");
+        match a.same_site {
+            Some(SameSite::None) if !self.same_site_ok => {}
+            Some(s) => {
+                let _ = write!(c, "; SameSite={}", s.as_str());
+            }
+            None => {}
+        }
+        c
     }
-    if tls {
-        c.push_str("; Secure");
-    }
-    c
 }
 
 /// How a try failed, in the terms proxy-next-upstream names.
@@ -741,38 +822,81 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use model::ingress::CookieAffinity;
 
-    #[test]
-    fn affinity_cookie_attributes_follow_ingress_nginx() {
-        let a = model::ingress::CookieAffinity {
+    fn affinity() -> CookieAffinity {
+        CookieAffinity {
             name: "route".into(),
             path: None,
             max_age: Some(60),
-        };
+            expires: None,
+            secure: false,
+            same_site: None,
+            conditional_same_site_none: false,
+            change_on_failure: false,
+        }
+    }
+
+    fn at<'a>(route_path: &'a str, kind: PathKind, tls: bool) -> Cookie<'a> {
+        Cookie {
+            route_path,
+            kind,
+            tls,
+            same_site_ok: true,
+        }
+    }
+
+    #[test]
+    fn affinity_cookie_attributes_follow_ingress_nginx() {
+        let a = affinity();
         let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let v = cookie_value(&addr);
+        let now = SystemTime::UNIX_EPOCH;
         assert_eq!(
-            affinity_cookie(&a, &addr, "/shop", PathKind::Prefix, false),
-            format!("route={v}; Path=/shop; HttpOnly; Max-Age=60")
+            at("/shop", PathKind::Prefix, false).set_cookie(&a, &addr, now),
+            format!("route={v}; Max-Age=60; Path=/shop; HttpOnly")
         );
         assert_eq!(
-            affinity_cookie(&a, &addr, "/shop/(.*)", PathKind::Regex, true),
-            format!("route={v}; Path=/; HttpOnly; Max-Age=60; Secure"),
+            at("/shop/(.*)", PathKind::Regex, true).set_cookie(&a, &addr, now),
+            format!("route={v}; Max-Age=60; Path=/; Secure; HttpOnly"),
             "a regex is no cookie path; HTTPS makes it Secure"
         );
         assert_eq!(
-            affinity_cookie(&a, &addr, "", PathKind::Prefix, false),
-            format!("route={v}; Path=/; HttpOnly; Max-Age=60"),
+            at("", PathKind::Prefix, false).set_cookie(&a, &addr, now),
+            format!("route={v}; Max-Age=60; Path=/; HttpOnly"),
             "defaultBackend"
         );
-        let set = model::ingress::CookieAffinity {
+        let set = CookieAffinity {
             path: Some("/x".into()),
             max_age: None,
-            ..a
+            expires: Some(3600),
+            secure: true,
+            same_site: Some(SameSite::Lax),
+            ..affinity()
         };
         assert_eq!(
-            affinity_cookie(&set, &addr, "/shop", PathKind::Prefix, false),
-            format!("route={v}; Path=/x; HttpOnly")
+            at("/shop", PathKind::Prefix, false).set_cookie(&set, &addr, now),
+            format!(
+                "route={v}; Expires=Thu, 01 Jan 1970 01:00:00 GMT; Path=/x; Secure; HttpOnly; SameSite=Lax"
+            )
+        );
+        let none = CookieAffinity {
+            same_site: Some(SameSite::None),
+            max_age: None,
+            ..affinity()
+        };
+        let old_browser = Cookie {
+            same_site_ok: false,
+            ..at("/", PathKind::Prefix, true)
+        };
+        assert_eq!(
+            old_browser.set_cookie(&none, &addr, now),
+            format!("route={v}; Path=/; Secure; HttpOnly")
+        );
+        assert!(
+            at("/", PathKind::Prefix, true)
+                .set_cookie(&none, &addr, now)
+                .ends_with("; SameSite=None")
         );
     }
 }

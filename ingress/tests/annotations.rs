@@ -629,3 +629,80 @@ async fn proxy_next_upstream_on_status_spares_post_unless_non_idempotent() {
         [200; 4]
     );
 }
+
+/// The `name=value` of a Set-Cookie, and which backend answered.
+async fn pinned_cookie(p: &Plane, host: &str, to: &str) -> String {
+    for _ in 0..20 {
+        let r = get(p.http, host, "/").await;
+        if r.field("name") == Some(to) {
+            let set = r.headers["set-cookie"].to_str().unwrap();
+            return set.split(';').next().unwrap().to_string();
+        }
+    }
+    panic!("no answer from {to}");
+}
+
+#[tokio::test]
+async fn change_on_failure_moves_a_pinned_client_and_its_cookie() {
+    let (a, sick) = (backend("a").await, backend("sick").await);
+    let sticky = |change: &'static str| {
+        [
+            ("affinity", "cookie"),
+            ("session-cookie-name", "route"),
+            ("proxy-next-upstream", "error timeout http_503"),
+            ("session-cookie-change-on-failure", change),
+        ]
+    };
+    let yaml = service("web", &[sick, a])
+        + &ingress(
+            "stay",
+            "stay.test",
+            &[("Prefix", "/", "web")],
+            &sticky("false"),
+        )
+        + &ingress(
+            "move",
+            "move.test",
+            &[("Prefix", "/", "web")],
+            &sticky("true"),
+        );
+    let p = Plane::start(&yaml).await;
+    // Pinned to "sick", whose /unhealthy answers 503.
+    let cookie = pinned_cookie(&p, "stay.test", "sick").await;
+    let r = send(
+        p.http,
+        "GET",
+        "stay.test",
+        "/unhealthy",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "retried on its own endpoint"
+    );
+    assert!(!r.headers.contains_key("set-cookie"));
+
+    let cookie = pinned_cookie(&p, "move.test", "sick").await;
+    let r = send(
+        p.http,
+        "GET",
+        "move.test",
+        "/unhealthy",
+        &[("cookie", &cookie)],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.field("name")), (StatusCode::OK, Some("a")));
+    let moved = r.headers["set-cookie"].to_str().unwrap();
+    let moved = moved.split(';').next().unwrap().to_string();
+    assert_ne!(
+        moved, cookie,
+        "the cookie follows the endpoint that answered"
+    );
+    let r = send(p.http, "GET", "move.test", "/", &[("cookie", &moved)], "").await;
+    assert_eq!(r.field("name"), Some("a"));
+    assert!(!r.headers.contains_key("set-cookie"));
+}

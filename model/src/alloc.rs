@@ -222,7 +222,9 @@ pub struct Allocator {
     given: HashMap<NamespacedName, Given>,
 }
 
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+/// FNV-1a over `parts`: a hash that is the same in every process and on
+/// every node (allocation here, upstream-hash-by in the ingress plane).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in *p {

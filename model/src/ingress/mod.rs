@@ -13,8 +13,8 @@ pub mod template;
 mod validate;
 
 pub use annotations::{
-    Annotations, BackendProtocol, Canary, CookieAffinity, Cors, CorsOrigins, HeaderPattern, IpNet,
-    NextUpstream,
+    Annotations, BackendProtocol, Canary, CookieAffinity, Cors, CorsOrigins, HashBy, HeaderPattern,
+    IpNet, NextUpstream, SameSite, same_site_none_incompatible,
 };
 pub use class::{CONTROLLER, is_ours};
 pub use compile::compile;

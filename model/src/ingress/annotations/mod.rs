@@ -7,10 +7,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+mod affinity;
 mod cors;
+mod hash_by;
 mod next_upstream;
 
+pub use affinity::{CookieAffinity, SameSite, same_site_none_incompatible};
 pub use cors::{Cors, CorsOrigins, OriginPattern};
+pub use hash_by::HashBy;
 pub use next_upstream::NextUpstream;
 
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -79,14 +83,6 @@ impl PartialEq for HeaderPattern {
 }
 
 impl Eq for HeaderPattern {}
-
-/// `affinity: cookie`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CookieAffinity {
-    pub name: String,
-    pub path: Option<String>,
-    pub max_age: Option<u64>,
-}
 
 /// An IPv4/IPv6 network (whitelist-source-range).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +153,8 @@ pub struct Annotations {
     pub next_upstream: NextUpstream,
     /// `enable-cors` and its settings.
     pub cors: Option<Cors>,
+    /// `upstream-hash-by`: endpoints chosen by a key, not in turn.
+    pub hash_by: Option<HashBy>,
     /// `nginx.ingress.kubernetes.io/` annotations this Ingress has that
     /// nodeway does not act on (reported: they would change behaviour in
     /// ingress-nginx).
@@ -186,6 +184,7 @@ impl Default for Annotations {
             redirect: None,
             next_upstream: NextUpstream::default(),
             cors: None,
+            hash_by: None,
             ignored: Vec::new(),
         }
     }
@@ -306,14 +305,12 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
     let Some(all) = all else { return (a, errs) };
     let mut canary = Canary::default();
     let mut canary_on = false;
-    let mut affinity_on = false;
-    let mut cookie_name = "INGRESSCOOKIE".to_string();
-    let mut cookie_path = None;
-    let mut cookie_max_age = None;
+    let mut affinity = affinity::AffinityBuilder::default();
     let mut perm = None;
     let mut perm_code = 301u16;
     let mut temp = None;
     let mut cors = cors::CorsBuilder::default();
+    let mut hash_by = hash_by::HashByBuilder::default();
     for (k, v) in all {
         let Some(name) = k.strip_prefix(PREFIX) else {
             continue;
@@ -412,32 +409,19 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 Ok(t) if t > 0 => canary.weight_total = t,
                 _ => bad(format!("{v:?} is not a whole number above 0")),
             },
-            "affinity" => match v.trim() {
-                "cookie" => affinity_on = true,
-                "" => {}
-                _ => bad(format!("{v:?} is not supported (only \"cookie\")")),
-            },
-            "session-cookie-name" => {
-                if !v.is_empty()
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                {
-                    cookie_name = v.clone()
-                } else {
-                    bad(format!("{v:?} is not a valid cookie name"))
+            "affinity"
+            | "session-cookie-name"
+            | "session-cookie-path"
+            | "session-cookie-max-age"
+            | "session-cookie-expires"
+            | "session-cookie-secure"
+            | "session-cookie-samesite"
+            | "session-cookie-conditional-samesite-none"
+            | "session-cookie-change-on-failure" => {
+                if let Err(why) = affinity.set(name, v) {
+                    bad(why)
                 }
             }
-            "session-cookie-path" => {
-                if v.starts_with('/') && !v.contains(';') {
-                    cookie_path = Some(v.clone())
-                } else {
-                    bad(format!("{v:?} is not a path"))
-                }
-            }
-            "session-cookie-max-age" => match v.trim().parse::<u64>() {
-                Ok(n) => cookie_max_age = Some(n),
-                Err(_) => bad(format!("{v:?} is not a number of seconds")),
-            },
             "whitelist-source-range" | "allowlist-source-range" => {
                 for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     match IpNet::parse(part) {
@@ -481,6 +465,11 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                     bad(why)
                 }
             }
+            "upstream-hash-by" | "upstream-hash-by-subset" | "upstream-hash-by-subset-size" => {
+                if let Err(why) = hash_by.set(name, v) {
+                    bad(why)
+                }
+            }
             "permanent-redirect-code" => match v.trim().parse::<u16>() {
                 Ok(c) if (300..=308).contains(&c) => perm_code = c,
                 _ => bad(format!("{v:?} is not a redirect status 300..308")),
@@ -501,14 +490,9 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
     if canary_on {
         a.canary = Some(canary);
     }
-    if affinity_on {
-        a.affinity = Some(CookieAffinity {
-            name: cookie_name,
-            path: cookie_path,
-            max_age: cookie_max_age,
-        });
-    }
+    a.affinity = affinity.finish();
     a.cors = cors.finish();
+    a.hash_by = hash_by.finish();
     // ingress-nginx: permanent-redirect takes precedence over temporal-redirect.
     a.redirect = perm.map(|p| (p, perm_code)).or(temp.map(|t| (t, 302)));
     (a, errs)
