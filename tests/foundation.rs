@@ -407,6 +407,13 @@ fn check_passes_real_manifests_with_warnings_and_strict_fails() {
     ] {
         assert!(out.contains(w), "{w}: {out}");
     }
+    // CORS, cookie attributes, retries and hashing are acted on: no warning.
+    for acted_on in ["guestbook-edge", "guestbook-cache"] {
+        assert!(
+            !out.lines().any(|l| l.contains(&format!("Ingress default/{acted_on}:"))),
+            "{acted_on}: {out}"
+        );
+    }
     let (strict_ok, _) = check_with(&[&dir], &["--strict"]);
     assert!(!strict_ok, "--strict fails on warnings");
 }
