@@ -410,7 +410,8 @@ fn check_passes_real_manifests_with_warnings_and_strict_fails() {
     // CORS, cookie attributes, retries and hashing are acted on: no warning.
     for acted_on in ["guestbook-edge", "guestbook-cache"] {
         assert!(
-            !out.lines().any(|l| l.contains(&format!("Ingress default/{acted_on}:"))),
+            !out.lines()
+                .any(|l| l.contains(&format!("Ingress default/{acted_on}:"))),
             "{acted_on}: {out}"
         );
     }

@@ -362,7 +362,8 @@ async fn forward(
     // Plain HTTP/1.1 to endpoint addresses (the common case) is driven from
     // this task; TLS, HTTP/2 and ExternalName go through hyper-util's client.
     let direct = fwd.ann.backend_protocol == BackendProtocol::Http && fwd.external.is_none();
-    let started = Instant::now();
+    // Only a time limit needs the clock.
+    let started = rules.timeout.map(|_| Instant::now());
     let mut attempt = 0;
     loop {
         let endpoint = match fwd.external {
@@ -400,7 +401,10 @@ async fn forward(
         let again = |reached: bool| {
             !last
                 && replayable
-                && rules.timeout.is_none_or(|t| started.elapsed() < t)
+                && rules
+                    .timeout
+                    .zip(started)
+                    .is_none_or(|(t, at)| at.elapsed() < t)
                 && (!reached || rules.non_idempotent || !nginx_non_idempotent(fwd.method))
         };
         match tried {

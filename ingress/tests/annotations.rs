@@ -706,3 +706,37 @@ async fn change_on_failure_moves_a_pinned_client_and_its_cookie() {
     assert_eq!(r.field("name"), Some("a"));
     assert!(!r.headers.contains_key("set-cookie"));
 }
+
+#[tokio::test]
+async fn proxy_next_upstream_timeout_stops_further_tries() {
+    let (a, b) = (backend("limit-a").await, backend("limit-b").await);
+    let (c, d) = (backend("free-c").await, backend("free-d").await);
+    let yaml = service("limited", &[a, b])
+        + &service("free", &[c, d])
+        + &ingress(
+            "l",
+            "limited.test",
+            &[("Prefix", "/", "limited")],
+            &[
+                ("proxy-read-timeout", "1"),
+                ("proxy-next-upstream-timeout", "1"),
+            ],
+        )
+        + &ingress(
+            "f",
+            "free.test",
+            &[("Prefix", "/", "free")],
+            &[("proxy-read-timeout", "1")],
+        );
+    let p = Plane::start(&yaml).await;
+    let (limited, free) = tokio::join!(
+        get(p.http, "limited.test", "/count-slow"),
+        get(p.http, "free.test", "/count-slow")
+    );
+    assert_eq!(limited.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(free.status, StatusCode::GATEWAY_TIMEOUT);
+    // The first try used up the second: no other try started.
+    assert_eq!(hits("limit-a") + hits("limit-b"), 1);
+    // Without a limit, a timeout goes on: three tries, the default.
+    assert_eq!(hits("free-c") + hits("free-d"), 3);
+}

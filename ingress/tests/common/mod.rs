@@ -108,6 +108,15 @@ pub fn text(s: impl Into<Bytes>) -> Response<TBody> {
     Response::new(Full::new(s.into()).boxed())
 }
 
+/// Requests to `/count-slow`, by backend name.
+static HITS: std::sync::Mutex<std::collections::BTreeMap<&'static str, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// How many requests backend `name` took on `/count-slow`.
+pub fn hits(name: &str) -> usize {
+    HITS.lock().unwrap().get(name).copied().unwrap_or(0)
+}
+
 async fn backend_handle(
     name: &'static str,
     mut req: Request<Incoming>,
@@ -115,6 +124,12 @@ async fn backend_handle(
     let path = req.uri().path().to_string();
     Ok(match path.as_str() {
         "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            text("slow")
+        }
+        // Counted, then as slow as /slow.
+        "/count-slow" => {
+            *HITS.lock().unwrap().entry(name).or_default() += 1;
             tokio::time::sleep(Duration::from_secs(3)).await;
             text("slow")
         }
