@@ -165,6 +165,35 @@ pub struct Unfilled {
     pub health_check_node_port: bool,
 }
 
+/// The families of the service ranges, in the order given (the first is
+/// the cluster's default family).
+pub fn cidr_families(cidrs: &[ServiceCidr]) -> Vec<Family> {
+    let mut out = Vec::new();
+    for c in cidrs {
+        if !out.contains(&c.family()) {
+            out.push(c.family());
+        }
+    }
+    out
+}
+
+/// The `ipFamilies` the API server settles on for a Service that has no
+/// clusterIP yet: those it asks for, else the cluster's (`cluster`, in
+/// range order), one of them for SingleStack and up to two otherwise.
+pub fn service_families(asked: &[Family], policy: FamilyPolicy, cluster: &[Family]) -> Vec<Family> {
+    let mut families = if asked.is_empty() {
+        cluster.to_vec()
+    } else {
+        asked.to_vec()
+    };
+    families.truncate(if policy == FamilyPolicy::SingleStack {
+        1
+    } else {
+        2
+    });
+    families
+}
+
 /// `spec.ipFamilyPolicy`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FamilyPolicy {
@@ -339,16 +368,16 @@ impl Allocator {
         if !wants.cluster_ips {
             return;
         }
-        let mut families = wants.families.clone();
-        if families.is_empty() {
-            for c in ranges.cidrs {
-                if !families.contains(&c.family()) {
-                    families.push(c.family());
-                }
-            }
-        }
+        let families =
+            service_families(&wants.families, wants.policy, &cidr_families(ranges.cidrs));
         let dual = wants.policy != FamilyPolicy::SingleStack;
-        families.truncate(if dual { 2 } else { 1 });
+        if !dual && wants.families.len() > 1 {
+            errors.push(FieldError::new(
+                "spec.ipFamilies",
+                "two families need ipFamilyPolicy PreferDualStack or RequireDualStack \
+                 (the API server refuses them with SingleStack); the first is used",
+            ));
+        }
         if wants.policy == FamilyPolicy::RequireDualStack && families.len() < 2 {
             errors.push(FieldError::new(
                 "spec.ipFamilyPolicy",

@@ -14,7 +14,7 @@
 //! incremental and from-scratch results agree by construction (and a
 //! property test checks it).
 
-use crate::alloc::{Allocator, Ranges, Unfilled};
+use crate::alloc::{Allocator, Family, Ranges, Unfilled, cidr_families};
 use crate::claims::{ClaimKey, Claims};
 use crate::endpoints::{self, Sources};
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
@@ -273,7 +273,11 @@ impl Compiler {
     /// Compiles every dirty Service (`None`: it is gone) and counts its
     /// explicit addresses and ports, before anything is allocated for any
     /// of them: an allocation never takes what one of them names.
-    fn compile_dirty(&mut self, objects: &Objects) -> Vec<(NamespacedName, Option<Dirty>)> {
+    fn compile_dirty(
+        &mut self,
+        objects: &Objects,
+        cluster_families: &[Family],
+    ) -> Vec<(NamespacedName, Option<Dirty>)> {
         let mut out = Vec::new();
         for k in std::mem::take(&mut self.dirty_services) {
             let okey = ObjectKey::new("Service", &k.0, &k.1);
@@ -292,7 +296,7 @@ impl Compiler {
                 Some(o) if *o.source == **file => o.source.clone(),
                 _ => Arc::from(file.as_path()),
             };
-            let (compiled, unfilled) = compile_service(&okey, svc, &src, source);
+            let (compiled, unfilled) = compile_service(&okey, svc, &src, source, cluster_families);
             self.alloc.explicit(&compiled, true);
             out.push((k, Some((file.clone(), compiled, unfilled))));
         }
@@ -322,7 +326,7 @@ impl Compiler {
                 }
             }
         }
-        let compiled = self.compile_dirty(objects);
+        let compiled = self.compile_dirty(objects, &cidr_families(&opts.service_cidrs));
         let ranges = Ranges {
             cidrs: &opts.service_cidrs,
             node_ports: opts.validate.node_port_range.clone(),

@@ -37,10 +37,14 @@ pub struct ServiceRef<'a> {
     pub name: &'a str,
     pub selector: Option<&'a BTreeMap<String, String>>,
     pub ports: Vec<PortSpec<'a>>,
-    /// IP families the Service serves (from its ClusterIPs; both when headless).
+    /// IP families the Service serves (those it is allocated, or both for
+    /// a headless Service without a selector).
     pub v4: bool,
     pub v6: bool,
     pub headless: bool,
+    /// `spec.publishNotReadyAddresses`: Pods count as ready whatever their
+    /// state, as the EndpointSlice controller publishes them.
+    pub publish_not_ready: bool,
 }
 
 pub fn resolve(svc: &ServiceRef<'_>, src: &Sources<'_>) -> Resolved {
@@ -264,8 +268,8 @@ fn from_pods(
             ips.push(ip);
         }
         let terminating = pod.metadata.deletion_timestamp.is_some();
-        let ready = pod_ready(pod) && !terminating;
         let serving = pod_ready(pod);
+        let ready = svc.publish_not_ready || (serving && !terminating);
         let spec = pod.spec.as_ref();
         let node: Option<Arc<str>> = spec.and_then(|s| s.node_name.as_deref()).map(Arc::from);
         let placement = Placement {

@@ -279,6 +279,8 @@ fn decode_as<T: DeserializeOwned>(doc: Value) -> Result<(ObjectKey, T), (ObjectK
         Some("Pod") => "Pod",
         _ => "Namespace",
     };
+    let mut doc = doc;
+    unset_empty_fields(&mut doc, kind);
     let namespaced = !matches!(kind, "Namespace" | "IngressClass");
     // Name the object even when a field is of the wrong type (`name: off`
     // is a YAML boolean): the error must say which object it is.
@@ -293,11 +295,63 @@ fn decode_as<T: DeserializeOwned>(doc: Value) -> Result<(ObjectKey, T), (ObjectK
         String::new()
     };
     let key = ObjectKey::new(kind, &namespace, &text(doc.pointer("/metadata/name"), ""));
-    let mut doc = doc;
     strip(&mut doc);
     match serde_path_to_error(doc) {
         Ok(v) => Ok((key, v)),
         Err(e) => Err((key, e)),
+    }
+}
+
+/// Fields whose empty value (`""`, and `0` for a targetPort) the API
+/// server's defaulting treats as left out: they get the default, as if not
+/// written, instead of failing validation.
+fn unset_empty_fields(doc: &mut Value, kind: &str) {
+    const SERVICE: [&[&str]; 8] = [
+        &["spec", "type"],
+        &["spec", "sessionAffinity"],
+        &["spec", "externalTrafficPolicy"],
+        &["spec", "internalTrafficPolicy"],
+        &["spec", "ipFamilyPolicy"],
+        &["spec", "clusterIP"],
+        &["spec", "ports", "*", "protocol"],
+        &["spec", "ports", "*", "targetPort"],
+    ];
+    unset_empty(doc, &["metadata", "namespace"]);
+    let paths: &[&[&str]] = match kind {
+        "Service" => &SERVICE,
+        "EndpointSlice" => &[&["ports", "*", "protocol"]],
+        "Endpoints" => &[&["subsets", "*", "ports", "*", "protocol"]],
+        _ => &[],
+    };
+    for p in paths {
+        unset_empty(doc, p);
+    }
+}
+
+/// Removes the field at `path` (`*`: every element of an array) when empty.
+fn unset_empty(v: &mut Value, path: &[&str]) {
+    match path {
+        [] => {}
+        ["*", rest @ ..] => {
+            for e in v.as_array_mut().into_iter().flatten() {
+                unset_empty(e, rest);
+            }
+        }
+        [last] => {
+            let empty = |f: &Value| {
+                f.as_str() == Some("") || (*last == "targetPort" && f.as_u64() == Some(0))
+            };
+            if let Some(o) = v.as_object_mut()
+                && o.get(*last).is_some_and(empty)
+            {
+                o.remove(*last);
+            }
+        }
+        [key, rest @ ..] => {
+            if let Some(child) = v.get_mut(*key) {
+                unset_empty(child, rest);
+            }
+        }
     }
 }
 

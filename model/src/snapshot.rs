@@ -1,7 +1,9 @@
 //! The Snapshot: one immutable picture of the cluster, compiled from the
 //! current good objects, with one table per plane.
 
-use crate::alloc::{DEFAULT_SERVICE_CIDR, Family, FamilyPolicy, ServiceCidr, Unfilled};
+use crate::alloc::{
+    DEFAULT_SERVICE_CIDR, Family, FamilyPolicy, ServiceCidr, Unfilled, service_families,
+};
 use crate::compiler::Compiler;
 use crate::endpoints::{self, PortSpec, ServiceRef, Sources};
 use crate::error::{ConfigError, ObjectKey, Warning};
@@ -168,11 +170,39 @@ pub fn compile(
     )
 }
 
+/// The IP families whose endpoints a Service takes: those of its
+/// clusterIPs, or, before one is allocated, the `ipFamilies` the API server
+/// would give it. A headless Service without a selector takes both, as its
+/// EndpointSlices are written by hand.
+fn endpoint_families(
+    spec: &core::ServiceSpec,
+    headless: bool,
+    cluster_ips: &[IpAddr],
+    cluster_families: &[Family],
+) -> Vec<Family> {
+    if !cluster_ips.is_empty() {
+        return cluster_ips.iter().map(Family::of).collect();
+    }
+    let selectorless = spec.selector.as_ref().is_none_or(|s| s.is_empty());
+    if headless && selectorless {
+        return vec![Family::V4, Family::V6];
+    }
+    let asked: Vec<Family> = spec
+        .ip_families
+        .iter()
+        .flatten()
+        .filter_map(|f| Family::parse(f))
+        .collect();
+    let policy = FamilyPolicy::parse(spec.ip_family_policy.as_deref());
+    service_families(&asked, policy, cluster_families)
+}
+
 pub(crate) fn compile_service(
     key: &ObjectKey,
     svc: &core::Service,
     src: &Sources<'_>,
     source: Arc<std::path::Path>,
+    cluster_families: &[Family],
 ) -> (Service, Unfilled) {
     let spec = svc.spec.clone().unwrap_or_default();
     let service_type = match spec.type_.as_deref() {
@@ -198,8 +228,9 @@ pub(crate) fn compile_service(
     } else {
         ips.iter().filter_map(|s| s.parse().ok()).collect()
     };
-    let v4 = headless || cluster_ips.iter().any(IpAddr::is_ipv4) || cluster_ips.is_empty();
-    let v6 = headless || cluster_ips.iter().any(IpAddr::is_ipv6);
+    let families = endpoint_families(&spec, headless, &cluster_ips, cluster_families);
+    let v4 = families.contains(&Family::V4);
+    let v6 = families.contains(&Family::V6);
     let port_specs: Vec<(String, Protocol, TargetPort, &core::ServicePort)> = spec
         .ports
         .iter()
@@ -239,6 +270,7 @@ pub(crate) fn compile_service(
                 v4,
                 v6,
                 headless,
+                publish_not_ready: spec.publish_not_ready_addresses == Some(true),
             },
             src,
         ))
@@ -286,6 +318,9 @@ pub(crate) fn compile_service(
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
+        // `ipMode: Proxy`: the load balancer proxies to the nodes itself,
+        // and kube-proxy does not take its address (unset means VIP).
+        .filter(|i| i.ip_mode.as_deref().is_none_or(|m| m != "Proxy"))
         .filter_map(|i| i.ip.as_deref()?.parse().ok())
         .collect();
     let compiled = Service {

@@ -15,11 +15,12 @@ pub struct TlsSecret {
 impl TlsSecret {
     pub fn from_secret(s: &Secret) -> Result<TlsSecret, FieldError> {
         let get = |k: &str| -> Result<Vec<u8>, FieldError> {
-            if let Some(v) = s.data.as_ref().and_then(|d| d.get(k)) {
-                return Ok(v.0.clone());
-            }
+            // The API server writes stringData over data.
             if let Some(v) = s.string_data.as_ref().and_then(|d| d.get(k)) {
                 return Ok(v.as_bytes().to_vec());
+            }
+            if let Some(v) = s.data.as_ref().and_then(|d| d.get(k)) {
+                return Ok(v.0.clone());
             }
             Err(FieldError::new(format!("data[{k}]"), "is missing"))
         };
@@ -50,5 +51,45 @@ impl Clone for TlsSecret {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    #[test]
+    fn string_data_is_written_over_data() {
+        let pem = |f: &str| f.to_string();
+        let mut s = Secret {
+            data: Some(
+                [
+                    ("tls.crt".to_string(), ByteString(b"stale".to_vec())),
+                    ("tls.key".to_string(), ByteString(b"stale".to_vec())),
+                ]
+                .into(),
+            ),
+            string_data: Some(
+                [
+                    (
+                        "tls.crt".to_string(),
+                        pem(include_str!("ingress/testdata/cert.pem")),
+                    ),
+                    (
+                        "tls.key".to_string(),
+                        pem(include_str!("ingress/testdata/key.pem")),
+                    ),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        assert!(TlsSecret::from_secret(&s).is_ok(), "stringData wins");
+        s.string_data = None;
+        assert!(
+            TlsSecret::from_secret(&s).is_err(),
+            "data alone is read too"
+        );
     }
 }

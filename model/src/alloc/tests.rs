@@ -242,3 +242,65 @@ fn an_exhausted_range_is_an_error_naming_the_field() {
             .contains("no free address left in 10.0.0.0/30")
     );
 }
+
+/// One EndpointSlice per family for Service `name`, port 8080.
+fn slices(name: &str) -> String {
+    let mut s = String::new();
+    for (ty, addr) in [("IPv4", "10.1.0.5"), ("IPv6", "fd00:1::5")] {
+        s.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: {ty}\nendpoints: [{{addresses: [\"{addr}\"]}}]\nports: [{{port: 8080}}]\n",
+            ty.to_ascii_lowercase()
+        ));
+    }
+    s
+}
+
+/// The endpoints a Service without a clusterIP takes are those of the
+/// families it is allocated, not IPv4 whatever the ranges.
+#[test]
+fn endpoints_follow_the_allocated_families() {
+    let backends = |s: &Snapshot, n: &str| -> Vec<bool> {
+        s.service("default", n).unwrap().ports[0]
+            .backends
+            .iter()
+            .map(|b| b.addr.is_ipv4())
+            .collect()
+    };
+    let all = |o: &CompileOptions| {
+        build(
+            o,
+            &[
+                ("a.yaml", svc("single", "") + &slices("single")),
+                ("b.yaml", svc("v6", ", ipFamilies: [IPv6]") + &slices("v6")),
+                (
+                    "c.yaml",
+                    svc("dual", ", ipFamilyPolicy: PreferDualStack") + &slices("dual"),
+                ),
+                (
+                    "d.yaml",
+                    svc("headless", ", clusterIP: None, selector: {app: x}") + &slices("headless"),
+                ),
+            ],
+        )
+    };
+    let s = all(&opts(&["10.0.0.0/24", "fd00::/112"]));
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(backends(&s, "single"), [true]);
+    assert_eq!(backends(&s, "v6"), [false]);
+    assert_eq!(backends(&s, "dual").len(), 2);
+    assert_eq!(
+        backends(&s, "headless"),
+        [true],
+        "SingleStack, the first family"
+    );
+    // An IPv6-first cluster: Services default to IPv6.
+    let s = all(&opts(&["fd00::/112", "10.0.0.0/24"]));
+    assert_eq!(backends(&s, "single"), [false]);
+    assert_eq!(backends(&s, "headless"), [false]);
+    // Two families with SingleStack: the API server refuses it.
+    let s = build(
+        &opts(&["10.0.0.0/24", "fd00::/112"]),
+        &[("e.yaml", svc("two", ", ipFamilies: [IPv4, IPv6]"))],
+    );
+    assert_eq!(s.errors[0].field.as_deref(), Some("spec.ipFamilies"));
+}

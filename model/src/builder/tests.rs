@@ -306,6 +306,12 @@ fn selector_picks_ready_pods_with_named_target_port() {
             ("127.0.3.2:9090".parse().unwrap(), false),
         ]
     );
+    // publishNotReadyAddresses: the EndpointSlice controller calls every Pod ready.
+    let published = SVC_A.replacen("spec:\n", "spec:\n  publishNotReadyAddresses: true\n", 1);
+    up(&mut b, "a.yaml", &published);
+    let s = b.build();
+    assert!(s.errors.is_empty(), "{published}: {:?}", s.errors);
+    assert!(addrs(&s, "a", 0).iter().all(|(_, ready)| *ready));
 }
 
 #[test]

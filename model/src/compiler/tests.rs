@@ -291,3 +291,20 @@ fn a_one_service_change_shares_everything_else() {
         five.warnings
     );
 }
+
+#[test]
+fn load_balancer_addresses_in_proxy_mode_are_not_taken() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec: {type: LoadBalancer, clusterIP: 10.96.0.9, ports: [{port: 80, nodePort: 30080}]}\nstatus:\n  loadBalancer:\n    ingress: [{ip: 192.0.2.10}, {ip: 192.0.2.11, ipMode: VIP}, {ip: 192.0.2.12, ipMode: Proxy}]\n";
+    let mut b = crate::Builder::new(crate::CompileOptions::default());
+    b.update_file(std::path::Path::new("lb.yaml"), Some(yaml.as_bytes()));
+    let s = b.build();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let ips: Vec<String> = s
+        .service("default", "lb")
+        .unwrap()
+        .load_balancer_ips
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ips, ["192.0.2.10", "192.0.2.11"]);
+}

@@ -43,9 +43,11 @@ pub fn is_ours(
         )),
         None => {
             // The DefaultIngressClass admission plugin would have stamped a
-            // class-less Ingress with the default class.
-            let defaults: Vec<&str> = classes
+            // class-less Ingress with the default class: the newest one
+            // when several are marked (then by name).
+            let mut defaults: Vec<&IngressClass> = classes
                 .iter()
+                .copied()
                 .filter(|c| {
                     c.metadata
                         .annotations
@@ -54,11 +56,19 @@ pub fn is_ours(
                         .map(String::as_str)
                         == Some("true")
                 })
-                .map(|c| c.metadata.name.as_deref().unwrap_or(""))
                 .collect();
-            if defaults.iter().any(|d| class_is_ours(d, classes, opts)) {
+            defaults.sort_by(|a, b| {
+                let created = |c: &IngressClass| c.metadata.creation_timestamp.clone();
+                created(b)
+                    .cmp(&created(a))
+                    .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+            });
+            let default = defaults
+                .first()
+                .map(|c| c.metadata.name.as_deref().unwrap_or(""));
+            if default.is_some_and(|d| class_is_ours(d, classes, opts)) {
                 Ok(())
-            } else if let Some(other) = defaults.first() {
+            } else if let Some(other) = default {
                 Err(format!(
                     "skipped: it names no ingress class, so it is the default class {other:?}'s, which another controller serves"
                 ))

@@ -356,6 +356,21 @@ fn class_selection() {
         "{:?}",
         s.warnings
     );
+    // Two defaults: the admission plugin stamps the newest.
+    let dated = |cls: &str, when: &str| {
+        cls.replacen(
+            "metadata:\n",
+            &format!("metadata:\n  creationTimestamp: \"{when}\"\n"),
+            1,
+        )
+    };
+    let older_ours = dated(default_cls, "2025-01-01T00:00:00Z");
+    let newer_theirs = dated(theirs, "2026-01-01T00:00:00Z");
+    assert!(!served(&snap(
+        &(older_ours.clone() + &newer_theirs + &mk("", ""))
+    )));
+    let newer_ours = dated(default_cls, "2026-06-01T00:00:00Z");
+    assert!(served(&snap(&(newer_ours + &newer_theirs + &mk("", "")))));
 }
 
 fn validation_fields(doc: &str) -> Vec<String> {
@@ -749,4 +764,22 @@ fn hosts_that_could_redirect_elsewhere_are_invalid() {
     ] {
         assert!(!is_valid_host(bad), "{bad}");
     }
+}
+
+#[test]
+fn a_path_is_required_for_exact_and_prefix_as_the_api_server_says() {
+    let doc = |ty: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: p}}\nspec:\n  rules:\n  - http:\n      paths:\n      - pathType: {ty}\n        backend: {{service: {{name: web, port: {{number: 80}}}}}}\n"
+        )
+    };
+    assert_eq!(
+        validation_fields(&doc("Prefix")),
+        ["spec.rules[0].http.paths[0].path"]
+    );
+    assert_eq!(
+        validation_fields(&doc("Exact")),
+        ["spec.rules[0].http.paths[0].path"]
+    );
+    assert!(validation_fields(&doc("ImplementationSpecific")).is_empty());
 }

@@ -93,6 +93,13 @@ pub fn validate(ing: &Ingress) -> Vec<FieldError> {
                     continue;
                 }
             }
+            if p.path.is_none() && ty != "ImplementationSpecific" {
+                errs.push(FieldError::new(
+                    format!("{f}.path"),
+                    format!("is required for pathType {ty} (the API server refuses it without)"),
+                ));
+                continue;
+            }
             if regex {
                 if let Err(e) = regex::Regex::new(&format!("(?i)^{path}")) {
                     errs.push(FieldError::new(

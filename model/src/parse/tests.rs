@@ -116,3 +116,23 @@ fn managed_fields_and_last_applied_are_not_kept() {
     let ann = meta.annotations.as_ref().unwrap();
     assert_eq!(ann.keys().collect::<Vec<_>>(), ["keep"]);
 }
+
+/// An empty value where the API server would default the field is the
+/// default, not an error (generators often write `""` for "unset").
+#[test]
+fn empty_values_mean_the_api_server_default() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: \"\"}\nspec:\n  type: \"\"\n  clusterIP: \"\"\n  sessionAffinity: \"\"\n  externalTrafficPolicy: \"\"\n  ports: [{name: web, port: 80, protocol: \"\", targetPort: 0}, {name: alt, port: 81, targetPort: \"\"}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a-1, labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\nendpoints: [{addresses: [\"10.1.0.1\"]}]\nports: [{name: web, port: 80, protocol: \"\"}]\n";
+    let mut b = crate::builder::Builder::new(crate::snapshot::CompileOptions::default());
+    b.update_file(Path::new("m.yaml"), Some(yaml.as_bytes()));
+    let s = b.build();
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    let svc = s.service("default", "a").expect("in namespace default");
+    assert_eq!(svc.service_type, crate::service::ServiceType::ClusterIP);
+    assert_eq!(svc.cluster_ips.len(), 1, "allocated");
+    assert_eq!(svc.ports[0].protocol, crate::service::Protocol::Tcp);
+    assert_eq!(
+        svc.ports[0].backends[0].addr.port(),
+        80,
+        "targetPort = port"
+    );
+}
