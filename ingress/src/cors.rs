@@ -45,7 +45,50 @@ pub fn add_headers(h: &mut HeaderMap, c: &Cors, allow_origin: HeaderValue) {
     h.insert(ACCESS_CONTROL_MAX_AGE, c.max_age.clone());
     // The answer depends on the Origin when it echoes one: a cache must not
     // hand it to another origin (ingress-nginx leaves this out).
-    if let CorsOrigins::List(_) = c.origins {
+    if let CorsOrigins::List(_) = c.origins
+        && !varies_by_origin(h)
+    {
         h.append(VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
+/// Whether the backend's `Vary` already names Origin (or `*`).
+fn varies_by_origin(h: &HeaderMap) -> bool {
+    h.get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("origin") || t.trim() == "*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed() -> Cors {
+        let m = [
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "https://a.example"),
+        ]
+        .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
+        .into_iter()
+        .collect();
+        model::ingress::annotations::parse(Some(&m)).0.cors.unwrap()
+    }
+
+    #[test]
+    fn vary_origin_is_added_once() {
+        let origin = HeaderValue::from_static("https://a.example");
+        let mut h = HeaderMap::new();
+        h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        add_headers(&mut h, &listed(), origin.clone());
+        let vary: Vec<_> = h.get_all(VARY).iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+        for already in ["accept-encoding, origin", "*"] {
+            let mut h = HeaderMap::new();
+            h.insert(VARY, HeaderValue::from_static(already));
+            add_headers(&mut h, &listed(), origin.clone());
+            assert_eq!(h.get_all(VARY).iter().count(), 1, "{already}");
+        }
     }
 }

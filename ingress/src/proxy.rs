@@ -229,12 +229,13 @@ async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(same_site_none_incompatible),
     });
-    // ingress-nginx's order: the affinity cookie, then upstream-hash-by,
-    // then round robin.
+    // The affinity cookie, else upstream-hash-by, else round robin (the
+    // model drops hash-by when the route has affinity, as ingress-nginx; a
+    // canary with its own affinity does the same here).
     let first = match (sticky.as_ref().and_then(|s| s.pinned), &ann.hash_by) {
         _ if external.is_some() => 0,
         (Some(i), _) => i,
-        (None, Some(h)) => {
+        (None, Some(h)) if affinity.is_none() => {
             let key = h
                 .key
                 .render(|v, out| policy::variable(v, &req, &norm, host, conn, out));
@@ -242,7 +243,7 @@ async fn serve(
                 sh.balancer.next(&be.key)
             })
         }
-        (None, None) => sh.balancer.next(&be.key) % n,
+        (None, _) => sh.balancer.next(&be.key) % n,
     };
     // A pinned request stays with its endpoint on a retry unless
     // change-on-failure says otherwise (ingress-nginx).
@@ -291,7 +292,9 @@ async fn serve(
         let i = if stay { first } else { (first + attempt) % n };
         usable.clone().nth(i).map(|b| b.addr)
     };
-    let (resp, up) = forward(sh, &fwd, headers, body, n, pick, out).await;
+    // Tries can reach n endpoints, or only the pinned one.
+    let reachable = if stay { 1 } else { n };
+    let (resp, up) = forward(sh, &fwd, headers, body, reachable, pick, out).await;
     let Ok(resp) = resp else {
         return resp.unwrap_or_else(|r| r);
     };
@@ -357,7 +360,7 @@ async fn forward(
     let tries = match rules.tries {
         _ if rules.is_off() => 1,
         0 => endpoints,
-        t => t as usize,
+        t => (t as usize).min(endpoints * MAX_TRIES_PER_ENDPOINT),
     };
     // Plain HTTP/1.1 to endpoint addresses (the common case) is driven from
     // this task; TLS, HTTP/2 and ExternalName go through hyper-util's client.
@@ -376,20 +379,12 @@ async fn forward(
         let tried = match (endpoint, fwd.external) {
             (Some(addr), _) if direct => via_h1(sh, addr, fwd, &headers, &mut body).await,
             (_, Some(authority)) => {
-                let hdrs = if last {
-                    std::mem::take(&mut headers)
-                } else {
-                    headers.clone()
-                };
+                let hdrs = headers_for_try(&mut headers, !last && !has_body);
                 let b = body.take().unwrap_or_else(body::empty);
                 via_client(sh, authority, fwd, hdrs, b).await
             }
             (Some(addr), None) => {
-                let hdrs = if last {
-                    std::mem::take(&mut headers)
-                } else {
-                    headers.clone()
-                };
+                let hdrs = headers_for_try(&mut headers, !last && !has_body);
                 let b = body.take().unwrap_or_else(body::empty);
                 via_client(sh, &addr.to_string(), fwd, hdrs, b).await
             }
@@ -437,6 +432,23 @@ async fn forward(
     }
 }
 
+/// However large proxy-next-upstream-tries is, a request tries each
+/// endpoint at most this often: ingress-nginx's default of 3 then still
+/// means 3 tries of a Service's only endpoint, and a typo such as 30000
+/// cannot keep one request failing against a closed port.
+const MAX_TRIES_PER_ENDPOINT: usize = 3;
+
+/// The headers for one try: a copy when a later try may still need them
+/// (`keep`; only a request without a body is ever sent again through
+/// hyper-util's client, which takes the body), else the headers themselves.
+fn headers_for_try(headers: &mut http::HeaderMap, keep: bool) -> http::HeaderMap {
+    if keep {
+        headers.clone()
+    } else {
+        std::mem::take(headers)
+    }
+}
+
 /// The methods nginx never passes to a next upstream once they reached one,
 /// unless `non_idempotent` is in proxy-next-upstream.
 fn nginx_non_idempotent(m: &Method) -> bool {
@@ -473,8 +485,12 @@ impl Cookie<'_> {
             (None, _) => self.route_path,
         };
         let mut c = format!("{}={}", a.name, cookie_value(addr));
-        if let Some(secs) = a.expires {
-            let at = now + std::time::Duration::from_secs(secs);
+        // The model caps `expires` at 100 years, so the date stays one an
+        // HTTP date can hold (they end in year 9999).
+        let expires = a
+            .expires
+            .and_then(|secs| now.checked_add(std::time::Duration::from_secs(secs)));
+        if let Some(at) = expires {
             let _ = write!(c, "; Expires={}", httpdate::fmt_http_date(at));
         }
         if let Some(age) = a.max_age {
@@ -884,6 +900,13 @@ mod tests {
                 "route={v}; Expires=Thu, 01 Jan 1970 01:00:00 GMT; Path=/x; Secure; HttpOnly; SameSite=Lax"
             )
         );
+        // The longest lifetime the model keeps still makes a date from now.
+        let longest = CookieAffinity {
+            expires: Some(model::ingress::annotations::MAX_COOKIE_SECONDS),
+            ..affinity()
+        };
+        let c = at("/", PathKind::Prefix, false).set_cookie(&longest, &addr, SystemTime::now());
+        assert!(c.contains("; Expires=") && c.contains(" 212"), "{c}");
         let none = CookieAffinity {
             same_site: Some(SameSite::None),
             max_age: None,

@@ -644,7 +644,7 @@ async fn pinned_cookie(p: &Plane, host: &str, to: &str) -> String {
 
 #[tokio::test]
 async fn change_on_failure_moves_a_pinned_client_and_its_cookie() {
-    let (a, sick) = (backend("a").await, backend("sick").await);
+    let (a, sick) = (backend("a").await, backend("sick-pinned").await);
     let sticky = |change: &'static str| {
         [
             ("affinity", "cookie"),
@@ -667,8 +667,8 @@ async fn change_on_failure_moves_a_pinned_client_and_its_cookie() {
             &sticky("true"),
         );
     let p = Plane::start(&yaml).await;
-    // Pinned to "sick", whose /unhealthy answers 503.
-    let cookie = pinned_cookie(&p, "stay.test", "sick").await;
+    // Pinned to "sick-pinned", whose /unhealthy answers 503.
+    let cookie = pinned_cookie(&p, "stay.test", "sick-pinned").await;
     let r = send(
         p.http,
         "GET",
@@ -684,8 +684,9 @@ async fn change_on_failure_moves_a_pinned_client_and_its_cookie() {
         "retried on its own endpoint"
     );
     assert!(!r.headers.contains_key("set-cookie"));
+    assert_eq!(hits("sick-pinned"), 3, "the default 3 tries, all on it");
 
-    let cookie = pinned_cookie(&p, "move.test", "sick").await;
+    let cookie = pinned_cookie(&p, "move.test", "sick-pinned").await;
     let r = send(
         p.http,
         "GET",
@@ -739,4 +740,62 @@ async fn proxy_next_upstream_timeout_stops_further_tries() {
     assert_eq!(hits("limit-a") + hits("limit-b"), 1);
     // Without a limit, a timeout goes on: three tries, the default.
     assert_eq!(hits("free-c") + hits("free-d"), 3);
+}
+
+#[tokio::test]
+async fn proxy_next_upstream_tries_are_capped_at_three_per_endpoint() {
+    let sick = backend("sick-capped").await;
+    let yaml = service("web", &[sick])
+        + &ingress(
+            "many",
+            "many.test",
+            &[("Prefix", "/", "web")],
+            &[
+                ("proxy-next-upstream", "http_503"),
+                ("proxy-next-upstream-tries", "30000"),
+            ],
+        );
+    let p = Plane::start(&yaml).await;
+    let r = get(p.http, "many.test", "/unhealthy").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(hits("sick-capped"), 3);
+}
+
+#[tokio::test]
+async fn cors_headers_replace_the_backends_and_reach_nodeways_own_answers() {
+    let (a, dead) = (backend("a").await, dead_addr().await);
+    let cors = [
+        ("enable-cors", "true"),
+        ("cors-allow-origin", "https://app.test"),
+    ];
+    let mut denied = cors.to_vec();
+    denied.push(("whitelist-source-range", "198.51.100.0/24"));
+    let yaml = service("web", &[a])
+        + &service("gone", &[dead])
+        + &ingress("c", "c.test", &[("Prefix", "/", "web")], &cors)
+        + &ingress("d", "d.test", &[("Prefix", "/", "web")], &denied)
+        + &ingress("g", "g.test", &[("Prefix", "/", "gone")], &cors);
+    let p = Plane::start(&yaml).await;
+    let origin = [("origin", "https://app.test")];
+    let r = send(p.http, "GET", "c.test", "/own-cors", &origin, "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let acao: Vec<_> = r
+        .headers
+        .get_all("access-control-allow-origin")
+        .iter()
+        .collect();
+    assert_eq!(acao, ["https://app.test"], "the route's value, alone");
+    assert_eq!(r.headers.get_all("vary").iter().count(), 1);
+    // nginx's more_set_headers sets them on every status.
+    for (host, status) in [
+        ("d.test", StatusCode::FORBIDDEN),
+        ("g.test", StatusCode::BAD_GATEWAY),
+    ] {
+        let r = send(p.http, "GET", host, "/", &origin, "").await;
+        assert_eq!(r.status, status, "{host}");
+        assert_eq!(
+            r.headers["access-control-allow-origin"], "https://app.test",
+            "{host}"
+        );
+    }
 }

@@ -108,11 +108,12 @@ pub fn text(s: impl Into<Bytes>) -> Response<TBody> {
     Response::new(Full::new(s.into()).boxed())
 }
 
-/// Requests to `/count-slow`, by backend name.
+/// Requests to `/count-slow` and to a sick backend's `/unhealthy`, by
+/// backend name (give a counted backend a name no other test uses).
 static HITS: std::sync::Mutex<std::collections::BTreeMap<&'static str, usize>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-/// How many requests backend `name` took on `/count-slow`.
+/// How many requests backend `name` took on `/count-slow` or `/unhealthy`.
 pub fn hits(name: &str) -> usize {
     HITS.lock().unwrap().get(name).copied().unwrap_or(0)
 }
@@ -135,8 +136,20 @@ async fn backend_handle(
         }
         // A backend whose name starts with "sick" answers 503 here.
         "/unhealthy" if name.starts_with("sick") => {
+            *HITS.lock().unwrap().entry(name).or_default() += 1;
             let mut r = text(name);
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+        // A backend with CORS headers of its own.
+        "/own-cors" => {
+            let mut r = text(name);
+            let h = r.headers_mut();
+            h.insert(
+                "access-control-allow-origin",
+                http::HeaderValue::from_static("https://backend.example"),
+            );
+            h.insert("vary", http::HeaderValue::from_static("Origin"));
             r
         }
         // Takes the head, then neither reads the body nor answers: a hung pod.

@@ -242,7 +242,8 @@ pub fn compile(input: IngressInput<'_>) -> IngressTable {
                 file: file.into(),
                 object: Some(key.clone()),
                 message: format!(
-                    "metadata.annotations[{a}]: has no effect in nodeway (it is not acted on)"
+                    "metadata.annotations[{}]: has no effect {}",
+                    a.annotation, a.why
                 ),
             });
         }

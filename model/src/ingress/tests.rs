@@ -783,3 +783,25 @@ fn a_path_is_required_for_exact_and_prefix_as_the_api_server_says() {
     );
     assert!(validation_fields(&doc("ImplementationSpecific")).is_empty());
 }
+
+#[test]
+fn hash_by_gives_way_to_affinity_with_a_warning_as_in_ingress_nginx() {
+    let parse = |pairs: &[(&str, &str)]| {
+        let m: std::collections::BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
+            .collect();
+        annotations::parse(Some(&m)).0
+    };
+    let alone = parse(&[("upstream-hash-by", "$request_uri")]);
+    assert!(alone.hash_by.is_some() && alone.ignored.is_empty());
+    let both = parse(&[("upstream-hash-by", "$request_uri"), ("affinity", "cookie")]);
+    assert!(both.hash_by.is_none() && both.affinity.is_some());
+    assert_eq!(
+        both.ignored,
+        [annotations::Ignored {
+            annotation: "nginx.ingress.kubernetes.io/upstream-hash-by".into(),
+            why: "with affinity: cookie (ingress-nginx ignores it too)",
+        }]
+    );
+}

@@ -67,9 +67,15 @@ impl Default for AffinityBuilder {
     }
 }
 
+/// The longest cookie lifetime kept, 100 years. Browsers cap a cookie's
+/// life at 400 days anyway; the cap keeps `Expires` a date that can be
+/// written (HTTP dates end in year 9999) however large the annotation.
+pub const MAX_COOKIE_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
 fn seconds(v: &str) -> Result<u64, String> {
     v.trim()
         .parse::<u64>()
+        .map(|s| s.min(MAX_COOKIE_SECONDS))
         .map_err(|_| format!("{v:?} is not a number of seconds"))
 }
 
@@ -178,6 +184,16 @@ mod tests {
         assert_eq!(c.same_site, Some(SameSite::None));
         assert!(c.conditional_same_site_none && c.secure && c.change_on_failure);
         assert_eq!(c.expires, Some(172800));
+        let huge = u64::MAX.to_string();
+        let c = affinity(&[
+            ("affinity", "cookie"),
+            ("session-cookie-expires", &huge),
+            ("session-cookie-max-age", &huge),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.expires, Some(MAX_COOKIE_SECONDS));
+        assert_eq!(c.max_age, Some(MAX_COOKIE_SECONDS));
         for (k, v, why) in [
             ("session-cookie-samesite", "sometimes", "not one of Strict"),
             ("session-cookie-expires", "tomorrow", "number of seconds"),

@@ -12,7 +12,7 @@ mod cors;
 mod hash_by;
 mod next_upstream;
 
-pub use affinity::{CookieAffinity, SameSite, same_site_none_incompatible};
+pub use affinity::{CookieAffinity, MAX_COOKIE_SECONDS, SameSite, same_site_none_incompatible};
 pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use hash_by::HashBy;
 pub use next_upstream::NextUpstream;
@@ -156,9 +156,17 @@ pub struct Annotations {
     /// `upstream-hash-by`: endpoints chosen by a key, not in turn.
     pub hash_by: Option<HashBy>,
     /// `nginx.ingress.kubernetes.io/` annotations this Ingress has that
-    /// nodeway does not act on (reported: they would change behaviour in
-    /// ingress-nginx).
-    pub ignored: Vec<String>,
+    /// have no effect (reported: users expect them to change behaviour).
+    pub ignored: Vec<Ignored>,
+}
+
+/// An annotation that has no effect, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ignored {
+    /// The whole key, prefix included.
+    pub annotation: String,
+    /// Finishes "has no effect ...".
+    pub why: &'static str,
 }
 
 impl Default for Annotations {
@@ -474,7 +482,10 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
                 Ok(c) if (300..=308).contains(&c) => perm_code = c,
                 _ => bad(format!("{v:?} is not a redirect status 300..308")),
             },
-            other => a.ignored.push(format!("{PREFIX}{other}")),
+            other => a.ignored.push(Ignored {
+                annotation: format!("{PREFIX}{other}"),
+                why: "in nodeway (it is not acted on)",
+            }),
         }
     }
     if canary.weight > canary.weight_total {
@@ -493,6 +504,14 @@ pub fn parse(all: Option<&BTreeMap<String, String>>) -> (Annotations, Vec<FieldE
     a.affinity = affinity.finish();
     a.cors = cors.finish();
     a.hash_by = hash_by.finish();
+    // ingress-nginx picks the sticky balancer when affinity is set and
+    // never looks at upstream-hash-by.
+    if a.affinity.is_some() && a.hash_by.take().is_some() {
+        a.ignored.push(Ignored {
+            annotation: format!("{PREFIX}upstream-hash-by"),
+            why: "with affinity: cookie (ingress-nginx ignores it too)",
+        });
+    }
     // ingress-nginx: permanent-redirect takes precedence over temporal-redirect.
     a.redirect = perm.map(|p| (p, perm_code)).or(temp.map(|t| (t, 302)));
     (a, errs)

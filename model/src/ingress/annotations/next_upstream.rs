@@ -63,7 +63,8 @@ impl NextUpstream {
                 Err(_) => Err(format!("{v:?} is not a whole number")),
             },
             "proxy-next-upstream-timeout" => match v.trim() {
-                "0" => {
+                // 0, with or without a unit, is nginx's "no limit".
+                t if t.strip_suffix(['s', 'm']).unwrap_or(t).parse::<u64>() == Ok(0) => {
                     self.timeout = None;
                     Ok(())
                 }
@@ -155,6 +156,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((t.tries, t.timeout), (5, Some(Duration::from_secs(2))));
+        for zero in ["0", "0s", "0m"] {
+            let t = parsed(&[
+                ("proxy-next-upstream-timeout", "2"),
+                ("proxy-next-upstream-timeout", zero),
+            ]);
+            assert_eq!(t.unwrap().timeout, None, "{zero} is no limit");
+        }
     }
 
     #[test]
