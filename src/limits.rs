@@ -35,18 +35,6 @@ pub fn listener_budget(limit: u64) -> usize {
     usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
 }
 
-/// Hands the allocator's free pages back to the kernel. The first load
-/// parses and compiles the whole cluster on several threads; glibc keeps
-/// what that freed in per-thread arenas, which at 10,000 Services is a
-/// third of the process's RSS until something reuses it.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

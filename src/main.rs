@@ -2,6 +2,7 @@
 //! This binary only parses flags and wires the control plane to the planes.
 
 mod admin;
+mod allocator;
 mod check;
 mod demo;
 mod echo;

@@ -2,7 +2,9 @@
 
 use crate::admin::{self, ConfigMetrics, Readiness};
 use crate::wire::{Common, Ctx, PlaneHandle};
-use crate::{ServeArgs, limits, programming, wire_dns, wire_iface, wire_ingress, wire_l4};
+use crate::{
+    ServeArgs, allocator, limits, programming, wire_dns, wire_iface, wire_ingress, wire_l4,
+};
 use anyhow::Context;
 use control::{FolderSource, Store};
 use prometheus_client::registry::Registry;
@@ -61,7 +63,7 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
         if reload.relisted {
             // A re-list parsed a whole kind on the blocking pool's threads;
             // glibc would keep what it freed in their arenas.
-            tokio::task::spawn_blocking(limits::release_free_memory);
+            tokio::task::spawn_blocking(allocator::release_free_memory);
         }
     };
     let mut status_writer = None;
@@ -164,7 +166,7 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
         programming,
         started,
     ));
-    limits::release_free_memory();
+    allocator::release_free_memory();
     tracing::info!(planes = ?names, admin = %args.admin_listen, "nodeway ready");
     *ready.planes.lock().expect("never poisoned") = planes;
     ready.started.store(true, Ordering::Release);
