@@ -16,14 +16,14 @@
 
 use crate::alloc::{Allocator, Family, Ranges, Unfilled, cidr_families};
 use crate::claims::{ClaimKey, Claims};
-use crate::endpoints::{self, Sources};
+use crate::endpoints::Sources;
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
 use crate::ingress::{self, IngressInput, IngressTable};
 use crate::object::Object;
 use crate::service::{Protocol, Service};
 use crate::snapshot::{
     CompileOptions, FrontendMap, HealthCheck, Listen, NamespacedName, Objects, SecretMap,
-    ServiceMap, Snapshot, TRIGGER_LOG, TRIGGER_TIME_ANNOTATION, TriggerTime, compile_service,
+    ServiceMap, Snapshot, TRIGGER_LOG, TriggerTime, compile_service,
 };
 use crate::tls::TlsSecret;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -69,34 +69,19 @@ pub struct Compiler {
 /// to allocate for it.
 type Dirty = (PathBuf, Service, Unfilled);
 
-/// Labels of EndpointSlices kube-proxy does not program, so does not time:
-/// a headless Service's, and another proxy's.
-const UNPROXIED_SLICE_LABELS: [&str; 2] = [
-    "service.kubernetes.io/headless",
-    "service.kubernetes.io/service-proxy-name",
-];
-
 /// The trigger time an EndpointSlice carries, if its change is new: the
 /// annotation is there, parses, and differs from the old version's. As in
 /// kube-proxy, only slices count (an Endpoints object mirrors the same
 /// change), and not those of headless Services or of another proxy.
 fn trigger_time(old: Option<&Object>, new: Option<&Object>) -> Option<std::time::SystemTime> {
-    let read = |o: Option<&Object>| -> Option<String> {
-        let Object::EndpointSlice(s) = o? else {
-            return None;
-        };
-        let labels = s.metadata.labels.as_ref();
-        if labels.is_some_and(|l| UNPROXIED_SLICE_LABELS.iter().any(|k| l.contains_key(*k))) {
-            return None;
+    fn read(o: Option<&Object>) -> Option<&str> {
+        match o? {
+            Object::EndpointSlice(s) if !s.unproxied => s.trigger_time.as_deref(),
+            _ => None,
         }
-        s.metadata
-            .annotations
-            .as_ref()?
-            .get(TRIGGER_TIME_ANNOTATION)
-            .cloned()
-    };
+    }
     let at = read(new)?;
-    if read(old).as_ref() == Some(&at) {
+    if read(old) == Some(at) {
         return None;
     }
     at.parse::<jiff::Timestamp>().ok().map(Into::into)
@@ -108,12 +93,7 @@ fn nn(ns: &str, name: &str) -> NamespacedName {
 
 fn slice_service(obj: Option<&Object>) -> Option<&str> {
     match obj? {
-        Object::EndpointSlice(s) => s
-            .metadata
-            .labels
-            .as_ref()?
-            .get(endpoints::SERVICE_NAME_LABEL)
-            .map(String::as_str),
+        Object::EndpointSlice(s) => s.service.as_deref(),
         _ => None,
     }
 }
