@@ -34,16 +34,27 @@ impl Object {
         }
     }
 
-    pub fn metadata(&self) -> &ObjectMeta {
-        match self {
+    /// The object's metadata; `None` for an EndpointSlice, which keeps
+    /// only the fields it is read for (see [`crate::slice::Slice`]).
+    pub fn metadata(&self) -> Option<&ObjectMeta> {
+        Some(match self {
             Object::Service(o) => &o.metadata,
             Object::Endpoints(o) => &o.metadata,
-            Object::EndpointSlice(o) => &o.metadata,
+            Object::EndpointSlice(_) => return None,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+        })
+    }
+
+    /// `metadata.name` and `metadata.namespace` as written.
+    pub fn name_and_namespace(&self) -> (Option<&str>, Option<&str>) {
+        match (self, self.metadata()) {
+            (Object::EndpointSlice(s), _) => (s.name.as_deref(), s.namespace.as_deref()),
+            (_, Some(m)) => (m.name.as_deref(), m.namespace.as_deref()),
+            (_, None) => (None, None),
         }
     }
 
@@ -57,11 +68,11 @@ impl Object {
         if !self.is_namespaced() {
             return "";
         }
-        self.metadata().namespace.as_deref().unwrap_or("default")
+        self.name_and_namespace().1.unwrap_or("default")
     }
 
     pub fn name(&self) -> &str {
-        self.metadata().name.as_deref().unwrap_or("")
+        self.name_and_namespace().0.unwrap_or("")
     }
 
     pub fn key(&self) -> ObjectKey {

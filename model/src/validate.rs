@@ -27,8 +27,8 @@ impl Default for ValidateOptions {
 
 pub fn validate(obj: &Object, opts: &ValidateOptions) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let meta = obj.metadata();
-    match meta.name.as_deref() {
+    let (name, namespace) = obj.name_and_namespace();
+    match name {
         None | Some("") => errs.push(FieldError::new("metadata.name", "is required")),
         Some(n) => {
             let ok = match obj {
@@ -45,7 +45,7 @@ pub fn validate(obj: &Object, opts: &ValidateOptions) -> Vec<FieldError> {
             }
         }
     }
-    if let Some(ns) = meta.namespace.as_deref()
+    if let Some(ns) = namespace
         && obj.is_namespaced()
         && !is_dns1123_label(ns)
     {

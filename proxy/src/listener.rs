@@ -79,8 +79,6 @@ pub(crate) struct Reconciler {
     /// Sockets open (bound addresses with a socket of their own, shared
     /// listeners): what counts against `max_listeners`.
     sockets: usize,
-    /// What each address should serve (a Service frontend or a health check).
-    desired: HashMap<Key, Wanted>,
     /// Desired but not bound (failed, over budget, or waiting for a close),
     /// in address order so the budget always goes to the same ones.
     unbound: BTreeSet<Key>,
@@ -107,7 +105,6 @@ impl Reconciler {
             steer,
             bound: HashMap::new(),
             sockets: 0,
-            desired: HashMap::new(),
             unbound: BTreeSet::new(),
             closing: HashSet::new(),
             closed: mpsc::unbounded_channel(),
@@ -154,19 +151,25 @@ impl Reconciler {
                 touched.insert((w.addr, w.protocol));
             }
         }
+        self.last = Some(view.clone());
         for key in touched {
-            let want = view.t.wanted.get(&key).cloned().or_else(|| {
-                view.t
-                    .health_wanted
-                    .iter()
-                    .find(|w| (w.addr, w.protocol) == key)
-                    .cloned()
-            });
+            let want = self.wanted(&key);
             self.reconcile(key, want);
         }
-        self.last = Some(view.clone());
         self.bind_missing();
         self.applied.send_replace(view.generation);
+    }
+
+    /// What `key` should serve (a Service frontend or a health check) in
+    /// the view applied last: the view's own map, not a copy of it.
+    fn wanted(&self, key: &Key) -> Option<Wanted> {
+        let t = &self.last.as_ref()?.t;
+        t.wanted.get(key).cloned().or_else(|| {
+            t.health_wanted
+                .iter()
+                .find(|w| (w.addr, w.protocol) == *key)
+                .cloned()
+        })
     }
 
     /// How `w` is served here.
@@ -214,17 +217,12 @@ impl Reconciler {
             }
             self.unbind(&key);
         }
-        match want {
-            Some(w) => {
-                if !self.bound.contains_key(&key) {
-                    self.unbound.insert(key);
-                }
-                self.desired.insert(key, w);
+        if want.is_some() {
+            if !self.bound.contains_key(&key) {
+                self.unbound.insert(key);
             }
-            None => {
-                self.unbound.remove(&key);
-                self.desired.remove(&key);
-            }
+        } else {
+            self.unbound.remove(&key);
         }
     }
 
@@ -259,7 +257,7 @@ impl Reconciler {
             if self.closing.contains(&key) {
                 continue;
             }
-            let Some(w) = self.desired.get(&key).cloned() else {
+            let Some(w) = self.wanted(&key) else {
                 self.unbound.remove(&key);
                 continue;
             };

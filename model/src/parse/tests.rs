@@ -111,7 +111,7 @@ fn managed_fields_and_last_applied_are_not_kept() {
     let p = parse(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations: {kubectl.kubernetes.io/last-applied-configuration: '{\"big\": 1}', keep: me}\n  managedFields: [{manager: kubectl, operation: Apply}]\nspec: {ports: [{port: 80}]}\n",
     );
-    let meta = p.objects[0].as_ref().unwrap().metadata();
+    let meta = p.objects[0].as_ref().unwrap().metadata().unwrap();
     assert!(meta.managed_fields.is_none());
     let ann = meta.annotations.as_ref().unwrap();
     assert_eq!(ann.keys().collect::<Vec<_>>(), ["keep"]);
