@@ -7,6 +7,7 @@ mod check;
 mod demo;
 mod echo;
 mod limits;
+mod logwriter;
 mod programming;
 mod run;
 mod wire;
@@ -260,7 +261,8 @@ fn init_logs(format: LogFormat) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(logwriter::Writer);
+    logwriter::start();
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -306,6 +308,7 @@ fn main() -> ExitCode {
             })
         }),
     };
+    logwriter::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -45,6 +45,11 @@ pub async fn run(source: Source, args: ServeArgs, on_ready: Option<OnReady>) -> 
     let config_metrics = ConfigMetrics::default();
     config_metrics.register(&mut registry);
     let programming = programming::register(&mut registry);
+    registry.register(
+        "nodeway_access_log_dropped",
+        "Access-log lines dropped because stderr did not keep up",
+        crate::logwriter::DROPPED.clone(),
+    );
     let ready = Arc::new(Readiness::default());
 
     let admin = tokio::net::TcpListener::bind(args.admin_listen)

@@ -355,3 +355,34 @@ fn affinity_cookie_carries_the_attributes_asked_for() {
     let set = r.header("set-cookie").unwrap();
     assert!(set.ends_with("; Secure; HttpOnly"), "{set}");
 }
+
+/// The access log is buffered (written every second, or at 64 KiB): each
+/// line still comes out, by the clock, and the last ones at exit.
+#[test]
+fn access_log_lines_come_out_by_the_clock_and_at_exit() {
+    let a = echo(51, "logged");
+    let dir = tempdir("accesslog");
+    write_manifests(
+        &dir,
+        "all.yaml",
+        &(service("logged", "127.97.5.1", &[&a]) + &ingress("l", "", "log.test", "/", "logged")),
+    );
+    let mut n = Nodeway::start(&dir, &[]);
+    let access_line = |n: &Nodeway, path: &str| {
+        n.log_text()
+            .lines()
+            .any(|l| l.contains("nodeway::access") && l.contains(&format!("path=\"{path}\"")))
+    };
+    assert_eq!(
+        http_get(n.http, "log.test", "/by-the-clock").unwrap().0,
+        200
+    );
+    wait_for(Duration::from_secs(10), "the line, by the clock", || {
+        access_line(&n, "/by-the-clock")
+    });
+    assert_eq!(n.metric("nodeway_access_log_dropped_total"), Some(0.0));
+
+    assert_eq!(http_get(n.http, "log.test", "/at-exit").unwrap().0, 200);
+    assert!(n.terminate().success());
+    assert!(access_line(&n, "/at-exit"), "{}", n.log_text());
+}

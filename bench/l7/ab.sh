@@ -8,6 +8,8 @@
 # Proxies and backend pinned to CPU $SERVER_CPU, wrk (1 thread, $CONNS
 # keep-alive connections, default 64) to $LOAD_CPU. Prints per round and
 # the medians of req/s and server CPU µs per request (proxy + backend).
+# ACCESS_LOG=1: with access logs, nodeway at its default log level and
+# nginx with `access_log ... buffer=64k flush=1s`, both to files in $WORK.
 # Not run by tests or CI. Traffic only on 127.0.94.0/24.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -24,6 +26,12 @@ BE=127.0.94.1 NG=127.0.94.2 NA=127.0.94.3 NB=127.0.94.4 PORT=8081 HOST=ab.bench.
 for c in wrk nginx python3 curl; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
 
 PIN=(taskset -c "$SERVER_CPU")
+if [ "${ACCESS_LOG:-0}" = 1 ]; then
+  NODEWAY_LOG_LEVEL="info,hickory_server=warn"  # the default
+  NGINX_ACCESS_LOG="$WORK/nginx-access.log combined buffer=64k flush=1s"
+else
+  NODEWAY_LOG_LEVEL=warn
+fi
 
 "${PIN[@]}" "$B" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); BE_PID=$!
 {
@@ -49,7 +57,7 @@ spec:
 YAML
 } >"$WORK/cfg/ab.yaml"
 start_nodeway() { # binary addr
-  NODEWAY_LOG=warn "${PIN[@]}" "$1" run --config "$WORK/cfg" --threads 1 --l4-disable \
+  NODEWAY_LOG=$NODEWAY_LOG_LEVEL "${PIN[@]}" "$1" run --config "$WORK/cfg" --threads 1 --l4-disable \
     --dns-listen "$2:1053" --http-listen "$2:$PORT" --https-listen "$2:18443" \
     --admin-listen "$2:19090" >>"$WORK/nodeway.log" 2>&1 &
 }

@@ -12,7 +12,7 @@ pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
 events { worker_connections 8192; }
 http {
-  access_log off;
+  access_log ${NGINX_ACCESS_LOG:-off};
   upstream be { server $BE:$PORT; keepalive ${KEEPALIVE:-320}; keepalive_requests 1000000; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";
