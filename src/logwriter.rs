@@ -165,7 +165,12 @@ impl Buffer {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
+        if spare.capacity() == 0 {
+            // Room for a flush's worth, so requests never grow it by
+            // doubling from nothing.
+            spare.reserve(2 * self.flush_at);
+        }
         std::mem::replace(&mut *lines, spare)
     }
 
