@@ -701,15 +701,20 @@ fn annotations_parse() {
     assert_eq!(a.affinity.unwrap().name, "route");
 }
 
+/// Parses `nginx.ingress.kubernetes.io/` annotations given without the prefix.
+fn parse_nginx_annotations(
+    pairs: &[(&str, &str)],
+) -> (annotations::Annotations, Vec<crate::FieldError>) {
+    let m: std::collections::BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
+        .collect();
+    annotations::parse(Some(&m))
+}
+
 #[test]
 fn canary_cookie_and_weight_total_parse_and_weight_is_checked_against_total() {
-    let parse = |pairs: &[(&str, &str)]| {
-        let m: std::collections::BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
-            .collect();
-        annotations::parse(Some(&m))
-    };
+    let parse = parse_nginx_annotations;
     let (a, errs) = parse(&[
         ("canary", "true"),
         ("canary-by-cookie", "beta"),
@@ -786,13 +791,7 @@ fn a_path_is_required_for_exact_and_prefix_as_the_api_server_says() {
 
 #[test]
 fn hash_by_gives_way_to_affinity_with_a_warning_as_in_ingress_nginx() {
-    let parse = |pairs: &[(&str, &str)]| {
-        let m: std::collections::BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
-            .collect();
-        annotations::parse(Some(&m)).0
-    };
+    let parse = |pairs: &[(&str, &str)]| parse_nginx_annotations(pairs).0;
     let alone = parse(&[("upstream-hash-by", "$request_uri")]);
     assert!(alone.hash_by.is_some() && alone.ignored.is_empty());
     let both = parse(&[("upstream-hash-by", "$request_uri"), ("affinity", "cookie")]);
