@@ -105,7 +105,8 @@ pub(crate) struct Shared {
     /// Fires when the shutdown grace is over: open connections reset.
     pub kill: watch::Receiver<bool>,
     pub problems: Mutex<Vec<String>>,
-    pub listeners: Mutex<std::collections::BTreeMap<routes::Key, ListenerInfo>>,
+    /// The addresses bound now, changed only by the listener reconciler.
+    pub bound: Mutex<std::collections::HashMap<listener::Key, listener::Bound>>,
 }
 
 /// The running L4 plane.
@@ -137,7 +138,7 @@ impl Proxy {
             metrics,
             kill: kill_rx,
             problems: Mutex::new(Vec::new()),
-            listeners: Mutex::default(),
+            bound: Mutex::default(),
         });
         // Nobody sends on `drain`: every connection holds a sender clone,
         // so `recv()` returning None means all of them have finished.
@@ -176,13 +177,21 @@ impl Proxy {
 
     /// The sockets currently bound, sorted by address.
     pub fn listeners(&self) -> Vec<ListenerInfo> {
-        self.shared
-            .listeners
+        let mut all: Vec<ListenerInfo> = self
+            .shared
+            .bound
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+            .iter()
+            .map(|(&(addr, protocol), b)| ListenerInfo {
+                addr,
+                protocol,
+                serial: b.serial,
+                steered: b.kind == listener::Kind::Steered,
+            })
+            .collect();
+        all.sort_by_key(|l| (l.addr, l.protocol));
+        all
     }
 
     /// The generation of the last Snapshot applied.

@@ -10,7 +10,7 @@
 
 use crate::routes::Wanted;
 use crate::view::L4View;
-use crate::{Error, ListenerInfo, Shared, health, tcp, udp};
+use crate::{Error, Shared, health, tcp, udp};
 use model::Protocol;
 use model::shared_map::Diff;
 use socket2::{Domain, Socket, Type};
@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -36,7 +36,7 @@ const SHARED_BACKLOG: i32 = 4096;
 
 /// How an address is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// Its own socket, proxying.
     Socket,
     /// kube-proxy's load-balancer health check, on its own socket.
@@ -47,10 +47,12 @@ enum Kind {
 
 /// A bound address. Dropping it aborts its accept/receive task, which
 /// closes the socket; connections already accepted run in their own tasks.
-struct Bound {
-    kind: Kind,
+pub(crate) struct Bound {
+    pub(crate) kind: Kind,
     /// None for a steered address (and once a close is under way).
     task: Option<JoinHandle<()>>,
+    /// Which bind this was (see [`crate::ListenerInfo::serial`]).
+    pub(crate) serial: u64,
 }
 
 impl Drop for Bound {
@@ -61,7 +63,7 @@ impl Drop for Bound {
     }
 }
 
-type Key = (SocketAddr, Protocol);
+pub(crate) type Key = (SocketAddr, Protocol);
 
 /// `sk_lookup` steering and the shared listeners it hands connections to.
 struct Steer {
@@ -75,7 +77,6 @@ pub(crate) struct Reconciler {
     shared: Arc<Shared>,
     /// None: one socket per address.
     steer: Option<Steer>,
-    bound: HashMap<Key, Bound>,
     /// Sockets open (bound addresses with a socket of their own, shared
     /// listeners): what counts against `max_listeners`.
     sockets: usize,
@@ -103,7 +104,6 @@ impl Reconciler {
         Reconciler {
             shared,
             steer,
-            bound: HashMap::new(),
             sockets: 0,
             unbound: BTreeSet::new(),
             closing: HashSet::new(),
@@ -160,6 +160,13 @@ impl Reconciler {
         self.applied.send_replace(view.generation);
     }
 
+    /// The addresses bound now. They are kept in [`Shared`] (one map, not a
+    /// copy for [`crate::Proxy::listeners`]); only this reconciler changes
+    /// them, off the data path.
+    fn bound(&self) -> MutexGuard<'_, HashMap<Key, Bound>> {
+        self.shared.bound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// What `key` should serve (a Service frontend or a health check) in
     /// the view applied last: the view's own map, not a copy of it.
     fn wanted(&self, key: &Key) -> Option<Wanted> {
@@ -196,13 +203,11 @@ impl Reconciler {
     fn reconcile(&mut self, key: Key, want: Option<Wanted>) {
         let (addr, proto) = key;
         let kind = want.as_ref().map(|w| self.kind(w));
-        if let Some(b) = self.bound.get_mut(&key)
-            && Some(b.kind) != kind
-        {
+        let changed = self.bound().get(&key).is_some_and(|b| Some(b.kind) != kind);
+        if changed {
             info!(listen = %addr, protocol = proto.as_str(), "listener closed");
-            if kind.is_some()
-                && let Some(task) = b.task.take()
-            {
+            let task = kind.and_then(|_| self.bound().get_mut(&key)?.task.take());
+            if let Some(task) = task {
                 // Same address, other kind: serve it again once the socket
                 // is gone (a steering entry would not need to wait, but a
                 // quick change back to a socket would find it taken).
@@ -218,7 +223,7 @@ impl Reconciler {
             self.unbind(&key);
         }
         if want.is_some() {
-            if !self.bound.contains_key(&key) {
+            if !self.bound().contains_key(&key) {
                 self.unbound.insert(key);
             }
         } else {
@@ -229,7 +234,7 @@ impl Reconciler {
     /// Drops a bound socket (its accept task is aborted; its connections
     /// run on in their own tasks) or steering entry.
     fn unbind(&mut self, key: &Key) {
-        let Some(b) = self.bound.remove(key) else {
+        let Some(b) = self.bound().remove(key) else {
             return;
         };
         if b.task.is_some() {
@@ -241,11 +246,6 @@ impl Reconciler {
         {
             warn!(listen = %key.0, error = %e, "steering entry not removed");
         }
-        self.shared
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
     }
 
     /// Binds every wanted address that is not bound yet.
@@ -275,21 +275,9 @@ impl Reconciler {
                     if task.is_some() {
                         self.sockets += 1;
                     }
-                    self.bound.insert(key, Bound { kind, task });
+                    let serial = self.serial;
+                    self.bound().insert(key, Bound { kind, task, serial });
                     self.unbound.remove(&key);
-                    self.shared
-                        .listeners
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(
-                            key,
-                            ListenerInfo {
-                                addr: w.addr,
-                                protocol: w.protocol,
-                                serial: self.serial,
-                                steered: kind == Kind::Steered,
-                            },
-                        );
                 }
                 Err(source) => {
                     let e = Error::Bind {
@@ -372,6 +360,8 @@ impl Reconciler {
             s.listeners[slot] = Some(Bound {
                 kind: Kind::Socket,
                 task: Some(task),
+                // Not listed by `Proxy::listeners`.
+                serial: 0,
             });
             self.sockets += 1;
         }
@@ -411,12 +401,7 @@ impl Reconciler {
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        self.bound.clear();
-        self.shared
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.bound().clear();
     }
 }
 
