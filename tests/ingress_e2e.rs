@@ -146,14 +146,30 @@ fn reload_swaps_routes_under_traffic_without_errors() {
     assert!(green.load(Ordering::Relaxed) > 0, "the route switched");
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
+/// A manifest folder of one test, removed when the test is over.
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!(
         "nodeway-ingress-{tag}-{}-{}",
         std::process::id(),
         free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
     ));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
 
 /// An Ingress for `host` with the given ingress-nginx annotations.
