@@ -45,8 +45,8 @@ pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
                 let name = b
                     .pod()
                     .map(str::to_string)
-                    .unwrap_or_else(|| format!("{}-{}", s.name, b.addr.ip()));
-                backends.entry(b.addr).or_insert(name);
+                    .unwrap_or_else(|| format!("{}-{}", s.name, b.ip));
+                backends.entry(b.addr()).or_insert(name);
             }
         }
     }

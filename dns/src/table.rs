@@ -900,8 +900,8 @@ impl TableBuilder {
                     let p = port
                         .backends
                         .iter()
-                        .find(|b| b.addr.ip() == *ip)
-                        .map_or(port.port, |b| b.addr.port());
+                        .find(|b| b.ip == *ip)
+                        .map_or(port.port, |b| b.port);
                     set.push((p, ep_name.clone(), vec![self.addr_record(ep_name, *ip)]));
                 }
             } else {

@@ -62,11 +62,11 @@ pub fn by_key<'a>(
     let Some(size) = subset else {
         return usable
             .enumerate()
-            .max_by_key(|(_, b)| score(addr_hash(&b.addr)))
+            .max_by_key(|(_, b)| score(addr_hash(&b.addr())))
             .map_or(0, |(i, _)| i);
     };
     let mut order: Vec<(SocketAddr, usize)> =
-        usable.enumerate().map(|(i, b)| (b.addr, i)).collect();
+        usable.enumerate().map(|(i, b)| (b.addr(), i)).collect();
     order.sort_unstable();
     let n = order.len().max(1);
     let size = size.clamp(1, n);
@@ -102,7 +102,7 @@ pub fn from_cookie<'a>(
     let want = cookie(headers, name)?;
     usable
         .enumerate()
-        .find(|(_, b)| cookie_value(&b.addr) == want)
+        .find(|(_, b)| cookie_value(&b.addr()) == want)
         .map(|(i, _)| i)
 }
 
@@ -280,7 +280,8 @@ mod tests {
     fn backends(n: u16) -> Vec<Backend> {
         (1..=n)
             .map(|p| Backend {
-                addr: SocketAddr::from(([127, 0, 0, 1], p)),
+                ip: [127, 0, 0, 1].into(),
+                port: p,
                 ready: true,
                 serving: true,
                 terminating: false,
@@ -292,7 +293,7 @@ mod tests {
     #[test]
     fn a_key_keeps_its_endpoint_and_removal_moves_only_its_keys() {
         let all = backends(10);
-        let pick = |bs: &[Backend], k: &str| bs[by_key(k, None, bs.iter(), || 0)].addr;
+        let pick = |bs: &[Backend], k: &str| bs[by_key(k, None, bs.iter(), || 0)].addr();
         let keys: Vec<String> = (0..2000).map(|i| format!("/item/{i}")).collect();
         let before: Vec<SocketAddr> = keys.iter().map(|k| pick(&all, k)).collect();
         assert_eq!(
@@ -301,13 +302,13 @@ mod tests {
         );
         // Spread: every endpoint gets a fair share (200 expected).
         for b in &all {
-            let got = before.iter().filter(|a| **a == b.addr).count();
-            assert!((120..290).contains(&got), "{}: {got}", b.addr);
+            let got = before.iter().filter(|a| **a == b.addr()).count();
+            assert!((120..290).contains(&got), "{}: {got}", b.addr());
         }
         // One endpoint gone: only its keys move, and the order of the
         // others does not matter.
-        let gone = all[3].addr;
-        let mut rest: Vec<Backend> = all.iter().filter(|b| b.addr != gone).cloned().collect();
+        let gone = all[3].addr();
+        let mut rest: Vec<Backend> = all.iter().filter(|b| b.addr() != gone).cloned().collect();
         rest.reverse();
         for (k, was) in keys.iter().zip(&before) {
             let now = pick(&rest, k);
@@ -322,20 +323,20 @@ mod tests {
         let all = backends(9);
         let mut seen = std::collections::HashSet::new();
         for t in 0..30 {
-            seen.insert(all[by_key("tenant-a", Some(3), all.iter(), || t)].addr);
+            seen.insert(all[by_key("tenant-a", Some(3), all.iter(), || t)].addr());
         }
         assert_eq!(seen.len(), 3, "{seen:?}");
         let mut again = std::collections::HashSet::new();
         for t in 0..30 {
             let mut rev = all.clone();
             rev.reverse();
-            again.insert(rev[by_key("tenant-a", Some(3), rev.iter(), || t)].addr);
+            again.insert(rev[by_key("tenant-a", Some(3), rev.iter(), || t)].addr());
         }
         assert_eq!(seen, again, "groups follow addresses, not list order");
         let groups: std::collections::HashSet<_> = (0..50)
             .map(|i| {
                 all[by_key(&format!("t{i}"), Some(3), all.iter(), || 0)]
-                    .addr
+                    .addr()
                     .port()
                     .saturating_sub(1)
                     / 3
@@ -347,7 +348,8 @@ mod tests {
     #[test]
     fn cookie_names_an_endpoint() {
         let mk = |p| Backend {
-            addr: SocketAddr::from(([127, 0, 0, 1], p)),
+            ip: [127, 0, 0, 1].into(),
+            port: p,
             ready: true,
             serving: true,
             terminating: false,
@@ -355,7 +357,7 @@ mod tests {
         };
         let bs = [mk(1), mk(2), mk(3)];
         let mut h = HeaderMap::new();
-        let v = format!("other=1; route={}", cookie_value(&bs[2].addr));
+        let v = format!("other=1; route={}", cookie_value(&bs[2].addr()));
         h.insert(http::header::COOKIE, HeaderValue::from_str(&v).unwrap());
         assert_eq!(from_cookie(&h, "route", bs.iter()), Some(2));
         assert_eq!(from_cookie(&h, "route", bs[..2].iter()), None);

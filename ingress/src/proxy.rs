@@ -290,7 +290,7 @@ async fn serve(
     };
     let pick = |attempt: usize| {
         let i = if stay { first } else { (first + attempt) % n };
-        usable.clone().nth(i).map(|b| b.addr)
+        usable.clone().nth(i).map(|b| b.addr())
     };
     // Tries can reach n endpoints, or only the pinned one.
     let reachable = if stay { 1 } else { n };
@@ -305,7 +305,7 @@ async fn serve(
             if st
                 .pinned
                 .and_then(|i| usable.clone().nth(i))
-                .map(|b| b.addr)
+                .map(|b| b.addr())
                 != Some(addr) =>
         {
             let cookie = Cookie {

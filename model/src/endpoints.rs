@@ -83,10 +83,10 @@ impl Accumulator {
     }
 
     fn add_backend(&mut self, port: usize, b: Backend) {
-        match self.per_port[port].get(&b.addr) {
+        match self.per_port[port].get(&b.addr()) {
             Some(old) if old.ready || !b.ready => {}
             _ => {
-                self.per_port[port].insert(b.addr, b);
+                self.per_port[port].insert(b.addr(), b);
             }
         }
     }
@@ -146,7 +146,8 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
                     acc.add_backend(
                         i,
                         Backend {
-                            addr: SocketAddr::new(ip, *port),
+                            ip,
+                            port: *port,
                             ready: ep.ready,
                             serving: ep.serving,
                             terminating: ep.terminating,
@@ -211,7 +212,8 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                         acc.add_backend(
                             i,
                             Backend {
-                                addr: SocketAddr::new(ip, *port),
+                                ip,
+                                port: *port,
                                 ready,
                                 serving: ready,
                                 terminating: false,
@@ -301,7 +303,8 @@ fn from_pods(
                     acc.add_backend(
                         i,
                         Backend {
-                            addr: SocketAddr::new(ip, port),
+                            ip,
+                            port,
                             ready,
                             serving,
                             terminating,

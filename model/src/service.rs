@@ -59,15 +59,19 @@ pub enum TargetPort {
 
 /// One endpoint of one Service port: where to connect, and its conditions
 /// (nil ready/serving mean true, nil terminating means false, as in the API).
+///
+/// 32 bytes: a 10,000-Service cluster has hundreds of thousands, so the
+/// address is kept as IP and port (a `SocketAddr` alone takes 32, for the
+/// IPv6 flow label and scope it never has here; see [`Backend::addr`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
-    pub addr: SocketAddr,
+    pub ip: IpAddr,
+    pub port: u16,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
     /// Where the endpoint runs: one allocation shared by every port of the
-    /// endpoint, none when nothing is known (48 bytes a backend instead of
-    /// 104: a 10,000-Service cluster has hundreds of thousands).
+    /// endpoint, none when nothing is known.
     pub placement: Option<Arc<Placement>>,
 }
 
@@ -93,6 +97,11 @@ impl Placement {
 }
 
 impl Backend {
+    /// Where to connect.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+
     pub fn node_name(&self) -> Option<&str> {
         self.placement.as_ref()?.node_name.as_deref()
     }
@@ -260,7 +269,8 @@ mod tests {
 
     fn be(port: u16, ready: bool, serving: bool, terminating: bool, node: &str) -> Backend {
         Backend {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ip: [127, 0, 0, 1].into(),
+            port,
             ready,
             serving,
             terminating,
@@ -292,13 +302,13 @@ mod tests {
     }
 
     fn ports(v: Vec<&Backend>) -> Vec<u16> {
-        v.into_iter().map(|b| b.addr.port()).collect()
+        v.into_iter().map(|b| b.port).collect()
     }
 
     #[test]
     fn ready_endpoints_win_over_terminating() {
         let b = [be(1, true, true, false, "a"), be(2, false, true, true, "a")];
-        let got: Vec<u16> = usable_backends(&b, None).map(|b| b.addr.port()).collect();
+        let got: Vec<u16> = usable_backends(&b, None).map(|b| b.port).collect();
         assert_eq!(got, vec![1]);
     }
 
@@ -308,16 +318,14 @@ mod tests {
             be(1, false, false, false, "a"),
             be(2, false, true, true, "a"),
         ];
-        let got: Vec<u16> = usable_backends(&b, None).map(|b| b.addr.port()).collect();
+        let got: Vec<u16> = usable_backends(&b, None).map(|b| b.port).collect();
         assert_eq!(got, vec![2]);
     }
 
     #[test]
     fn local_policy_never_falls_back_to_other_nodes() {
         let b = [be(1, true, true, false, "a"), be(2, true, true, false, "b")];
-        let got: Vec<u16> = usable_backends(&b, Some("b"))
-            .map(|b| b.addr.port())
-            .collect();
+        let got: Vec<u16> = usable_backends(&b, Some("b")).map(|b| b.port).collect();
         assert_eq!(got, vec![2]);
         assert_eq!(usable_backends(&b, Some("c")).count(), 0);
     }

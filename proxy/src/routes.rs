@@ -65,7 +65,7 @@ impl Endpoints {
         if usable.len() == all.len() {
             Endpoints::All(all.clone())
         } else {
-            Endpoints::Some(usable.into_iter().map(|b| b.addr).collect())
+            Endpoints::Some(usable.into_iter().map(|b| b.addr()).collect())
         }
     }
 
@@ -83,7 +83,7 @@ impl Endpoints {
     /// The `i`-th endpoint; `i < len()`.
     pub fn get(&self, i: usize) -> SocketAddr {
         match self {
-            Endpoints::All(b) => b[i].addr,
+            Endpoints::All(b) => b[i].addr(),
             Endpoints::Some(a) => a[i],
         }
     }
@@ -341,7 +341,7 @@ fn add_frontend(
     let affinity = svc.session_affinity.map(|timeout| {
         let a = live.state.affinity(&key);
         let all: HashSet<SocketAddr> = model::usable_backends(&port.backends, None)
-            .map(|b| b.addr)
+            .map(|b| b.addr())
             .collect();
         a.prune(&all, timeout, now);
         (a, timeout)
@@ -491,7 +491,8 @@ mod tests {
     #[test]
     fn usable_endpoints_share_the_ports_list_when_all_are() {
         let be = |port: u16, ready: bool| Backend {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            ip: [127, 0, 0, 1].into(),
+            port,
             ready,
             serving: ready,
             terminating: false,
@@ -501,14 +502,14 @@ mod tests {
         let e = Endpoints::new(&all, all.iter().collect());
         assert!(matches!(&e, Endpoints::All(b) if Arc::ptr_eq(b, &all)));
         assert_eq!(
-            (e.len(), e.get(1), e.position(all[1].addr)),
-            (2, all[1].addr, Some(1))
+            (e.len(), e.get(1), e.position(all[1].addr())),
+            (2, all[1].addr(), Some(1))
         );
         let some: Arc<[Backend]> = vec![be(1, true), be(2, false)].into();
         let e = Endpoints::new(&some, model::usable_backends(&some, None).collect());
         assert!(matches!(e, Endpoints::Some(_)));
         assert_eq!(format!("{e:?}"), "[127.0.0.1:1]");
-        assert!(!e.contains(&some[1].addr));
+        assert!(!e.contains(&some[1].addr()));
     }
 
     #[test]

@@ -263,7 +263,7 @@ fn endpoints_follow_the_allocated_families() {
         s.service("default", n).unwrap().ports[0]
             .backends
             .iter()
-            .map(|b| b.addr.is_ipv4())
+            .map(|b| b.addr().is_ipv4())
             .collect()
     };
     let all = |o: &CompileOptions| {

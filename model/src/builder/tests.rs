@@ -195,7 +195,7 @@ fn addrs(s: &Snapshot, name: &str, port: usize) -> Vec<(SocketAddr, bool)> {
     s.service("default", name).unwrap().ports[port]
         .backends
         .iter()
-        .map(|b| (b.addr, b.ready))
+        .map(|b| (b.addr(), b.ready))
         .collect()
 }
 
@@ -228,7 +228,7 @@ fn endpointslices_across_two_slices_are_merged_and_deduplicated() {
     );
     let dns = &s.service("default", "s").unwrap().ports[1];
     assert_eq!(dns.protocol, Protocol::Udp);
-    assert_eq!(dns.backends[0].addr.port(), 5353);
+    assert_eq!(dns.backends[0].port, 5353);
     assert_eq!(s.service("default", "s").unwrap().endpoints.len(), 3);
 }
 

@@ -130,9 +130,5 @@ fn empty_values_mean_the_api_server_default() {
     assert_eq!(svc.service_type, crate::service::ServiceType::ClusterIP);
     assert_eq!(svc.cluster_ips.len(), 1, "allocated");
     assert_eq!(svc.ports[0].protocol, crate::service::Protocol::Tcp);
-    assert_eq!(
-        svc.ports[0].backends[0].addr.port(),
-        80,
-        "targetPort = port"
-    );
+    assert_eq!(svc.ports[0].backends[0].port, 80, "targetPort = port");
 }
