@@ -3,13 +3,14 @@
 //! thread of its own every second or at 64 KiB, like nginx's
 //! `access_log ... buffer=64k flush=1s`: a request pays for a copy into the
 //! buffer, not for a write(2). When stderr does not keep up and 4 MiB are
-//! waiting, further lines are dropped and counted
+//! waiting (besides the batch being written), further lines are dropped
+//! and counted
 //! (`nodeway_access_log_dropped_total`, and a line saying how many), so a
 //! slow log never holds up a request. Every other line is written at once.
 
 use prometheus_client::metrics::counter::Counter;
 use std::io::{self, Write};
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -26,6 +27,11 @@ const MAX_WAITING: usize = 4 << 20;
 pub static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 static ACCESS: Buffer = Buffer::new(FLUSH_AT, MAX_WAITING);
+
+/// Held from taking a batch until it is written, so batches come out in
+/// order (the writer thread's and the one [`flush`] takes at exit); holds
+/// how many drops were reported.
+static WRITING: Mutex<u64> = Mutex::new(0);
 
 /// The `MakeWriter` of the log: access-log lines to the buffer, the rest
 /// straight to stderr. [`start`] must run for buffered lines to be written.
@@ -55,13 +61,18 @@ pub enum Line {
 
 impl Write for Line {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.write_all(line).map(|()| line.len())
+    }
+
+    /// The whole line under one lock of stderr, so no batch lands inside it.
+    fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
         match self {
-            Line::Now => io::stderr().write(line),
+            Line::Now => io::stderr().lock().write_all(line),
             Line::Buffered => {
                 if !ACCESS.push(line) {
                     DROPPED.inc();
                 }
-                Ok(line.len())
+                Ok(())
             }
         }
     }
@@ -74,16 +85,15 @@ impl Write for Line {
     }
 }
 
-/// Starts the thread that writes the access log.
+/// Starts the thread that writes the access log (after the subscriber is
+/// set up: it may log).
 pub fn start() {
     let spawned = std::thread::Builder::new()
         .name("access-log".into())
         .spawn(|| {
-            let mut reported = 0;
             loop {
-                let lines = ACCESS.take(FLUSH_EVERY);
-                write_out(&lines, &mut reported);
-                ACCESS.give_back(lines);
+                ACCESS.wait(FLUSH_EVERY);
+                write_out();
             }
         });
     if let Err(e) = spawned {
@@ -92,27 +102,65 @@ pub fn start() {
     }
 }
 
-/// Writes what is waiting now: at exit, so no line is lost.
-pub fn flush() {
-    let lines = ACCESS.take(Duration::ZERO);
-    write_out(&lines, &mut 0);
+/// Writes what is waiting now, after any batch being written: at exit,
+/// so no line is lost or comes out of order.
+fn flush() {
+    write_out();
 }
 
-/// Writes `lines`, then says how many were dropped since `reported`.
-fn write_out(lines: &[u8], reported: &mut u64) {
-    let mut err = io::stderr().lock();
-    if !lines.is_empty() {
-        let _ = err.write_all(lines);
+/// Calls [`flush`] when dropped: at the end of `main`, by return or panic.
+pub struct FlushOnDrop;
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        flush();
     }
+}
+
+/// Takes the waiting lines and writes them, then says how many lines were
+/// dropped since the last report.
+fn write_out() {
+    let mut reported = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+    let lines = ACCESS.take();
+    // In pieces, each under its own lock of stderr, so a slow stderr
+    // holds up another thread's log line for one piece, not the batch.
+    for piece in pieces(&lines, FLUSH_AT) {
+        let _ = io::stderr().lock().write_all(piece);
+    }
+    ACCESS.give_back(lines);
     let dropped = DROPPED.get();
     if dropped > *reported {
         let _ = writeln!(
-            err,
+            io::stderr().lock(),
             "nodeway: {} access-log lines dropped: stderr did not keep up",
             dropped - *reported
         );
         *reported = dropped;
     }
+}
+
+/// `lines` cut after a newline into pieces of about `size` bytes (a line
+/// longer than that is a piece of its own).
+fn pieces(lines: &[u8], size: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = lines;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = match rest.len() <= size {
+            true => rest.len(),
+            false => match rest[..size].iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => rest[size..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |i| size + i + 1),
+            },
+        };
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// Lines waiting to be written, with the room they may take.
@@ -155,16 +203,17 @@ impl Buffer {
         true
     }
 
-    /// The lines waiting, once they reach `flush_at` or `wait` has passed.
-    fn take(&self, wait: Duration) -> Vec<u8> {
-        let mut lines = self.lock();
-        if lines.len() < self.flush_at && !wait.is_zero() {
-            lines = self
-                .full
-                .wait_timeout(lines, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+    /// Returns once the lines reach `flush_at` or `wait` has passed.
+    fn wait(&self, wait: Duration) {
+        let lines = self.lock();
+        if lines.len() < self.flush_at {
+            let _ = self.full.wait_timeout(lines, wait);
         }
+    }
+
+    /// The lines waiting now.
+    fn take(&self) -> Vec<u8> {
+        let mut lines = self.lock();
         let mut spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
         if spare.capacity() == 0 {
             // Room for a flush's worth, so requests never grow it by
@@ -192,14 +241,16 @@ mod tests {
         let b = Buffer::new(16, 64);
         assert!(b.push(b"one\n") && b.push(b"two\n"));
         // Below the size: given up only when the wait is over.
-        assert_eq!(b.take(Duration::from_millis(1)), b"one\ntwo\n");
-        assert!(b.take(Duration::ZERO).is_empty());
+        b.wait(Duration::from_millis(1));
+        assert_eq!(b.take(), b"one\ntwo\n");
+        assert!(b.take().is_empty());
         // At the size, a waiting writer is woken: long before its wait is
         // over (the margin is wide; this is not a timing test).
         std::thread::scope(|s| {
             let taker = s.spawn(|| {
                 let started = std::time::Instant::now();
-                (b.take(Duration::from_secs(600)), started.elapsed())
+                b.wait(Duration::from_secs(600));
+                (b.take(), started.elapsed())
             });
             while !taker.is_finished() {
                 b.push(b"0123456789abcdef");
@@ -217,22 +268,36 @@ mod tests {
         assert!(b.push(b"0123456789\n"));
         assert!(!b.push(b"0123456789\n"), "would pass the limit");
         assert!(b.push(b"012345678"), "what still fits goes in");
-        assert_eq!(b.take(Duration::ZERO).len(), 20);
+        assert_eq!(b.take().len(), 20);
         assert!(b.push(b"0123456789\n"), "room again once written");
+    }
+
+    #[test]
+    fn batches_are_written_in_pieces_cut_after_a_line() {
+        let cut = |lines: &str, size| -> Vec<String> {
+            pieces(lines.as_bytes(), size)
+                .map(|p| String::from_utf8(p.to_vec()).unwrap())
+                .collect()
+        };
+        assert_eq!(cut("a\nbb\nccc\n", 5), ["a\nbb\n", "ccc\n"]);
+        assert_eq!(cut("a\nbb\n", 64), ["a\nbb\n"]);
+        assert_eq!(cut("long line\nx\n", 4), ["long line\n", "x\n"]);
+        assert_eq!(cut("no newline", 4), ["no newline"]);
+        assert!(cut("", 4).is_empty());
     }
 
     #[test]
     fn written_buffers_are_reused() {
         let b = Buffer::new(16, 1024);
         b.push(b"0123456789abcdef");
-        let first = b.take(Duration::ZERO);
+        let first = b.take();
         let reused = first.as_ptr();
         b.give_back(first);
         b.push(b"x");
         // Lines now go into the buffer given back.
-        assert_eq!(b.take(Duration::ZERO), b"x");
+        assert_eq!(b.take(), b"x");
         b.push(b"y");
-        let third = b.take(Duration::ZERO);
+        let third = b.take();
         assert_eq!((third.as_ptr(), &third[..]), (reused, &b"y"[..]));
     }
 }

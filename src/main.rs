@@ -262,11 +262,11 @@ fn init_logs(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(logwriter::Writer);
-    logwriter::start();
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
     }
+    logwriter::start();
 }
 
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
@@ -280,6 +280,8 @@ fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    // Buffered access-log lines are written however main ends.
+    let _flush = logwriter::FlushOnDrop;
     // One crypto provider for the whole process (never let rustls guess).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
@@ -308,7 +310,6 @@ fn main() -> ExitCode {
             })
         }),
     };
-    logwriter::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -401,6 +401,13 @@ impl Reconciler {
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
+    }
+}
+
+/// The bound addresses live in [`Shared`], which their own accept tasks
+/// hold: they are closed when the reconciler ends, however it ends.
+impl Drop for Reconciler {
+    fn drop(&mut self) {
         self.bound().clear();
     }
 }
