@@ -290,6 +290,8 @@ fn demo_serves_and_prints_its_guide() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let demo_dir = std::env::temp_dir().join(format!("nodeway-demo-{}", child.id()));
+    let pid = child.id().to_string();
     let guard = scopeguard(&mut child);
     wait_for(Duration::from_secs(30), "demo ready", || {
         matches!(http_get(admin, "admin", "/readyz"), Ok((200, _)))
@@ -315,6 +317,12 @@ fn demo_serves_and_prints_its_guide() {
         names, want,
         "round-robin over the two ready Pods, never web-c"
     );
+    // Stopped as a user stops it, the demo removes the manifests it wrote.
+    assert!(demo_dir.is_dir(), "{}", demo_dir.display());
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    wait_for(Duration::from_secs(30), "demo folder removed", || {
+        !demo_dir.exists()
+    });
     drop(guard);
     let _ = std::fs::remove_file(&out);
 }
