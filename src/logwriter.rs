@@ -3,10 +3,10 @@
 //! thread of its own every second or at 64 KiB, like nginx's
 //! `access_log ... buffer=64k flush=1s`: a request pays for a copy into the
 //! buffer, not for a write(2). When stderr does not keep up and 4 MiB are
-//! waiting (besides the batch being written), further lines are dropped
-//! and counted
-//! (`nodeway_access_log_dropped_total`, and a line saying how many), so a
-//! slow log never holds up a request. Every other line is written at once.
+//! waiting (besides the batch being written), further lines are dropped and
+//! counted (`nodeway_access_log_dropped_total`, and a line saying how
+//! many), so a slow log never holds up a request. Every other line is
+//! written at once.
 
 use prometheus_client::metrics::counter::Counter;
 use std::io::{self, Write};
@@ -29,7 +29,7 @@ pub static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 static ACCESS: Buffer = Buffer::new(FLUSH_AT, MAX_WAITING);
 
 /// Held from taking a batch until it is written, so batches come out in
-/// order (the writer thread's and the one [`flush`] takes at exit); holds
+/// order (the writer thread's and the one [`FlushOnDrop`] takes at exit); holds
 /// how many drops were reported.
 static WRITING: Mutex<u64> = Mutex::new(0);
 
@@ -97,23 +97,19 @@ pub fn start() {
             }
         });
     if let Err(e) = spawned {
-        // Lines are kept (up to MAX_WAITING) and written by `flush` at exit.
+        // Lines are kept (up to MAX_WAITING) and written at exit.
         tracing::error!(error = %e, "access-log writer not started");
     }
 }
 
-/// Writes what is waiting now, after any batch being written: at exit,
-/// so no line is lost or comes out of order.
-fn flush() {
-    write_out();
-}
-
-/// Calls [`flush`] when dropped: at the end of `main`, by return or panic.
+/// Writes what is waiting when dropped, after any batch being written, so
+/// no line is lost or comes out of order: held by `main` to its end, by
+/// return or panic.
 pub struct FlushOnDrop;
 
 impl Drop for FlushOnDrop {
     fn drop(&mut self) {
-        flush();
+        write_out();
     }
 }
 
