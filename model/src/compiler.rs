@@ -297,10 +297,7 @@ impl Compiler {
             // Endpoints, which resolve() checks).
             for (key, (_, obj)) in objects_of(objects, "Service", &ns) {
                 if let Object::Service(s) = obj
-                    && s.spec
-                        .as_ref()
-                        .and_then(|s| s.selector.as_ref())
-                        .is_some_and(|sel| !sel.is_empty())
+                    && s.selector.as_ref().is_some_and(|sel| !sel.is_empty())
                 {
                     self.dirty_services.insert(nn(&ns, &key.name));
                 }

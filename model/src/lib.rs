@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod object;
 pub mod parse;
 pub mod service;
+pub mod service_object;
 pub mod shared_map;
 pub mod slice;
 pub mod snapshot;

@@ -1,6 +1,7 @@
 //! The manifest kinds nodeway understands, as the real Kubernetes API types.
 
 use crate::error::ObjectKey;
+use crate::service_object::ServiceObject;
 use crate::slice::Slice;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as networking;
@@ -9,7 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 /// One parsed manifest object of a kind we serve.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
-    Service(Box<core::Service>),
+    /// Kept compact (see [`ServiceObject`]); validated in its API form
+    /// when parsed.
+    Service(Box<ServiceObject>),
     Endpoints(Box<core::Endpoints>),
     /// Kept compact (see [`Slice`]); validated in its API form when parsed.
     EndpointSlice(Box<Slice>),
@@ -34,13 +37,12 @@ impl Object {
         }
     }
 
-    /// The object's metadata; `None` for an EndpointSlice, which keeps
-    /// only the fields it is read for (see [`crate::slice::Slice`]).
+    /// The object's metadata; `None` for a Service or an EndpointSlice,
+    /// which keep only the fields they are read for.
     pub fn metadata(&self) -> Option<&ObjectMeta> {
         Some(match self {
-            Object::Service(o) => &o.metadata,
+            Object::Service(_) | Object::EndpointSlice(_) => return None,
             Object::Endpoints(o) => &o.metadata,
-            Object::EndpointSlice(_) => return None,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
@@ -52,6 +54,7 @@ impl Object {
     /// `metadata.name` and `metadata.namespace` as written.
     pub fn name_and_namespace(&self) -> (Option<&str>, Option<&str>) {
         match (self, self.metadata()) {
+            (Object::Service(s), _) => (s.name.as_deref(), s.namespace.as_deref()),
             (Object::EndpointSlice(s), _) => (s.name.as_deref(), s.namespace.as_deref()),
             (_, Some(m)) => (m.name.as_deref(), m.namespace.as_deref()),
             (_, None) => (None, None),

@@ -3,7 +3,9 @@
 
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
 use crate::object::Object;
+use crate::service_object::ServiceObject;
 use crate::slice::Slice;
+use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -136,22 +138,16 @@ fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
         return;
     }
     let decoded = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => decode(doc, |o| Object::Service(Box::new(o))),
+        // Both validated now, in their API form: they are kept compact.
+        ("v1", "Service") => decode_compact(doc, crate::validate::service, |s: core::Service| {
+            Object::Service(Box::new(ServiceObject::from(s)))
+        }),
         ("v1", "Endpoints") => decode(doc, |o| Object::Endpoints(Box::new(o))),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            // Validated now, in its API form: it is kept compact.
-            match decode_as::<discovery::EndpointSlice>(doc) {
-                Ok((key, s)) => {
-                    let errs = crate::validate::slice(&s);
-                    if errs.is_empty() {
-                        Ok(Object::EndpointSlice(Box::new(Slice::from(s))))
-                    } else {
-                        Err((key, errs))
-                    }
-                }
-                Err((key, e)) => Err((key, vec![e])),
-            }
-        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => decode_compact(
+            doc,
+            crate::validate::slice,
+            |s: discovery::EndpointSlice| Object::EndpointSlice(Box::new(Slice::from(s))),
+        ),
         ("networking.k8s.io/v1", "Ingress") => {
             let old_fields = v1beta1_ingress_fields(&doc);
             match decode(doc, |o| Object::Ingress(Box::new(o))) {
@@ -265,6 +261,22 @@ fn decode<T: DeserializeOwned>(
     decode_as(doc)
         .map(|(_, v)| wrap(v))
         .map_err(|(key, e)| (key, vec![e]))
+}
+
+/// Decodes a kind that is kept in a compact form: validated in its API
+/// form first, so the conversion loses nothing a user could get wrong.
+fn decode_compact<T: DeserializeOwned>(
+    doc: Value,
+    validate: fn(&T) -> Vec<FieldError>,
+    wrap: impl FnOnce(T) -> Object,
+) -> Result<Object, (ObjectKey, Vec<FieldError>)> {
+    let (key, api) = decode_as(doc).map_err(|(key, e)| (key, vec![e]))?;
+    let errs = validate(&api);
+    if errs.is_empty() {
+        Ok(wrap(api))
+    } else {
+        Err((key, errs))
+    }
 }
 
 /// Decodes one document into its API type, with the key it names.

@@ -1,24 +1,20 @@
 //! The Snapshot: one immutable picture of the cluster, compiled from the
 //! current good objects, with one table per plane.
 
-use crate::alloc::{
-    DEFAULT_SERVICE_CIDR, Family, FamilyPolicy, ServiceCidr, Unfilled, service_families,
-};
+use crate::alloc::{DEFAULT_SERVICE_CIDR, Family, ServiceCidr, Unfilled, service_families};
 use crate::compiler::Compiler;
 use crate::endpoints::{self, PortSpec, ServiceRef, Sources};
 use crate::error::{ConfigError, ObjectKey, Warning};
 use crate::ingress::{IngressOptions, IngressTable};
 use crate::object::Object;
-use crate::service::{Protocol, Service, ServicePort, ServiceType, TargetPort};
+use crate::service::{Protocol, Service, ServicePort, ServiceType};
+use crate::service_object::ServiceObject;
 use crate::shared_map::SharedMap;
 use crate::tls::TlsSecret;
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// (namespace, name)
 pub type NamespacedName = (String, String);
@@ -174,223 +170,119 @@ pub fn compile(
 /// clusterIPs, or, before one is allocated, the `ipFamilies` the API server
 /// would give it. A headless Service without a selector takes both, as its
 /// EndpointSlices are written by hand.
-fn endpoint_families(
-    spec: &core::ServiceSpec,
-    headless: bool,
-    cluster_ips: &[IpAddr],
-    cluster_families: &[Family],
-) -> Vec<Family> {
-    if !cluster_ips.is_empty() {
-        return cluster_ips.iter().map(Family::of).collect();
+fn endpoint_families(svc: &ServiceObject, cluster_families: &[Family]) -> Vec<Family> {
+    if !svc.cluster_ips.is_empty() {
+        return svc.cluster_ips.iter().map(Family::of).collect();
     }
-    let selectorless = spec.selector.as_ref().is_none_or(|s| s.is_empty());
-    if headless && selectorless {
+    let selectorless = svc.selector.as_ref().is_none_or(|s| s.is_empty());
+    if svc.headless && selectorless {
         return vec![Family::V4, Family::V6];
     }
-    let asked: Vec<Family> = spec
-        .ip_families
-        .iter()
-        .flatten()
-        .filter_map(|f| Family::parse(f))
-        .collect();
-    let policy = FamilyPolicy::parse(spec.ip_family_policy.as_deref());
-    service_families(&asked, policy, cluster_families)
+    service_families(&svc.ip_families, svc.ip_family_policy, cluster_families)
 }
 
 pub(crate) fn compile_service(
     key: &ObjectKey,
-    svc: &core::Service,
+    svc: &ServiceObject,
     src: &Sources<'_>,
     source: Arc<std::path::Path>,
     cluster_families: &[Family],
 ) -> (Service, Unfilled) {
-    let spec = svc.spec.clone().unwrap_or_default();
-    let service_type = match spec.type_.as_deref() {
-        Some("NodePort") => ServiceType::NodePort,
-        Some("LoadBalancer") => ServiceType::LoadBalancer,
-        Some("ExternalName") => ServiceType::ExternalName,
-        _ => ServiceType::ClusterIP,
-    };
-    let mut ips: Vec<&str> = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    if ips.is_empty()
-        && let Some(ip) = spec.cluster_ip.as_deref()
-    {
-        ips.push(ip);
-    }
-    let headless = service_type != ServiceType::ExternalName && ips.first() == Some(&"None");
-    let cluster_ips: Vec<IpAddr> = if service_type == ServiceType::ExternalName {
-        Vec::new()
-    } else {
-        ips.iter().filter_map(|s| s.parse().ok()).collect()
-    };
-    let families = endpoint_families(&spec, headless, &cluster_ips, cluster_families);
-    let v4 = families.contains(&Family::V4);
-    let v6 = families.contains(&Family::V6);
-    let port_specs: Vec<(String, Protocol, TargetPort, &core::ServicePort)> = spec
-        .ports
-        .iter()
-        .flatten()
-        .map(|p| {
-            let target = match &p.target_port {
-                Some(IntOrString::Int(n)) => TargetPort::Number(*n as u16),
-                Some(IntOrString::String(s)) => match s.parse::<u16>() {
-                    Ok(n) => TargetPort::Number(n),
-                    Err(_) => TargetPort::Name(s.clone()),
-                },
-                None => TargetPort::Number(p.port as u16),
-            };
-            (
-                p.name.clone().unwrap_or_default(),
-                Protocol::parse(p.protocol.as_deref()).unwrap_or(Protocol::Tcp),
-                target,
-                p,
-            )
-        })
-        .collect();
-    let resolved = if service_type == ServiceType::ExternalName {
-        None
-    } else {
-        Some(endpoints::resolve(
+    let service_type = svc.service_type;
+    let families = endpoint_families(svc, cluster_families);
+    let resolved = (service_type != ServiceType::ExternalName).then(|| {
+        endpoints::resolve(
             &ServiceRef {
                 name: &key.name,
-                selector: spec.selector.as_ref(),
-                ports: port_specs
+                selector: svc.selector.as_ref(),
+                ports: svc
+                    .ports
                     .iter()
-                    .map(|(name, protocol, target, _)| PortSpec {
-                        name,
-                        protocol: *protocol,
-                        target,
+                    .map(|p| PortSpec {
+                        name: &p.name,
+                        protocol: p.protocol,
+                        target: &p.target,
                     })
                     .collect(),
-                v4,
-                v6,
-                headless,
-                publish_not_ready: spec.publish_not_ready_addresses == Some(true),
+                v4: families.contains(&Family::V4),
+                v6: families.contains(&Family::V6),
+                headless: svc.headless,
+                publish_not_ready: svc.publish_not_ready,
             },
             src,
-        ))
-    };
+        )
+    });
     let (mut per_port, endpoints) = match resolved {
         Some(r) => (r.per_port, r.endpoints),
         None => (Vec::new(), Vec::new()),
     };
-    per_port.resize_with(port_specs.len(), Vec::new);
-    let ports = port_specs
-        .into_iter()
+    per_port.resize_with(svc.ports.len(), Vec::new);
+    let with_node_ports = matches!(
+        service_type,
+        ServiceType::NodePort | ServiceType::LoadBalancer
+    );
+    let ports = svc
+        .ports
+        .iter()
         .zip(per_port)
-        .map(|((name, protocol, target_port, p), backends)| ServicePort {
-            name,
-            protocol,
-            port: p.port as u16,
+        .map(|(p, backends)| ServicePort {
+            name: p.name.clone(),
+            protocol: p.protocol,
+            port: p.port,
             node_port: p
                 .node_port
-                .filter(|_| {
-                    matches!(
-                        service_type,
-                        ServiceType::NodePort | ServiceType::LoadBalancer
-                    )
-                })
+                .filter(|_| with_node_ports)
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|n| *n != 0),
-            target_port,
+            target_port: p.target.clone(),
             app_protocol: p.app_protocol.clone(),
             backends: backends.into(),
         })
-        .collect();
-    let session_affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-        let secs = spec
-            .session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .unwrap_or(10800);
-        Duration::from_secs(secs.max(1) as u64)
-    });
-    let load_balancer_ips = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        // `ipMode: Proxy`: the load balancer proxies to the nodes itself,
-        // and kube-proxy does not take its address (unset means VIP).
-        .filter(|i| i.ip_mode.as_deref().is_none_or(|m| m != "Proxy"))
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
         .collect();
     let compiled = Service {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         id: Arc::from(format!("{}/{}", key.namespace, key.name)),
         service_type,
-        cluster_ips,
-        headless,
-        external_name: spec
-            .external_name
-            .clone()
-            .filter(|_| service_type == ServiceType::ExternalName),
-        external_ips: spec
-            .external_ips
-            .iter()
-            .flatten()
-            .filter_map(|s| s.parse().ok())
-            .collect(),
-        load_balancer_ips,
+        cluster_ips: svc.cluster_ips.to_vec(),
+        headless: svc.headless,
+        external_name: svc.external_name.clone(),
+        external_ips: svc.external_ips.to_vec(),
+        load_balancer_ips: svc.load_balancer_ips.to_vec(),
         ports,
         endpoints,
-        session_affinity,
-        internal_traffic_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-        external_traffic_local: spec.external_traffic_policy.as_deref() == Some("Local"),
-        health_check_node_port: spec
+        session_affinity: svc.session_affinity,
+        internal_traffic_local: svc.internal_traffic_local,
+        external_traffic_local: svc.external_traffic_local,
+        health_check_node_port: svc
             .health_check_node_port
-            .filter(|_| {
-                service_type == ServiceType::LoadBalancer
-                    && spec.external_traffic_policy.as_deref() == Some("Local")
-            })
+            .filter(|_| service_type == ServiceType::LoadBalancer && svc.external_traffic_local)
             .and_then(|p| u16::try_from(p).ok()),
-        topology_aware: topology_aware(svc),
-        publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
-        annotations: svc.metadata.annotations.clone().unwrap_or_default(),
-        proxied_elsewhere: svc
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)),
-        created: svc
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second()),
+        topology_aware: svc.topology_aware,
+        publish_not_ready_addresses: svc.publish_not_ready,
+        annotations: svc.annotations.clone(),
+        proxied_elsewhere: svc.proxied_elsewhere,
+        created: svc.created,
         source,
         allocated: Default::default(),
     };
-    let unfilled = unfilled(&spec, &compiled);
+    let unfilled = unfilled(svc, &compiled);
     (compiled, unfilled)
 }
 
 /// What the API server would have filled in for `compiled`.
-fn unfilled(spec: &core::ServiceSpec, compiled: &Service) -> Unfilled {
-    let with_node_ports = matches!(
-        compiled.service_type,
-        ServiceType::NodePort | ServiceType::LoadBalancer
-    ) && !(compiled.service_type == ServiceType::LoadBalancer
-        && spec.allocate_load_balancer_node_ports == Some(false));
+fn unfilled(svc: &ServiceObject, compiled: &Service) -> Unfilled {
+    let with_node_ports = match compiled.service_type {
+        ServiceType::NodePort => true,
+        ServiceType::LoadBalancer => svc.allocate_load_balancer_node_ports,
+        ServiceType::ClusterIP | ServiceType::ExternalName => false,
+    };
     Unfilled {
         cluster_ips: compiled.service_type != ServiceType::ExternalName
             && !compiled.headless
             && compiled.cluster_ips.is_empty(),
-        families: spec
-            .ip_families
-            .iter()
-            .flatten()
-            .filter_map(|f| Family::parse(f))
-            .collect(),
-        policy: FamilyPolicy::parse(spec.ip_family_policy.as_deref()),
+        families: svc.ip_families.to_vec(),
+        policy: svc.ip_family_policy,
         node_ports: compiled
             .ports
             .iter()
@@ -402,22 +294,4 @@ fn unfilled(spec: &core::ServiceSpec, compiled: &Service) -> Unfilled {
             && compiled.external_traffic_local
             && compiled.health_check_node_port.is_none(),
     }
-}
-
-/// Whether kube-proxy would route by zone hints: any `trafficDistribution`
-/// (it takes precedence), else the topology annotation set to Auto.
-fn topology_aware(svc: &core::Service) -> bool {
-    if svc
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.traffic_distribution.is_some())
-    {
-        return true;
-    }
-    let ann = svc.metadata.annotations.as_ref();
-    let mode = ann.and_then(|a| {
-        a.get("service.kubernetes.io/topology-mode")
-            .or_else(|| a.get("service.kubernetes.io/topology-aware-hints"))
-    });
-    matches!(mode.map(String::as_str), Some("Auto" | "auto"))
 }

@@ -4,6 +4,7 @@
 use crate::error::FieldError;
 use crate::object::Object;
 use crate::service::Protocol;
+use crate::service_object::ServiceObject;
 use crate::tls;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -28,34 +29,18 @@ impl Default for ValidateOptions {
 pub fn validate(obj: &Object, opts: &ValidateOptions) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let (name, namespace) = obj.name_and_namespace();
-    match name {
-        None | Some("") => errs.push(FieldError::new("metadata.name", "is required")),
-        Some(n) => {
-            let ok = match obj {
-                // Service names are DNS-1035 labels: they become DNS names.
-                Object::Service(_) => is_dns1035_label(n),
-                Object::Namespace(_) => is_dns1123_label(n),
-                _ => is_dns1123_subdomain(n),
-            };
-            if !ok {
-                errs.push(FieldError::new(
-                    "metadata.name",
-                    format!("{n:?} is not a valid name (lower-case letters, digits and '-', starting with a letter)"),
-                ));
-            }
-        }
-    }
-    if let Some(ns) = namespace
-        && obj.is_namespaced()
-        && !is_dns1123_label(ns)
-    {
-        errs.push(FieldError::new(
-            "metadata.namespace",
-            format!("{ns:?} is not a valid namespace name"),
-        ));
-    }
+    let name_ok = match obj {
+        // Service names are DNS-1035 labels: they become DNS names.
+        Object::Service(_) => is_dns1035_label,
+        Object::Namespace(_) => is_dns1123_label,
+        _ => is_dns1123_subdomain,
+    };
+    let namespace = namespace.filter(|_| obj.is_namespaced());
+    validate_meta(name, namespace, name_ok, &mut errs);
     match obj {
-        Object::Service(s) => validate_service(s, opts, &mut errs),
+        // Validated in its API form when parsed (`service`), but for the
+        // node-port range, a command-line option.
+        Object::Service(s) => validate_node_ports(s, opts, &mut errs),
         Object::Endpoints(e) => validate_endpoints(e, &mut errs),
         // Validated in its API form when parsed (`slice`).
         Object::EndpointSlice(_) => {}
@@ -89,7 +74,66 @@ pub fn validate(obj: &Object, opts: &ValidateOptions) -> Vec<FieldError> {
     errs
 }
 
-fn validate_service(s: &core::Service, opts: &ValidateOptions, errs: &mut Vec<FieldError>) {
+/// `metadata.name` (required, `name_ok`) and `metadata.namespace`.
+fn validate_meta(
+    name: Option<&str>,
+    namespace: Option<&str>,
+    name_ok: fn(&str) -> bool,
+    errs: &mut Vec<FieldError>,
+) {
+    match name {
+        None | Some("") => errs.push(FieldError::new("metadata.name", "is required")),
+        Some(n) if !name_ok(n) => errs.push(FieldError::new(
+            "metadata.name",
+            format!("{n:?} is not a valid name (lower-case letters, digits and '-', starting with a letter)"),
+        )),
+        Some(_) => {}
+    }
+    if let Some(ns) = namespace
+        && !is_dns1123_label(ns)
+    {
+        errs.push(FieldError::new(
+            "metadata.namespace",
+            format!("{ns:?} is not a valid namespace name"),
+        ));
+    }
+}
+
+/// A Service in its API form, as it is parsed: all but the node-port
+/// range ([`validate_node_ports`]), which depends on an option.
+pub fn service(s: &core::Service) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let meta = &s.metadata;
+    validate_meta(
+        meta.name.as_deref(),
+        meta.namespace.as_deref(),
+        is_dns1035_label,
+        &mut errs,
+    );
+    validate_service(s, &mut errs);
+    errs
+}
+
+/// Written nodePorts and healthCheckNodePort lie in the node-port range.
+fn validate_node_ports(s: &ServiceObject, opts: &ValidateOptions, errs: &mut Vec<FieldError>) {
+    let range = &opts.node_port_range;
+    let mut check = |field: String, n: Option<i32>| {
+        if let Some(n) = n.filter(|n| !u16::try_from(*n).is_ok_and(|n| range.contains(&n))) {
+            let (lo, hi) = (range.start(), range.end());
+            errs.push(FieldError::new(
+                field,
+                format!("{n} is outside the node port range {lo}-{hi}"),
+            ));
+        }
+    };
+    check("spec.healthCheckNodePort".into(), s.health_check_node_port);
+    for (i, p) in s.ports.iter().enumerate() {
+        check(format!("spec.ports[{i}].nodePort"), p.node_port);
+    }
+}
+
+/// A Service's spec, but for the node-port range.
+fn validate_service(s: &core::Service, errs: &mut Vec<FieldError>) {
     let Some(spec) = &s.spec else {
         errs.push(FieldError::new("spec", "is required"));
         return;
@@ -178,21 +222,12 @@ fn validate_service(s: &core::Service, opts: &ValidateOptions, errs: &mut Vec<Fi
             ));
         }
     }
-    if let Some(hc) = spec.health_check_node_port {
+    if spec.health_check_node_port.is_some() {
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
         if ty != "LoadBalancer" || !local {
             errs.push(FieldError::new(
                 "spec.healthCheckNodePort",
                 "may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
-            ));
-        } else if !(0..=65535).contains(&hc) || !opts.node_port_range.contains(&(hc as u16)) {
-            errs.push(FieldError::new(
-                "spec.healthCheckNodePort",
-                format!(
-                    "{hc} is outside the node port range {}-{}",
-                    opts.node_port_range.start(),
-                    opts.node_port_range.end()
-                ),
             ));
         }
     }
@@ -252,22 +287,11 @@ fn validate_service(s: &core::Service, opts: &ValidateOptions, errs: &mut Vec<Fi
             )),
             _ => {}
         }
-        if let Some(np) = p.node_port {
-            if !matches!(ty, "NodePort" | "LoadBalancer") {
-                errs.push(FieldError::new(
-                    f("nodePort"),
-                    format!("may only be set for type NodePort or LoadBalancer, not {ty}"),
-                ));
-            } else if !(0..=65535).contains(&np) || !opts.node_port_range.contains(&(np as u16)) {
-                errs.push(FieldError::new(
-                    f("nodePort"),
-                    format!(
-                        "{np} is outside the node port range {}-{}",
-                        opts.node_port_range.start(),
-                        opts.node_port_range.end()
-                    ),
-                ));
-            }
+        if p.node_port.is_some() && !matches!(ty, "NodePort" | "LoadBalancer") {
+            errs.push(FieldError::new(
+                f("nodePort"),
+                format!("may only be set for type NodePort or LoadBalancer, not {ty}"),
+            ));
         }
     }
 }

@@ -108,13 +108,20 @@ fn non_string_name_still_names_the_object() {
 
 #[test]
 fn managed_fields_and_last_applied_are_not_kept() {
-    let p = parse(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations: {kubectl.kubernetes.io/last-applied-configuration: '{\"big\": 1}', keep: me}\n  managedFields: [{manager: kubectl, operation: Apply}]\nspec: {ports: [{port: 80}]}\n",
-    );
-    let meta = p.objects[0].as_ref().unwrap().metadata().unwrap();
-    assert!(meta.managed_fields.is_none());
-    let ann = meta.annotations.as_ref().unwrap();
+    let meta = "metadata:\n  name: a\n  annotations: {kubectl.kubernetes.io/last-applied-configuration: '{\"big\": 1}', keep: me}\n  managedFields: [{manager: kubectl, operation: Apply}]\n";
+    let p = parse(&format!("apiVersion: v1\nkind: Namespace\n{meta}"));
+    let meta_kept = p.objects[0].as_ref().unwrap().metadata().unwrap();
+    assert!(meta_kept.managed_fields.is_none());
+    let ann = meta_kept.annotations.as_ref().unwrap();
     assert_eq!(ann.keys().collect::<Vec<_>>(), ["keep"]);
+    // A Service keeps no ObjectMeta, only its annotations.
+    let p = parse(&format!(
+        "apiVersion: v1\nkind: Service\n{meta}spec: {{ports: [{{port: 80}}]}}\n"
+    ));
+    let Ok(Object::Service(s)) = &p.objects[0] else {
+        panic!("{:?}", p.objects[0]);
+    };
+    assert_eq!(s.annotations.keys().collect::<Vec<_>>(), ["keep"]);
 }
 
 /// An empty value where the API server would default the field is the
