@@ -14,12 +14,15 @@
 //! ClusterIPs and headless endpoints. Storing every name with its hickory
 //! records cost about 3 KB per endpoint.
 
+mod ptrs;
+
 use crate::fast::FastTable;
 use crate::names::{dashed, parse_dashed};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use model::shared_map::Diff;
 use model::{NamespacedName, Protocol, Service, ServiceMap, SharedMap, Snapshot};
+use ptrs::{PtrIndex, PtrSource, PtrSources};
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,6 +32,11 @@ const SCHEMA_VERSION: &str = "1.1.0";
 const VERSION_TTL: u32 = 28800;
 /// Updates that change this many Services compile fast answers in parallel.
 const PARALLEL_FROM: usize = 2000;
+/// Deferred names are compiled this many at a time: enough to keep every
+/// core busy, few enough that their records (about a kilobyte a name)
+/// do not pile up. Deferring all 60,000 names of a 10,000-Service first
+/// load held 40 MB of records at once, and the allocator kept that peak.
+const DEFERRED_BATCH: usize = 4096;
 
 /// How a table is compiled.
 #[derive(Clone, Debug)]
@@ -119,60 +127,14 @@ pub struct Table {
     from_services: ServiceMap,
     from_namespaces: Arc<BTreeSet<String>>,
     /// While a big batch is built: names whose fast answers are still to
-    /// compile (in parallel, at the end of the update).
+    /// compile (in parallel, every [`DEFERRED_BATCH`] names and at the end
+    /// of the update).
     deferred: Option<Vec<(LowerName, Arc<Node>)>>,
     /// Reverse names: the Services that point each address at a name.
-    ptrs: SharedMap<IpAddr, PtrSources>,
+    ptrs: PtrIndex,
     /// Services whose records are made when asked (not headless, not
     /// ExternalName), by the Service's name.
     synthesized: SharedMap<LowerName, Arc<Service>>,
-}
-
-/// One PTR target of a reverse name: the Service's name (for its
-/// ClusterIP) or the name of its endpoint with that address.
-#[derive(Clone, Debug)]
-struct PtrSource {
-    service: Arc<Service>,
-    /// A ClusterIP's name goes before endpoint names.
-    cluster_ip: bool,
-}
-
-/// The PTR targets of one address: almost always one, kept inline (an
-/// allocation per endpoint address otherwise, 110,000 of them at 10,000
-/// Services).
-#[derive(Clone, Debug)]
-enum PtrSources {
-    One(PtrSource),
-    Many(Arc<[PtrSource]>),
-}
-
-impl PtrSources {
-    fn from_vec(mut v: Vec<PtrSource>) -> Option<PtrSources> {
-        match v.len() {
-            0 => None,
-            1 => v.pop().map(PtrSources::One),
-            _ => Some(PtrSources::Many(v.into())),
-        }
-    }
-
-    fn as_slice(&self) -> &[PtrSource] {
-        match self {
-            PtrSources::One(p) => std::slice::from_ref(p),
-            PtrSources::Many(v) => v,
-        }
-    }
-}
-
-impl PtrSource {
-    /// Whether the reverse name has a fast answer: ClusterIPs and headless
-    /// endpoints do; other endpoints' are only made when asked.
-    fn fast(&self) -> bool {
-        self.cluster_ip || self.service.headless
-    }
-
-    fn key(&self) -> (&str, &str) {
-        (&self.service.namespace, &self.service.name)
-    }
 }
 
 impl Table {
@@ -342,7 +304,7 @@ impl Table {
             .iter()
             .map(|(name, svc)| format!("endpoints of {name} from {}", svc.id));
         let ptrs = self.ptrs.iter().map(|(ip, list)| {
-            let targets = ptr_records(*ip, list.as_slice(), &self.zone_name, self.ttl);
+            let targets = ptr_records(ip, list.as_slice(), &self.zone_name, self.ttl);
             format!("ptr {ip} {targets:?}")
         });
         names.extend(synthesized.chain(ptrs));
@@ -375,7 +337,7 @@ impl Table {
         let from = std::mem::take(&mut t.from_services);
         let changed = snap.services.diff(&from, Arc::ptr_eq);
         // A first load (or a change of most of the cluster) compiles its
-        // fast answers on every core at the end.
+        // fast answers on every core, in batches.
         if changed.len() >= PARALLEL_FROM {
             t.deferred = Some(Vec::new());
         }
@@ -429,7 +391,7 @@ impl Table {
             fast,
             from_services: ServiceMap::new(),
             from_namespaces: Arc::default(),
-            ptrs: SharedMap::new(),
+            ptrs: PtrIndex::default(),
             synthesized: SharedMap::new(),
             deferred: None,
         }
@@ -448,7 +410,12 @@ impl Table {
     /// Compiles (or defers) the fast answers of a node that is not stored.
     fn put_fast(&mut self, name: LowerName, node: Arc<Node>) {
         match &mut self.deferred {
-            Some(batch) => batch.push((name, node)),
+            Some(batch) => {
+                batch.push((name, node));
+                if batch.len() >= DEFERRED_BATCH {
+                    self.fast.put_all(std::mem::take(batch));
+                }
+            }
             None => self.fast.put(&name, &node),
         }
     }
@@ -707,10 +674,10 @@ fn reverse_ip(name: &LowerName) -> Option<IpAddr> {
 /// The first label of an endpoint's name: its hostname, or its dashed
 /// address; lower-case.
 fn endpoint_label(e: &model::Endpoint) -> String {
-    e.hostname
-        .clone()
-        .unwrap_or_else(|| dashed(e.ip))
-        .to_ascii_lowercase()
+    match &e.hostname {
+        Some(h) => h.to_ascii_lowercase(),
+        None => dashed(e.ip),
+    }
 }
 
 fn addr_record(owner: &Name, ip: IpAddr, ttl: u32) -> Record {

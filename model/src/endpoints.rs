@@ -30,7 +30,7 @@ pub struct Sources<'a> {
 /// The result: one backend list per Service port, plus all addresses.
 pub struct Resolved {
     pub per_port: Vec<Vec<Backend>>,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Arc<[Endpoint]>,
 }
 
 pub struct ServiceRef<'a> {
@@ -62,6 +62,8 @@ pub fn resolve(svc: &ServiceRef<'_>, src: &Sources<'_>) -> Resolved {
 struct Accumulator {
     per_port: Vec<BTreeMap<SocketAddr, Backend>>,
     endpoints: BTreeMap<IpAddr, Endpoint>,
+    /// A slice's endpoint list taken whole (instead of `endpoints`).
+    shared: Option<Arc<[Endpoint]>>,
 }
 
 impl Accumulator {
@@ -69,6 +71,7 @@ impl Accumulator {
         Accumulator {
             per_port: (0..ports).map(|_| BTreeMap::new()).collect(),
             endpoints: BTreeMap::new(),
+            shared: None,
         }
     }
 
@@ -98,7 +101,10 @@ impl Accumulator {
                 .into_iter()
                 .map(|m| m.into_values().collect())
                 .collect(),
-            endpoints: self.endpoints.into_values().collect(),
+            endpoints: match self.shared {
+                Some(list) => list,
+                None => self.endpoints.into_values().collect(),
+            },
         }
     }
 }
@@ -126,21 +132,20 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
                 })
             })
             .collect();
-        for ep in &slice.endpoints {
-            let Some(ip) = ep.ip else {
-                continue;
-            };
+        // The usual case, one slice of the Service's families: its endpoint
+        // list is the Service's, as is (see `Slice::endpoints`).
+        let whole = slices.len() == 1 && slice.endpoints.iter().all(|e| family_ok(svc, &e.ip));
+        if whole {
+            acc.shared = Some(slice.endpoints.clone());
+        }
+        for ep in slice.endpoints.iter() {
+            let ip = ep.ip;
             if !family_ok(svc, &ip) {
                 continue;
             }
-            acc.add_endpoint(Endpoint {
-                ip,
-                hostname: ep.hostname.clone(),
-                ready: ep.ready,
-                serving: ep.serving,
-                terminating: ep.terminating,
-                node_name: ep.placement.as_ref().and_then(|p| p.node_name.clone()),
-            });
+            if !whole {
+                acc.add_endpoint(ep.clone());
+            }
             for (i, port) in port_map.iter().enumerate() {
                 if let Some(port) = port {
                     acc.add_backend(
@@ -188,9 +193,8 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                 if !family_ok(svc, &ip) {
                     continue;
                 }
-                let node: Option<Arc<str>> = a.node_name.as_deref().map(Arc::from);
                 let placement = Placement {
-                    node_name: node.clone(),
+                    node_name: a.node_name.as_deref().map(Arc::from),
                     pod: a
                         .target_ref
                         .as_ref()
@@ -201,11 +205,11 @@ fn from_endpoints(svc: &ServiceRef<'_>, ep: &core::Endpoints, acc: &mut Accumula
                 .shared();
                 acc.add_endpoint(Endpoint {
                     ip,
-                    hostname: a.hostname.clone(),
+                    hostname: a.hostname.as_deref().map(Box::from),
                     ready,
                     serving: ready,
                     terminating: false,
-                    node_name: node.clone(),
+                    placement: placement.clone(),
                 });
                 for (i, port) in port_map.iter().enumerate() {
                     if let Some(port) = port {
@@ -273,9 +277,8 @@ fn from_pods(
         let serving = pod_ready(pod);
         let ready = svc.publish_not_ready || (serving && !terminating);
         let spec = pod.spec.as_ref();
-        let node: Option<Arc<str>> = spec.and_then(|s| s.node_name.as_deref()).map(Arc::from);
         let placement = Placement {
-            node_name: node.clone(),
+            node_name: spec.and_then(|s| s.node_name.as_deref()).map(Arc::from),
             pod: pod.metadata.name.as_deref().map(Arc::from),
             ..Placement::default()
         }
@@ -284,7 +287,8 @@ fn from_pods(
         // subdomain is this (headless) Service.
         let hostname = spec
             .filter(|s| svc.headless && s.subdomain.as_deref() == Some(svc.name))
-            .and_then(|s| s.hostname.clone());
+            .and_then(|s| s.hostname.as_deref())
+            .map(Box::<str>::from);
         for ip in ips.into_iter().filter(|ip| family_ok(svc, ip)) {
             acc.add_endpoint(Endpoint {
                 ip,
@@ -292,7 +296,7 @@ fn from_pods(
                 ready,
                 serving,
                 terminating,
-                node_name: node.clone(),
+                placement: placement.clone(),
             });
             for (i, sp) in svc.ports.iter().enumerate() {
                 let port = match sp.target {

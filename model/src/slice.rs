@@ -7,8 +7,9 @@
 
 use crate::TRIGGER_TIME_ANNOTATION;
 use crate::endpoints::SERVICE_NAME_LABEL;
-use crate::service::{Placement, Protocol};
+use crate::service::{Endpoint, Placement, Protocol};
 use k8s_openapi::api::discovery::v1 as discovery;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -30,7 +31,11 @@ pub struct Slice {
     /// `addressType: FQDN`: valid, but no proxy or DNS uses it.
     pub fqdn: bool,
     pub ports: Box<[SlicePort]>,
-    pub endpoints: Box<[SliceEndpoint]>,
+    /// The endpoints with an address (kube-proxy uses only the first),
+    /// by address, one per address (a ready one if any, else the first):
+    /// as a Service's endpoint list is, so a Service with one slice shares
+    /// it. None in FQDN slices.
+    pub endpoints: Arc<[Endpoint]>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -40,22 +45,6 @@ pub struct SlicePort {
     /// `None`: a protocol we do not know (validation reports it).
     pub protocol: Option<Protocol>,
     pub port: Option<u16>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct SliceEndpoint {
-    /// The first address (kube-proxy uses only that one); `None` in FQDN
-    /// slices.
-    pub ip: Option<IpAddr>,
-    /// The conditions with the API's defaults applied: ready when unset,
-    /// serving like ready when unset, not terminating when unset.
-    pub ready: bool,
-    pub serving: bool,
-    pub terminating: bool,
-    pub hostname: Option<String>,
-    /// `nodeName`, `targetRef.name` and the hints, shared as they are with
-    /// every backend made from this endpoint.
-    pub placement: Option<Arc<Placement>>,
 }
 
 /// Labels of EndpointSlices kube-proxy does not program: a headless
@@ -81,7 +70,11 @@ impl From<discovery::EndpointSlice> for Slice {
                 .map(String::into_boxed_str),
             fqdn,
             ports: s.ports.into_iter().flatten().map(port).collect(),
-            endpoints: s.endpoints.into_iter().map(|e| endpoint(e, fqdn)).collect(),
+            endpoints: if fqdn {
+                Arc::default()
+            } else {
+                by_address(s.endpoints)
+            },
         }
     }
 }
@@ -94,7 +87,23 @@ fn port(p: discovery::EndpointPort) -> SlicePort {
     }
 }
 
-fn endpoint(e: discovery::Endpoint, fqdn: bool) -> SliceEndpoint {
+/// One endpoint per address, in address order; of several with one
+/// address, the first ready one, else the first.
+fn by_address(endpoints: Vec<discovery::Endpoint>) -> Arc<[Endpoint]> {
+    let mut out: BTreeMap<IpAddr, Endpoint> = BTreeMap::new();
+    for e in endpoints.into_iter().filter_map(endpoint) {
+        match out.get(&e.ip) {
+            Some(old) if old.ready || !e.ready => {}
+            _ => {
+                out.insert(e.ip, e);
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+fn endpoint(e: discovery::Endpoint) -> Option<Endpoint> {
+    let ip = e.addresses.first()?.parse().ok()?;
     let c = e.conditions.as_ref();
     let ready = c.and_then(|c| c.ready).unwrap_or(true);
     let names = |v: Option<Vec<String>>| -> Option<Arc<[Arc<str>]>> {
@@ -117,14 +126,12 @@ fn endpoint(e: discovery::Endpoint, fqdn: bool) -> SliceEndpoint {
                 .map(|n| n.iter().map(|n| n.name.clone()).collect()),
         ),
     };
-    SliceEndpoint {
-        ip: (!fqdn)
-            .then(|| e.addresses.first().and_then(|a| a.parse().ok()))
-            .flatten(),
+    Some(Endpoint {
+        ip,
         ready,
         serving: c.and_then(|c| c.serving).unwrap_or(ready),
         terminating: c.and_then(|c| c.terminating).unwrap_or(false),
-        hostname: e.hostname,
+        hostname: e.hostname.map(String::into_boxed_str),
         placement: placement.shared(),
-    }
+    })
 }

@@ -214,7 +214,7 @@ pub(crate) fn compile_service(
     });
     let (mut per_port, endpoints) = match resolved {
         Some(r) => (r.per_port, r.endpoints),
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), Arc::default()),
     };
     per_port.resize_with(svc.ports.len(), Vec::new);
     let with_node_ports = matches!(

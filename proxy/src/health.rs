@@ -43,7 +43,7 @@ pub(crate) fn build(
         let local_ready = svc
             .endpoints
             .iter()
-            .filter(|e| e.ready && node_name.is_some() && e.node_name.as_deref() == node_name)
+            .filter(|e| e.ready && node_name.is_some() && e.node_name() == node_name)
             .count();
         let health = Arc::new(Health {
             namespace: svc.namespace.clone(),

@@ -232,6 +232,50 @@ fn endpointslices_across_two_slices_are_merged_and_deduplicated() {
     assert_eq!(s.service("default", "s").unwrap().endpoints.len(), 3);
 }
 
+/// A Service with one slice takes the slice's endpoint list as is (no
+/// copy per Service); the slice keeps one endpoint per address, by
+/// address, the ready one winning, as merging several slices does.
+#[test]
+fn one_slice_lends_its_endpoint_list_to_the_service() {
+    let mut b = b();
+    up(
+        &mut b,
+        "s.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  clusterIP: 127.0.0.10\n  ports: [{name: http, port: 80}]\n",
+    );
+    up(
+        &mut b,
+        "e.yaml",
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s-1, labels: {kubernetes.io/service-name: s}}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n- {addresses: [127.0.1.5], conditions: {ready: false}, hostname: first}\n- {addresses: [127.0.1.3]}\n- {addresses: [127.0.1.5], hostname: second}\n- {addresses: [127.0.1.5], conditions: {ready: false}}\n",
+    );
+    let s = b.build();
+    let svc = s.service("default", "s").unwrap();
+    let eps: Vec<(String, bool, Option<&str>)> = svc
+        .endpoints
+        .iter()
+        .map(|e| (e.ip.to_string(), e.ready, e.hostname.as_deref()))
+        .collect();
+    assert_eq!(
+        eps,
+        [
+            ("127.0.1.3".to_string(), true, None),
+            ("127.0.1.5".to_string(), true, Some("second")),
+        ]
+    );
+    assert_eq!(
+        addrs(&s, "s", 0),
+        vec![
+            ("127.0.1.3:8080".parse().unwrap(), true),
+            ("127.0.1.5:8080".parse().unwrap(), true),
+        ]
+    );
+    let key = ObjectKey::new("EndpointSlice", "default", "s-1");
+    let Some((_, Object::EndpointSlice(slice))) = b.objects.get(&key) else {
+        panic!("slice not kept");
+    };
+    assert!(Arc::ptr_eq(&slice.endpoints, &svc.endpoints));
+}
+
 /// Slices are kept compact, so they are validated in their API form when
 /// parsed: every bad field is named, and the last good version stays.
 #[test]
