@@ -9,8 +9,6 @@ use crate::TRIGGER_TIME_ANNOTATION;
 use crate::endpoints::SERVICE_NAME_LABEL;
 use crate::service::{Endpoint, Placement, Protocol};
 use k8s_openapi::api::discovery::v1 as discovery;
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -90,16 +88,21 @@ fn port(p: discovery::EndpointPort) -> SlicePort {
 /// One endpoint per address, in address order; of several with one
 /// address, the first ready one, else the first.
 fn by_address(endpoints: Vec<discovery::Endpoint>) -> Arc<[Endpoint]> {
-    let mut out: BTreeMap<IpAddr, Endpoint> = BTreeMap::new();
-    for e in endpoints.into_iter().filter_map(endpoint) {
-        match out.get(&e.ip) {
-            Some(old) if old.ready || !e.ready => {}
-            _ => {
-                out.insert(e.ip, e);
+    let mut all: Vec<Endpoint> = endpoints.into_iter().filter_map(endpoint).collect();
+    // Stable: endpoints of one address stay in the order written.
+    all.sort_by_key(|e| e.ip);
+    let mut out: Vec<Endpoint> = Vec::with_capacity(all.len());
+    for e in all {
+        match out.last_mut() {
+            Some(last) if last.ip == e.ip => {
+                if !last.ready && e.ready {
+                    *last = e;
+                }
             }
+            _ => out.push(e),
         }
     }
-    out.into_values().collect()
+    out.into()
 }
 
 fn endpoint(e: discovery::Endpoint) -> Option<Endpoint> {
