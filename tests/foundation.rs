@@ -261,7 +261,8 @@ fn every_config_file_is_valid() {
         for f in files.iter().filter(|f| f.parent() == Some(d.as_path())) {
             let name = f.file_name().unwrap().to_str().unwrap();
             let bytes = std::fs::read(f).unwrap();
-            let parsed = model::parse::parse_file(f, &bytes).unwrap_or_else(|e| panic!("{e}"));
+            let parsed = model::parse::parse_file(f, &bytes, &Default::default())
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 parsed.objects.iter().all(Result::is_ok),
                 "{name}: {:?}",

@@ -92,7 +92,7 @@ impl Builder {
         state.origin = origin;
         state.errors.clear();
         state.warnings.clear();
-        let parsed = match parse_file(path, bytes) {
+        let parsed = match parse_file(path, bytes, &self.opts.validate) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "manifest file rejected; keeping its last good objects");
@@ -149,7 +149,7 @@ impl Builder {
             let problems = match copy {
                 Err(problems) => problems,
                 Ok(obj) => {
-                    let problems = validate(&obj, &self.opts.validate);
+                    let problems = validate(&obj);
                     if problems.is_empty() {
                         out.good.insert(key, obj);
                         continue;

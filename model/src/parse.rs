@@ -5,6 +5,7 @@ use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
 use crate::object::Object;
 use crate::service_object::ServiceObject;
 use crate::slice::Slice;
+use crate::validate::ValidateOptions;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use serde::de::DeserializeOwned;
@@ -32,7 +33,12 @@ pub struct ParsedFile {
 
 /// Parses one manifest file. An `Err` means the file as a whole is unreadable
 /// (syntax, limits); a single object that does not decode is reported per object.
-pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<ParsedFile, ConfigError> {
+/// Kinds kept in a compact form are validated here, with `opts`.
+pub fn parse_file(
+    path: &Path,
+    bytes: &[u8],
+    opts: &ValidateOptions,
+) -> Result<ParsedFile, ConfigError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(ConfigError::file(
             path,
@@ -66,7 +72,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<ParsedFile, ConfigError> 
     };
     let mut out = ParsedFile::default();
     for doc in docs {
-        collect(path, doc, &mut out, 0);
+        collect(path, doc, opts, &mut out, 0);
     }
     Ok(out)
 }
@@ -110,7 +116,7 @@ fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
-fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
+fn collect(path: &Path, doc: Value, opts: &ValidateOptions, out: &mut ParsedFile, level: usize) {
     let api_version = doc
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -132,16 +138,18 @@ fn collect(path: &Path, doc: Value, out: &mut ParsedFile, level: usize) {
         }
         if let Some(Value::Array(items)) = doc.get("items") {
             for item in items.clone() {
-                collect(path, item, out, level + 1);
+                collect(path, item, opts, out, level + 1);
             }
         }
         return;
     }
     let decoded = match (api_version.as_str(), kind.as_str()) {
         // Both validated now, in their API form: they are kept compact.
-        ("v1", "Service") => decode_compact(doc, crate::validate::service, |s: core::Service| {
-            Object::Service(Box::new(ServiceObject::from(s)))
-        }),
+        ("v1", "Service") => decode_compact(
+            doc,
+            |s| crate::validate::service(s, opts),
+            |s: core::Service| Object::Service(Box::new(ServiceObject::from(s))),
+        ),
         ("v1", "Endpoints") => decode(doc, |o| Object::Endpoints(Box::new(o))),
         ("discovery.k8s.io/v1", "EndpointSlice") => decode_compact(
             doc,
@@ -267,7 +275,7 @@ fn decode<T: DeserializeOwned>(
 /// form first, so the conversion loses nothing a user could get wrong.
 fn decode_compact<T: DeserializeOwned>(
     doc: Value,
-    validate: fn(&T) -> Vec<FieldError>,
+    validate: impl FnOnce(&T) -> Vec<FieldError>,
     wrap: impl FnOnce(T) -> Object,
 ) -> Result<Object, (ObjectKey, Vec<FieldError>)> {
     let (key, api) = decode_as(doc).map_err(|(key, e)| (key, vec![e]))?;

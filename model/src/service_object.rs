@@ -3,9 +3,8 @@
 //! Service is an 820-byte struct (an `ObjectMeta` and a `ServiceSpec` of
 //! mostly empty options) before its strings; at 10,000 Services that was
 //! 8 MB for fields no plane reads. Services are validated in their API form
-//! first (`validate::service`), so nothing a user could get wrong is lost
-//! in the conversion; only the node-port range, a command-line option, is
-//! checked later, on this form.
+//! first (`validate::service`, with the node-port range the builder was
+//! given), so nothing a user could get wrong is lost in the conversion.
 
 use crate::alloc::{Family, FamilyPolicy};
 use crate::service::{Protocol, ServiceType, TargetPort};
@@ -49,7 +48,7 @@ pub struct ServiceObject {
     pub external_ips: Box<[IpAddr]>,
     pub internal_traffic_local: bool,
     pub external_traffic_local: bool,
-    /// As written: the node-port range check needs the raw number.
+    /// As written (validated in range when parsed).
     pub health_check_node_port: Option<i32>,
     pub topology_aware: bool,
     /// `spec.allocateLoadBalancerNodePorts` is not false.
@@ -63,7 +62,7 @@ pub struct ObjectPort {
     pub protocol: Protocol,
     pub port: u16,
     pub target: TargetPort,
-    /// As written: the node-port range check needs the raw number.
+    /// As written (validated in range when parsed).
     pub node_port: Option<i32>,
     pub app_protocol: Option<String>,
 }

@@ -4,7 +4,6 @@
 use crate::error::FieldError;
 use crate::object::Object;
 use crate::service::Protocol;
-use crate::service_object::ServiceObject;
 use crate::tls;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -26,7 +25,9 @@ impl Default for ValidateOptions {
     }
 }
 
-pub fn validate(obj: &Object, opts: &ValidateOptions) -> Vec<FieldError> {
+/// An object's own fields; Services and EndpointSlices are validated when
+/// parsed (they are kept compact).
+pub fn validate(obj: &Object) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let (name, namespace) = obj.name_and_namespace();
     let name_ok = match obj {
@@ -38,12 +39,9 @@ pub fn validate(obj: &Object, opts: &ValidateOptions) -> Vec<FieldError> {
     let namespace = namespace.filter(|_| obj.is_namespaced());
     validate_meta(name, namespace, name_ok, &mut errs);
     match obj {
-        // Validated in its API form when parsed (`service`), but for the
-        // node-port range, a command-line option.
-        Object::Service(s) => validate_node_ports(s, opts, &mut errs),
+        // Validated in their API form when parsed (`service`, `slice`).
+        Object::Service(_) | Object::EndpointSlice(_) => {}
         Object::Endpoints(e) => validate_endpoints(e, &mut errs),
-        // Validated in its API form when parsed (`slice`).
-        Object::EndpointSlice(_) => {}
         Object::Ingress(i) => errs.extend(crate::ingress::validate(i)),
         Object::Secret(s) => validate_secret(s, &mut errs),
         Object::Pod(p) => {
@@ -99,9 +97,8 @@ fn validate_meta(
     }
 }
 
-/// A Service in its API form, as it is parsed: all but the node-port
-/// range ([`validate_node_ports`]), which depends on an option.
-pub fn service(s: &core::Service) -> Vec<FieldError> {
+/// A Service in its API form, as it is parsed (it is kept compact).
+pub fn service(s: &core::Service, opts: &ValidateOptions) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let meta = &s.metadata;
     validate_meta(
@@ -110,30 +107,11 @@ pub fn service(s: &core::Service) -> Vec<FieldError> {
         is_dns1035_label,
         &mut errs,
     );
-    validate_service(s, &mut errs);
+    validate_service(s, opts, &mut errs);
     errs
 }
 
-/// Written nodePorts and healthCheckNodePort lie in the node-port range.
-fn validate_node_ports(s: &ServiceObject, opts: &ValidateOptions, errs: &mut Vec<FieldError>) {
-    let range = &opts.node_port_range;
-    let mut check = |field: String, n: Option<i32>| {
-        if let Some(n) = n.filter(|n| !u16::try_from(*n).is_ok_and(|n| range.contains(&n))) {
-            let (lo, hi) = (range.start(), range.end());
-            errs.push(FieldError::new(
-                field,
-                format!("{n} is outside the node port range {lo}-{hi}"),
-            ));
-        }
-    };
-    check("spec.healthCheckNodePort".into(), s.health_check_node_port);
-    for (i, p) in s.ports.iter().enumerate() {
-        check(format!("spec.ports[{i}].nodePort"), p.node_port);
-    }
-}
-
-/// A Service's spec, but for the node-port range.
-fn validate_service(s: &core::Service, errs: &mut Vec<FieldError>) {
+fn validate_service(s: &core::Service, opts: &ValidateOptions, errs: &mut Vec<FieldError>) {
     let Some(spec) = &s.spec else {
         errs.push(FieldError::new("spec", "is required"));
         return;
@@ -222,12 +200,21 @@ fn validate_service(s: &core::Service, errs: &mut Vec<FieldError>) {
             ));
         }
     }
-    if spec.health_check_node_port.is_some() {
+    if let Some(hc) = spec.health_check_node_port {
         let local = spec.external_traffic_policy.as_deref() == Some("Local");
         if ty != "LoadBalancer" || !local {
             errs.push(FieldError::new(
                 "spec.healthCheckNodePort",
                 "may only be set when type is LoadBalancer and externalTrafficPolicy is Local",
+            ));
+        } else if !(0..=65535).contains(&hc) || !opts.node_port_range.contains(&(hc as u16)) {
+            errs.push(FieldError::new(
+                "spec.healthCheckNodePort",
+                format!(
+                    "{hc} is outside the node port range {}-{}",
+                    opts.node_port_range.start(),
+                    opts.node_port_range.end()
+                ),
             ));
         }
     }
@@ -287,11 +274,22 @@ fn validate_service(s: &core::Service, errs: &mut Vec<FieldError>) {
             )),
             _ => {}
         }
-        if p.node_port.is_some() && !matches!(ty, "NodePort" | "LoadBalancer") {
-            errs.push(FieldError::new(
-                f("nodePort"),
-                format!("may only be set for type NodePort or LoadBalancer, not {ty}"),
-            ));
+        if let Some(np) = p.node_port {
+            if !matches!(ty, "NodePort" | "LoadBalancer") {
+                errs.push(FieldError::new(
+                    f("nodePort"),
+                    format!("may only be set for type NodePort or LoadBalancer, not {ty}"),
+                ));
+            } else if !(0..=65535).contains(&np) || !opts.node_port_range.contains(&(np as u16)) {
+                errs.push(FieldError::new(
+                    f("nodePort"),
+                    format!(
+                        "{np} is outside the node port range {}-{}",
+                        opts.node_port_range.start(),
+                        opts.node_port_range.end()
+                    ),
+                ));
+            }
         }
     }
 }

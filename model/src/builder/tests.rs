@@ -403,6 +403,28 @@ fn nodeport_range_and_uniqueness() {
     );
 }
 
+/// The node-port range is an option, yet a Service's range errors come
+/// with its others, in field order, as one validation pass gives them.
+#[test]
+fn a_range_error_is_reported_with_the_other_errors_of_its_service() {
+    let mut b = b();
+    up(
+        &mut b,
+        "a.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {type: NodePort, ports: [{port: 0, nodePort: 80}]}\n",
+    );
+    let errs: Vec<String> = b.build().errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains("spec.ports[0].port: 0 is outside 1..65535"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].contains("spec.ports[0].nodePort: 80 is outside the node port range 30000-32767"),
+        "{errs:?}"
+    );
+}
+
 #[test]
 fn health_check_node_ports_are_validated_and_claimed_once() {
     let lb = |name: &str, ip: &str, extra: &str| {

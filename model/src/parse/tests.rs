@@ -2,7 +2,7 @@ use super::*;
 use std::path::Path;
 
 fn parse(text: &str) -> ParsedFile {
-    parse_file(Path::new("m.yaml"), text.as_bytes()).unwrap()
+    parse_file(Path::new("m.yaml"), text.as_bytes(), &Default::default()).unwrap()
 }
 
 #[test]
@@ -41,6 +41,7 @@ fn json_is_accepted() {
     let p = parse_file(
         Path::new("s.json"),
         br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"},"spec":{"ports":[{"port":80}]}}"#,
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(p.objects.len(), 1);
@@ -64,7 +65,7 @@ fn billion_laughs_is_an_error_not_an_oom() {
         ));
         prev = c;
     }
-    let e = parse_file(Path::new("laughs.yaml"), y.as_bytes()).unwrap_err();
+    let e = parse_file(Path::new("laughs.yaml"), y.as_bytes(), &Default::default()).unwrap_err();
     assert!(
         e.to_string().starts_with("laughs.yaml: invalid YAML"),
         "{e}"
@@ -74,15 +75,15 @@ fn billion_laughs_is_an_error_not_an_oom() {
 #[test]
 fn deep_nesting_is_an_error() {
     let y = "[".repeat(200) + &"]".repeat(200);
-    assert!(parse_file(Path::new("deep.yaml"), y.as_bytes()).is_err());
+    assert!(parse_file(Path::new("deep.yaml"), y.as_bytes(), &Default::default()).is_err());
     let j = "{\"a\":".repeat(100) + "1" + &"}".repeat(100);
-    assert!(parse_file(Path::new("deep.json"), j.as_bytes()).is_err());
+    assert!(parse_file(Path::new("deep.json"), j.as_bytes(), &Default::default()).is_err());
 }
 
 #[test]
 fn oversized_file_is_rejected() {
     let big = vec![b' '; MAX_FILE_BYTES + 1];
-    let e = parse_file(Path::new("big.yaml"), &big).unwrap_err();
+    let e = parse_file(Path::new("big.yaml"), &big, &Default::default()).unwrap_err();
     assert!(e.reason.contains("limit"), "{e}");
 }
 
