@@ -1,21 +1,18 @@
-//! Where log lines go. The access log (target `nodeway::access`, a line per
-//! request, on by default) is gathered in memory and written to stderr by a
+//! Where access-log lines go ([`ingress::access_log`], a line per request,
+//! on by default): gathered in memory and written to stderr by a
 //! thread of its own every second or at 64 KiB, like nginx's
 //! `access_log ... buffer=64k flush=1s`: a request pays for a copy into the
 //! buffer, not for a write(2). When stderr does not keep up and 4 MiB are
 //! waiting (besides the batch being written), further lines are dropped and
 //! counted (`nodeway_access_log_dropped_total`, and a line saying how
-//! many), so a slow log never holds up a request. Every other line is
-//! written at once.
+//! many), so a slow log never holds up a request. Every other line (the
+//! `tracing` log) is written to stderr at once.
 
 use prometheus_client::metrics::counter::Counter;
 use std::io::{self, Write};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tracing_subscriber::fmt::MakeWriter;
 
-/// The target of the access log's events.
-const ACCESS_TARGET: &str = "nodeway::access";
 /// A buffer this full is written without waiting for the clock.
 const FLUSH_AT: usize = 64 * 1024;
 /// The longest an access-log line waits.
@@ -33,55 +30,11 @@ static ACCESS: Buffer = Buffer::new(FLUSH_AT, MAX_WAITING);
 /// how many drops were reported.
 static WRITING: Mutex<u64> = Mutex::new(0);
 
-/// The `MakeWriter` of the log: access-log lines to the buffer, the rest
-/// straight to stderr. [`start`] must run for buffered lines to be written.
-pub struct Writer;
-
-impl<'a> MakeWriter<'a> for Writer {
-    type Writer = Line;
-
-    fn make_writer(&'a self) -> Line {
-        Line::Now
-    }
-
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line {
-        if meta.target() == ACCESS_TARGET {
-            Line::Buffered
-        } else {
-            Line::Now
-        }
-    }
-}
-
-/// Where one event's line goes (the formatter writes it in one call).
-pub enum Line {
-    Now,
-    Buffered,
-}
-
-impl Write for Line {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        self.write_all(line).map(|()| line.len())
-    }
-
-    /// The whole line under one lock of stderr, so no batch lands inside it.
-    fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
-        match self {
-            Line::Now => io::stderr().lock().write_all(line),
-            Line::Buffered => {
-                if !ACCESS.push(line) {
-                    DROPPED.inc();
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Line::Now => io::stderr().flush(),
-            Line::Buffered => Ok(()),
-        }
+/// The access log's sink ([`ingress::access_log::install`]): a request
+/// copies its line into the buffer, or counts it dropped.
+pub fn access_line(line: &[u8]) {
+    if !ACCESS.push(line) {
+        DROPPED.inc();
     }
 }
 
@@ -231,6 +184,102 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ingress::access_log::{Entry, Format, Stamp, format_line};
+    use std::sync::{Arc, Mutex};
+
+    /// The access log's lines are what `tracing-subscriber` wrote for the
+    /// event they replaced, in both formats, odd characters included: the
+    /// event is emitted here as it was, through the formatter `main` sets
+    /// up, and compared.
+    #[test]
+    fn access_lines_are_byte_for_byte_the_tracing_event_they_replaced() {
+        struct Fixed;
+        impl tracing_subscriber::fmt::time::FormatTime for Fixed {
+            fn format_time(
+                &self,
+                w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+            ) -> std::fmt::Result {
+                w.write_str("2026-12-06T07:10:10.078035Z")
+            }
+        }
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let method = http::Method::POST;
+        let entries = [
+            Entry {
+                method: &method,
+                client: "[::1]:40000".parse().unwrap(),
+                path: "/a\"b\\c\td\u{1}é\u{301}",
+                ingress: "ns/web",
+                route_path: Some("/v1(/|$)(.*)"),
+                upstream: Some("127.0.0.9:8080".parse().unwrap()),
+                status: 502,
+                bytes: Some(0),
+                duration_us: 12,
+            },
+            Entry {
+                method: &method,
+                client: "127.0.0.1:1".parse().unwrap(),
+                path: "/",
+                ingress: "",
+                route_path: None,
+                upstream: None,
+                status: 404,
+                bytes: None,
+                duration_us: 0,
+            },
+        ];
+        for format in [Format::Text, Format::Json] {
+            for e in &entries {
+                let sink = Sink::default();
+                let make = {
+                    let sink = sink.clone();
+                    move || sink.clone()
+                };
+                let b = tracing_subscriber::fmt()
+                    .with_ansi(false)
+                    .with_timer(Fixed)
+                    .with_writer(make);
+                let emit = || {
+                    tracing::info!(
+                        target: "nodeway::access",
+                        method = %e.method,
+                        client.addr = %e.client,
+                        path = e.path,
+                        ingress = e.ingress,
+                        route.path = e.route_path,
+                        upstream = ?e.upstream,
+                        status = e.status,
+                        bytes = e.bytes,
+                        duration_us = e.duration_us,
+                        "request"
+                    )
+                };
+                match format {
+                    Format::Text => tracing::subscriber::with_default(b.finish(), emit),
+                    Format::Json => tracing::subscriber::with_default(b.json().finish(), emit),
+                }
+                let traced = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+                let mut ours = String::new();
+                format_line(
+                    format,
+                    &Stamp::new("2026-12-06T07:10:10", 78035),
+                    e,
+                    &mut ours,
+                );
+                assert_eq!(ours, traced, "{format:?}");
+            }
+        }
+    }
 
     #[test]
     fn lines_wait_until_the_clock_or_the_size_says() {

@@ -17,6 +17,7 @@ mod wire_ingress;
 mod wire_l4;
 
 use clap::{Args, Parser, Subcommand};
+use ingress::access_log;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -261,12 +262,23 @@ fn init_logs(format: LogFormat) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(logwriter::Writer);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
+        .with_writer(std::io::stderr);
+    let access_format = match format {
+        LogFormat::Text => {
+            b.init();
+            access_log::Format::Text
+        }
+        LogFormat::Json => {
+            b.json().init();
+            access_log::Format::Json
+        }
+    };
+    // The access log is not a tracing event (it is formatted for less),
+    // but the log level turns it on and off as if it were one.
+    if tracing::enabled!(target: "nodeway::access", tracing::Level::INFO) {
+        access_log::install(access_format, logwriter::access_line);
+        logwriter::start();
     }
-    logwriter::start();
 }
 
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {

@@ -402,3 +402,59 @@ fn access_log_lines_come_out_by_the_clock_and_at_exit() {
     assert!(n.terminate().success());
     assert!(access_line(&n, "/at-exit"), "{}", n.log_text());
 }
+
+/// With `--log-format json` the access log is JSON too, a line per request
+/// with the fields of the text format.
+#[test]
+fn access_log_lines_follow_the_log_format() {
+    let a = echo(52, "json-logged");
+    let dir = tempdir("accesslog-json");
+    write_manifests(
+        &dir,
+        "all.yaml",
+        &(service("jlogged", "127.97.5.2", &[&a]) + &ingress("j", "", "json.test", "/", "jlogged")),
+    );
+    let mut n = Nodeway::start(&dir, &["--log-format", "json"]);
+    assert_eq!(http_get(n.http, "json.test", "/in-json").unwrap().0, 200);
+    assert!(n.terminate().success());
+    let line = n
+        .log_text()
+        .lines()
+        .find(|l| l.contains("/in-json"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no access line: {}", n.log_text()));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["target"], "nodeway::access");
+    assert_eq!(v["level"], "INFO");
+    let f = &v["fields"];
+    assert_eq!(f["message"], "request");
+    assert_eq!(f["method"], "GET");
+    assert_eq!(f["path"], "/in-json");
+    assert_eq!(f["ingress"], "default/j");
+    assert_eq!(f["status"], 200);
+    assert!(
+        f["upstream"].as_str().unwrap().starts_with("Some(127."),
+        "{line}"
+    );
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
+}
+
+/// The log level turns the access log off as it would the tracing event
+/// it was: `nodeway::access=off` (or `warn`) and no line is written.
+#[test]
+fn the_log_level_turns_the_access_log_off() {
+    let a = echo(53, "unlogged");
+    let dir = tempdir("accesslog-off");
+    write_manifests(
+        &dir,
+        "all.yaml",
+        &(service("unlogged", "127.97.5.3", &[&a])
+            + &ingress("u", "", "off.test", "/", "unlogged")),
+    );
+    let mut n = Nodeway::start_logging(&dir, &[], "info,nodeway::access=off");
+    assert_eq!(http_get(n.http, "off.test", "/not-logged").unwrap().0, 200);
+    assert!(n.terminate().success());
+    let log = n.log_text();
+    assert!(log.contains("ready"), "other info lines still come: {log}");
+    assert!(!log.contains("/not-logged"), "{log}");
+}

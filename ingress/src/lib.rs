@@ -3,6 +3,7 @@
 //! another; requests are routed by the Snapshot's [`model::ingress::IngressTable`]
 //! and proxied to Service endpoints over pooled keep-alive connections.
 
+pub mod access_log;
 mod balance;
 mod body;
 mod cors;

@@ -1,6 +1,7 @@
 //! One request: route on the normalized path, apply the route's annotations,
 //! pick an endpoint, forward over a pooled connection, stream the answer back.
 
+use crate::access_log;
 use crate::balance::{self, Balancer, cookie_value, from_cookie, use_canary};
 use crate::body::{self, Body, Idle, IdleTimeout, Watched};
 use crate::cors;
@@ -70,8 +71,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     // Only what the access log needs, and only when it is on.
-    let logged = tracing::enabled!(target: "nodeway::access", tracing::Level::INFO)
-        .then(|| (req.method().clone(), req.uri().clone()));
+    let logged = access_log::enabled().then(|| (req.method().clone(), req.uri().clone()));
     let mut out = Outcome::default();
     let mut resp = serve(&sh, &conn, req, &mut out).await;
     resp.headers_mut().insert(SERVER, sh.server.clone());
@@ -93,19 +93,17 @@ pub async fn handle(
     let Some((method, uri)) = logged else {
         return Ok(resp);
     };
-    tracing::info!(
-        target: "nodeway::access",
-        method = %method,
-        client.addr = %conn.client,
-        path = uri.path(),
-        ingress = &**ingress,
-        route.path = out.route.as_ref().map(|r| &*r.path),
-        upstream = ?out.upstream,
-        status = code,
-        bytes = resp.body().size_hint().exact(),
-        duration_us = elapsed.as_micros() as u64,
-        "request"
-    );
+    access_log::write(&access_log::Entry {
+        method: &method,
+        client: conn.client,
+        path: uri.path(),
+        ingress,
+        route_path: out.route.as_ref().map(|r| &*r.path),
+        upstream: out.upstream,
+        status: code,
+        bytes: resp.body().size_hint().exact(),
+        duration_us: elapsed.as_micros() as u64,
+    });
     Ok(resp)
 }
 

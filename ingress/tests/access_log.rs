@@ -1,42 +1,24 @@
-//! The access log: one event per request, with route, upstream and status.
-//! Its own test binary: tracing caches callsite interest process-wide, so a
-//! thread-local subscriber must not race other tests.
+//! The access log: one line per request, with route, upstream and status.
+//! Its own test binary: the log's sink is installed once per process.
 
 mod common;
 use common::*;
 use http::StatusCode;
+use ingress::access_log::{self, Format};
+use std::sync::Mutex;
 
-/// Collects the access-log events (target `nodeway::access`) as text.
-struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
-        m.target() == "nodeway::access"
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, e: &tracing::Event<'_>) {
-        struct V(String);
-        impl tracing::field::Visit for V {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={:?} ", f.name(), v));
-            }
-        }
-        let mut v = V(String::new());
-        e.record(&mut v);
-        self.0.lock().unwrap().push(v.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
+fn capture(line: &[u8]) {
+    LINES
+        .lock()
+        .unwrap()
+        .push(String::from_utf8(line.to_vec()).unwrap());
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn one_access_log_event_per_request() {
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let _guard = tracing::subscriber::set_default(Capture(lines.clone()));
+async fn one_access_log_line_per_request() {
+    access_log::install(Format::Text, capture);
     let a = backend("a").await;
     let yaml = service("web", &[a]) + &ingress("logged", "x.test", &[("Prefix", "/", "web")], &[]);
     let p = Plane::start(&yaml).await;
@@ -45,7 +27,7 @@ async fn one_access_log_event_per_request() {
         get(p.http, "x.test", "/..").await.status,
         StatusCode::BAD_REQUEST
     );
-    let lines = lines.lock().unwrap().clone();
+    let lines = LINES.lock().unwrap().clone();
     assert_eq!(lines.len(), 2, "{lines:?}");
     let first = &lines[0];
     for want in [
@@ -53,6 +35,7 @@ async fn one_access_log_event_per_request() {
         "ingress=\"default/logged\"",
         "status=200",
         "upstream=Some(127.0.0.1:",
+        " INFO nodeway::access: request method=GET client.addr=127.0.0.1:",
         "duration_us=",
     ] {
         assert!(first.contains(want), "{want} in {first}");

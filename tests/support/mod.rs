@@ -164,8 +164,20 @@ impl Nodeway {
         n
     }
 
+    /// [`Nodeway::start`] with `NODEWAY_LOG` set to `log` (else `info`).
+    pub fn start_logging(config: &Path, extra: &[&str], level: &str) -> Nodeway {
+        let config = config.display().to_string();
+        let mut n = Nodeway::spawn_logging(&["--config", &config], extra, level);
+        n.wait_ready();
+        n
+    }
+
     /// [`Nodeway::start_from`] without waiting until it is ready.
     pub fn spawn_from(source: &[&str], extra: &[&str]) -> Nodeway {
+        Nodeway::spawn_logging(source, extra, "info")
+    }
+
+    fn spawn_logging(source: &[&str], extra: &[&str], level: &str) -> Nodeway {
         // Listeners on an address of their own: an ephemeral port taken by
         // some other socket on 127.0.0.1 between `free_port` and nodeway's
         // bind cannot collide with them.
@@ -199,7 +211,7 @@ impl Nodeway {
         let (log, f) = log_file("run");
         let child = Command::new(bin())
             .args(&args)
-            .env("NODEWAY_LOG", "info")
+            .env("NODEWAY_LOG", level)
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)
