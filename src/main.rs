@@ -80,7 +80,8 @@ pub struct ServeArgs {
     /// Admin listener: /metrics /healthz /readyz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores). With 1, one thread runs
+    /// everything with no work-stealing scheduler, as an nginx worker does.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// How long in-flight work may finish after SIGTERM (e.g. 30s, 500ms).
@@ -281,11 +282,19 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// One thread: tokio's current-thread scheduler, which costs a request
+/// about 1 µs less than a one-worker multi-thread runtime (no cross-thread
+/// wake-ups or work-stealing bookkeeping; `bench/RESULTS.md`).
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        b.worker_threads(n.max(1));
-    }
+    let mut b = match threads {
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().build()
 }
 

@@ -281,7 +281,9 @@ fn demo_serves_and_prints_its_guide() {
     let admin = at(lo);
     let out = std::env::temp_dir().join(format!("nodeway-demo-test-{}.out", std::process::id()));
     let mut child = Command::new(support::bin())
-        .args(["demo", "--node-ip", "127.0.33.1", "--threads", "2"])
+        // One thread: every plane and the echo backends share it (tokio's
+        // current-thread scheduler).
+        .args(["demo", "--node-ip", "127.0.33.1", "--threads", "1"])
         .args(["--admin-listen", &admin.to_string()])
         .args(["--dns-listen", &at(lo).to_string()])
         .args(["--dns-upstream", &at(lo).to_string()])
