@@ -91,61 +91,81 @@ pub fn write(entry: &Entry<'_>) {
 /// The line of `entry` at time `stamp` (RFC 3339, UTC, microseconds).
 pub fn format_line(format: Format, stamp: &Stamp<'_>, e: &Entry<'_>, out: &mut String) {
     match format {
-        Format::Text => text_line(stamp, e, out),
-        Format::Json => json_line(stamp, e, out),
+        Format::Text => {
+            // tracing-subscriber's full format: time, level, target, message.
+            let _ = write!(out, "{stamp}  INFO nodeway::access: request");
+            fields::<Text>(e, out);
+            out.push('\n');
+        }
+        Format::Json => {
+            let _ = write!(
+                out,
+                "{{\"timestamp\":\"{stamp}\",\"level\":\"INFO\",\"fields\":{{\"message\":\"request\""
+            );
+            fields::<Json>(e, out);
+            out.push_str("},\"target\":\"nodeway::access\"}\n");
+        }
     }
 }
 
-/// `tracing-subscriber`'s full text format: time, level, target, message,
-/// then the fields; strings quoted as Rust's `Debug` does, absent options
-/// left out.
-fn text_line(stamp: &Stamp<'_>, e: &Entry<'_>, out: &mut String) {
-    let _ = write!(
-        out,
-        "{stamp}  INFO nodeway::access: request method={} client.addr={} path=",
-        e.method, e.client
-    );
-    debug_str(e.path, out);
-    out.push_str(" ingress=");
-    debug_str(e.ingress, out);
+/// The fields, in the order the event had them; absent options are left
+/// out, as tracing leaves out a `None`.
+fn fields<S: Style>(e: &Entry<'_>, out: &mut String) {
+    S::shown(out, "method", e.method);
+    S::shown(out, "client.addr", &e.client);
+    S::string(out, "path", e.path);
+    S::string(out, "ingress", e.ingress);
     if let Some(p) = e.route_path {
-        out.push_str(" route.path=");
-        debug_str(p, out);
+        S::string(out, "route.path", p);
     }
-    let _ = write!(out, " upstream={:?} status={}", e.upstream, e.status);
+    S::shown(out, "upstream", &format_args!("{:?}", e.upstream));
+    S::number(out, "status", e.status.into());
     if let Some(b) = e.bytes {
-        let _ = write!(out, " bytes={b}");
+        S::number(out, "bytes", b);
     }
-    let _ = writeln!(out, " duration_us={}", e.duration_us);
+    S::number(out, "duration_us", e.duration_us);
 }
 
-/// `tracing-subscriber`'s JSON format (serde_json's escaping).
-fn json_line(stamp: &Stamp<'_>, e: &Entry<'_>, out: &mut String) {
-    let _ = write!(
-        out,
-        "{{\"timestamp\":\"{stamp}\",\"level\":\"INFO\",\"fields\":{{\"message\":\"request\",\"method\":\"{}\",\"client.addr\":\"{}\",\"path\":",
-        e.method, e.client
-    );
-    json_str(e.path, out);
-    out.push_str(",\"ingress\":");
-    json_str(e.ingress, out);
-    if let Some(p) = e.route_path {
-        out.push_str(",\"route.path\":");
-        json_str(p, out);
+/// How a format writes one field.
+trait Style {
+    /// A string value, quoted and escaped.
+    fn string(out: &mut String, name: &str, value: &str);
+    /// A value recorded with `%` or `?` (tracing writes it as a string in
+    /// JSON); its text never needs escaping here (a method, an address).
+    fn shown(out: &mut String, name: &str, value: &dyn std::fmt::Display);
+    fn number(out: &mut String, name: &str, value: u64);
+}
+
+/// ` name=value`, strings as Rust's `Debug` writes them.
+struct Text;
+
+impl Style for Text {
+    fn string(out: &mut String, name: &str, value: &str) {
+        let _ = write!(out, " {name}=");
+        debug_str(value, out);
     }
-    let _ = write!(
-        out,
-        ",\"upstream\":\"{:?}\",\"status\":{}",
-        e.upstream, e.status
-    );
-    if let Some(b) = e.bytes {
-        let _ = write!(out, ",\"bytes\":{b}");
+    fn shown(out: &mut String, name: &str, value: &dyn std::fmt::Display) {
+        let _ = write!(out, " {name}={value}");
     }
-    let _ = writeln!(
-        out,
-        ",\"duration_us\":{}}},\"target\":\"nodeway::access\"}}",
-        e.duration_us
-    );
+    fn number(out: &mut String, name: &str, value: u64) {
+        let _ = write!(out, " {name}={value}");
+    }
+}
+
+/// `,"name":value`, strings escaped as serde_json escapes them.
+struct Json;
+
+impl Style for Json {
+    fn string(out: &mut String, name: &str, value: &str) {
+        let _ = write!(out, ",\"{name}\":");
+        json_str(value, out);
+    }
+    fn shown(out: &mut String, name: &str, value: &dyn std::fmt::Display) {
+        let _ = write!(out, ",\"{name}\":\"{value}\"");
+    }
+    fn number(out: &mut String, name: &str, value: u64) {
+        let _ = write!(out, ",\"{name}\":{value}");
+    }
 }
 
 /// `{:?}` of a string, without the escaping machinery for the usual
