@@ -372,18 +372,27 @@ fn affinity_cookie_carries_the_attributes_asked_for() {
     assert!(set.ends_with("; Secure; HttpOnly"), "{set}");
 }
 
+/// A plane serving `<name>.test` from one echo backend (slot `n`, ClusterIP
+/// 127.97.5.`n`), started with `extra` flags and `NODEWAY_LOG=level`; the
+/// backend and the folder live as long as the plane is used.
+fn logged_plane(n: u8, name: &str, extra: &[&str], level: &str) -> (Nodeway, Echo, TempDir) {
+    let a = echo(50 + n, name);
+    let dir = tempdir(&format!("accesslog-{name}"));
+    let ip = format!("127.97.5.{n}");
+    let host = format!("{name}.test");
+    write_manifests(
+        &dir,
+        "all.yaml",
+        &(service(name, &ip, &[&a]) + &ingress(name, "", &host, "/", name)),
+    );
+    (Nodeway::start_logging(&dir, extra, level), a, dir)
+}
+
 /// The access log is buffered (written every second, or at 64 KiB): each
 /// line still comes out, by the clock, and the last ones at exit.
 #[test]
 fn access_log_lines_come_out_by_the_clock_and_at_exit() {
-    let a = echo(51, "logged");
-    let dir = tempdir("accesslog");
-    write_manifests(
-        &dir,
-        "all.yaml",
-        &(service("logged", "127.97.5.1", &[&a]) + &ingress("l", "", "log.test", "/", "logged")),
-    );
-    let mut n = Nodeway::start(&dir, &[]);
+    let (mut n, _a, _dir) = logged_plane(1, "log", &[], "info");
     let access_line = |n: &Nodeway, path: &str| {
         n.log_text()
             .lines()
@@ -407,14 +416,7 @@ fn access_log_lines_come_out_by_the_clock_and_at_exit() {
 /// with the fields of the text format.
 #[test]
 fn access_log_lines_follow_the_log_format() {
-    let a = echo(52, "json-logged");
-    let dir = tempdir("accesslog-json");
-    write_manifests(
-        &dir,
-        "all.yaml",
-        &(service("jlogged", "127.97.5.2", &[&a]) + &ingress("j", "", "json.test", "/", "jlogged")),
-    );
-    let mut n = Nodeway::start(&dir, &["--log-format", "json"]);
+    let (mut n, _a, _dir) = logged_plane(2, "json", &["--log-format", "json"], "info");
     assert_eq!(http_get(n.http, "json.test", "/in-json").unwrap().0, 200);
     assert!(n.terminate().success());
     let line = n
@@ -430,7 +432,7 @@ fn access_log_lines_follow_the_log_format() {
     assert_eq!(f["message"], "request");
     assert_eq!(f["method"], "GET");
     assert_eq!(f["path"], "/in-json");
-    assert_eq!(f["ingress"], "default/j");
+    assert_eq!(f["ingress"], "default/json");
     assert_eq!(f["status"], 200);
     assert!(
         f["upstream"].as_str().unwrap().starts_with("Some(127."),
@@ -443,16 +445,11 @@ fn access_log_lines_follow_the_log_format() {
 /// it was: `nodeway::access=off` (or `warn`) and no line is written.
 #[test]
 fn the_log_level_turns_the_access_log_off() {
-    let a = echo(53, "unlogged");
-    let dir = tempdir("accesslog-off");
-    write_manifests(
-        &dir,
-        "all.yaml",
-        &(service("unlogged", "127.97.5.3", &[&a])
-            + &ingress("u", "", "off.test", "/", "unlogged")),
+    let (mut n, _a, _dir) = logged_plane(3, "quiet", &[], "info,nodeway::access=off");
+    assert_eq!(
+        http_get(n.http, "quiet.test", "/not-logged").unwrap().0,
+        200
     );
-    let mut n = Nodeway::start_logging(&dir, &[], "info,nodeway::access=off");
-    assert_eq!(http_get(n.http, "off.test", "/not-logged").unwrap().0, 200);
     assert!(n.terminate().success());
     let log = n.log_text();
     assert!(log.contains("ready"), "other info lines still come: {log}");
