@@ -455,3 +455,20 @@ fn the_log_level_turns_the_access_log_off() {
     assert!(log.contains("ready"), "other info lines still come: {log}");
     assert!(!log.contains("/not-logged"), "{log}");
 }
+
+/// ...and a level that names only the access log turns it on alone.
+#[test]
+fn a_level_naming_only_the_access_log_turns_it_on() {
+    let (mut n, _a, _dir) = logged_plane(4, "alone", &[], "warn,nodeway::access=info");
+    assert_eq!(
+        http_get(n.http, "alone.test", "/logged-alone").unwrap().0,
+        200
+    );
+    assert!(n.terminate().success());
+    let log = n.log_text();
+    assert!(log.contains("path=\"/logged-alone\""), "{log}");
+    assert!(
+        !log.contains(" INFO control::"),
+        "only the access log at info: {log}"
+    );
+}
