@@ -36,7 +36,8 @@ const PARALLEL_FROM: usize = 2000;
 /// core busy, few enough that their records (about a kilobyte a name)
 /// do not pile up. Deferring all 60,000 names of a 10,000-Service first
 /// load held 40 MB of records at once, and the allocator kept that peak.
-const DEFERRED_BATCH: usize = 4096;
+/// Tests use small batches, so that an update flushes several mid-way.
+const DEFERRED_BATCH: usize = if cfg!(test) { 64 } else { 4096 };
 
 /// How a table is compiled.
 #[derive(Clone, Debug)]

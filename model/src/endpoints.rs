@@ -138,11 +138,7 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
         if whole {
             acc.shared = Some(slice.endpoints.clone());
         }
-        for ep in slice.endpoints.iter() {
-            let ip = ep.ip;
-            if !family_ok(svc, &ip) {
-                continue;
-            }
+        for ep in slice.endpoints.iter().filter(|e| family_ok(svc, &e.ip)) {
             if !whole {
                 acc.add_endpoint(ep.clone());
             }
@@ -151,7 +147,7 @@ fn from_slices(svc: &ServiceRef<'_>, slices: &[&Slice], acc: &mut Accumulator) {
                     acc.add_backend(
                         i,
                         Backend {
-                            ip,
+                            ip: ep.ip,
                             port: *port,
                             ready: ep.ready,
                             serving: ep.serving,
