@@ -12,7 +12,8 @@
 # shared machine hits both alike. The summary is the median of the rounds.
 #
 # Needs a release build (cargo build --release) and installs dnsperf and
-# nsd with apt-get when missing.
+# nsd with apt-get when missing. BENCH_TSV=FILE appends the medians to FILE
+# (part, case, peer, metric, value) for bench/run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-20}
@@ -129,5 +130,9 @@ kill $NW $NSD; wait $NW $NSD 2>/dev/null || true
 A=$(median "$WORK/nodeway.rounds" 1); B=$(median "$WORK/nsd.rounds" 1)
 C=$(median "$WORK/nodeway.rounds" 2); D=$(median "$WORK/nsd.rounds" 2)
 printf "median   nodeway %.0f qps %s us/query, nsd %.0f qps %s us/query\n" "$A" "$C" "$B" "$D"
+if [ -n "${BENCH_TSV:-}" ]; then  # lines for bench/run: part, case, peer, metric, value
+  printf "dns\tauthoritative, $((2 * N)) names\t%s\t%s\t%s\n" nodeway q_s "$A" nodeway cpu_us_per_query "$C" \
+    nsd q_s "$B" nsd cpu_us_per_query "$D" >>"$BENCH_TSV"
+fi
 awk -v a="$A" -v b="$B" -v c="$C" -v d="$D" \
   'BEGIN {printf "ratio nodeway/NSD: qps %.2f, CPU per query %.2f\n", a/b, c/d}'

@@ -26,12 +26,7 @@ BE=127.0.94.1 NG=127.0.94.2 NA=127.0.94.3 NB=127.0.94.4 PORT=8081 HOST=ab.bench.
 for c in wrk nginx python3 curl; do command -v $c >/dev/null || { echo "needs $c" >&2; exit 1; }; done
 
 PIN=(taskset -c "$SERVER_CPU")
-if [ "${ACCESS_LOG:-0}" = 1 ]; then
-  NODEWAY_LOG_LEVEL="info,hickory_server=warn"  # the default
-  NGINX_ACCESS_LOG="$WORK/nginx-access.log combined buffer=64k flush=1s"
-else
-  NODEWAY_LOG_LEVEL=warn
-fi
+access_log_settings
 
 "${PIN[@]}" "$B" echo --listen $BE:$PORT --name be >/dev/null 2>&1 & PIDS+=($!); BE_PID=$!
 {

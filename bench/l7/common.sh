@@ -2,6 +2,19 @@
 # Uses WORK, BE, PORT and KEEPALIVE (default 320, ingress-nginx's
 # upstream-keepalive-connections).
 
+# ACCESS_LOG=1: access logs on, nodeway at its default level and nginx
+# buffered (`buffer=64k flush=1s`), both to files in $WORK; otherwise both
+# off (nodeway at warn). Sets NODEWAY_LOG_LEVEL and NGINX_ACCESS_LOG.
+access_log_settings() {
+  if [ "${ACCESS_LOG:-0}" = 1 ]; then
+    NODEWAY_LOG_LEVEL="info,hickory_server=warn"  # the default
+    NGINX_ACCESS_LOG="$WORK/nginx-access.log combined buffer=64k flush=1s"
+  else
+    NODEWAY_LOG_LEVEL=warn
+    NGINX_ACCESS_LOG=off
+  fi
+}
+
 # The part of nginx.conf they share (1 worker, what ingress-nginx renders
 # for proxying, minus Lua), up to the server blocks; the caller adds its
 # servers and the closing brace.
