@@ -136,6 +136,8 @@ pub fn render(snap: &Snapshot, errors: &[ConfigError], domain: &str) -> String {
     let _ = writeln!(out, "\nIngress routes ({}):", routes.len() - 1);
     table(&mut out, &routes);
 
+    gateway_api(&mut out, snap);
+
     let names = dns_names(snap, domain);
     let _ = writeln!(out, "\nDNS names ({}):", names.len());
     for (name, answer) in names {
@@ -153,6 +155,54 @@ pub fn render(snap: &Snapshot, errors: &[ConfigError], domain: &str) -> String {
         let _ = writeln!(out, "  {e}");
     }
     out
+}
+
+/// The Gateway API objects' conditions and the rules per served port;
+/// nothing when there are none.
+fn gateway_api(out: &mut String, snap: &Snapshot) {
+    let status = snap.gateway.status().lines();
+    if status.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nGateway API status:");
+    for line in status {
+        let _ = writeln!(out, "  {line}");
+    }
+    let mut rows = vec![[
+        "LISTEN".to_string(),
+        "LISTENER".into(),
+        "HOST".into(),
+        "MATCH".into(),
+        "ACTION".into(),
+        "HTTPROUTE".into(),
+    ]];
+    for (at, port) in snap.gateway.ports() {
+        let listen = match at {
+            Listen::Addr(a) => a.to_string(),
+            Listen::NodePort(p) => format!("<node-ip>:{p}"),
+        };
+        for l in port.listeners() {
+            // By hostname; within one, in the order requests try the rules.
+            let mut rules: Vec<_> = l.rules().collect();
+            rules.sort_by_key(|(host, _)| *host);
+            for (host, entry) in rules {
+                rows.push([
+                    listen.clone(),
+                    format!("{}/{}", l.gateway, l.name),
+                    if host.is_empty() {
+                        "*".into()
+                    } else {
+                        host.to_string()
+                    },
+                    entry.matcher.to_string(),
+                    entry.rule.action.to_string(),
+                    format!("{} rule {}", entry.rule.route, entry.rule.index),
+                ]);
+            }
+        }
+    }
+    let _ = writeln!(out, "\nGateway API routes ({}):", rows.len() - 1);
+    table(out, &rows);
 }
 
 fn service_type(s: &Service) -> String {

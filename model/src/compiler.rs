@@ -18,6 +18,7 @@ use crate::alloc::{Allocator, Family, Ranges, Unfilled, cidr_families};
 use crate::claims::{ClaimKey, Claims};
 use crate::endpoints::Sources;
 use crate::error::{ConfigError, FieldError, ObjectKey, Warning};
+use crate::gateway::{self, GatewayInput, GatewayTable};
 use crate::ingress::{self, IngressInput, IngressTable};
 use crate::object::Object;
 use crate::service::{Protocol, Service};
@@ -56,6 +57,11 @@ pub struct Compiler {
     ingress_services: HashSet<NamespacedName>,
     ingress_errors: Vec<ConfigError>,
     ingress_warnings: Vec<Warning>,
+    gateway: Arc<GatewayTable>,
+    /// Services the HTTPRoutes name (existing or not).
+    gateway_services: HashSet<NamespacedName>,
+    dirty_gateway: bool,
+    gateway_warnings: Vec<Warning>,
     dirty_services: BTreeSet<NamespacedName>,
     dirty_pod_namespaces: BTreeSet<String>,
     dirty_ingress: bool,
@@ -104,6 +110,7 @@ impl Compiler {
             // The first compile publishes the namespace set even if empty.
             namespaces_dirty: true,
             dirty_ingress: true,
+            dirty_gateway: true,
             ..Default::default()
         }
     }
@@ -153,10 +160,15 @@ impl Compiler {
                 {
                     self.secrets.insert(k, Arc::new(t));
                 }
-                self.dirty_ingress |=
-                    old.is_some_and(is_tls_secret) || new.is_some_and(is_tls_secret);
+                let tls = old.is_some_and(is_tls_secret) || new.is_some_and(is_tls_secret);
+                self.dirty_ingress |= tls;
+                self.dirty_gateway |= tls;
             }
             "Ingress" | "IngressClass" => self.dirty_ingress = true,
+            // Namespace labels select which routes a listener admits.
+            "GatewayClass" | "Gateway" | "HTTPRoute" | "ReferenceGrant" | "Namespace" => {
+                self.dirty_gateway = true
+            }
             _ => {}
         }
     }
@@ -208,11 +220,18 @@ impl Compiler {
         if std::mem::take(&mut self.dirty_ingress) {
             self.compile_ingress(objects, opts);
         }
+        if reshaped.iter().any(|k| self.gateway_services.contains(k)) {
+            self.dirty_gateway = true;
+        }
+        if std::mem::take(&mut self.dirty_gateway) {
+            self.compile_gateway(objects);
+        }
         errors.extend(self.alloc_errors.values().flatten().cloned());
         errors.extend(self.claims.errors().cloned());
         errors.extend(self.health_errors.iter().cloned());
         errors.extend(self.ingress_errors.iter().cloned());
         warnings.extend(self.ingress_warnings.iter().cloned());
+        warnings.extend(self.gateway_warnings.iter().cloned());
         self.log_triggers(generation);
         Snapshot {
             generation,
@@ -221,6 +240,7 @@ impl Compiler {
             health_checks: self.health_checks.clone(),
             namespaces: self.namespaces.clone(),
             ingress: self.ingress.clone(),
+            gateway: self.gateway.clone(),
             tls_secrets: self.secrets.clone(),
             errors: Arc::new(errors),
             warnings: Arc::new(warnings),
@@ -426,6 +446,62 @@ impl Compiler {
         self.ingress_services = named;
         self.ingress_errors = errors;
         self.ingress_warnings = warnings;
+    }
+
+    fn compile_gateway(&mut self, objects: &Objects) {
+        let mut named = HashSet::new();
+        let mut input = GatewayInput {
+            classes: Vec::new(),
+            gateways: Vec::new(),
+            routes: Vec::new(),
+            grants: Vec::new(),
+            namespaces: Default::default(),
+            services: &self.services,
+            secrets: &self.secrets,
+            named_services: &mut named,
+        };
+        for kind in [
+            "GatewayClass",
+            "Gateway",
+            "HTTPRoute",
+            "ReferenceGrant",
+            "Namespace",
+        ] {
+            for (_, (_, obj)) in objects_of_kind(objects, kind) {
+                match obj {
+                    Object::GatewayClass(c) => input.classes.push(c.as_ref()),
+                    Object::Gateway(g) => input.gateways.push(g.as_ref()),
+                    Object::HttpRoute(r) => input.routes.push(r.as_ref()),
+                    Object::ReferenceGrant(g) => input.grants.push(g.as_ref()),
+                    Object::Namespace(n) => {
+                        if let (Some(name), Some(labels)) = (&n.metadata.name, &n.metadata.labels) {
+                            input.namespaces.insert(name.as_str(), labels);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let table = gateway::compile(input);
+        // Until the L7 plane serves Gateway listeners, say so where a
+        // user looks (check, the log) rather than accept them silently.
+        self.gateway_warnings = table
+            .status()
+            .gateways
+            .iter()
+            .filter_map(|g| {
+                let (file, _) = objects.get(&g.object.key)?;
+                Some(Warning {
+                    file: file.clone(),
+                    object: Some(g.object.key.clone()),
+                    message: "Gateway API resources are validated and their status reported; \
+                              serving their listeners is not implemented yet"
+                        .into(),
+                })
+            })
+            .collect();
+        self.gateway = Arc::new(table);
+        self.gateway_services = named;
     }
 }
 

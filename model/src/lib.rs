@@ -8,6 +8,7 @@ mod claims;
 pub mod compiler;
 pub mod endpoints;
 pub mod error;
+pub mod gateway;
 pub mod ingress;
 pub mod object;
 pub mod parse;

@@ -1,6 +1,7 @@
 //! The manifest kinds nodeway understands, as the real Kubernetes API types.
 
 use crate::error::ObjectKey;
+use crate::gateway::types as gateway;
 use crate::service_object::ServiceObject;
 use crate::slice::Slice;
 use k8s_openapi::api::core::v1 as core;
@@ -21,6 +22,10 @@ pub enum Object {
     Secret(Box<core::Secret>),
     Pod(Box<core::Pod>),
     Namespace(Box<core::Namespace>),
+    GatewayClass(Box<gateway::GatewayClass>),
+    Gateway(Box<gateway::Gateway>),
+    HttpRoute(Box<gateway::HttpRoute>),
+    ReferenceGrant(Box<gateway::ReferenceGrant>),
 }
 
 impl Object {
@@ -34,6 +39,10 @@ impl Object {
             Object::Secret(_) => "Secret",
             Object::Pod(_) => "Pod",
             Object::Namespace(_) => "Namespace",
+            Object::GatewayClass(_) => "GatewayClass",
+            Object::Gateway(_) => "Gateway",
+            Object::HttpRoute(_) => "HTTPRoute",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
         }
     }
 
@@ -48,6 +57,10 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
         })
     }
 
@@ -64,7 +77,10 @@ impl Object {
     /// Cluster-scoped kinds have no namespace; namespaced ones default to `default`
     /// as kubectl does.
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Object::IngressClass(_) | Object::Namespace(_))
+        !matches!(
+            self,
+            Object::IngressClass(_) | Object::Namespace(_) | Object::GatewayClass(_)
+        )
     }
 
     pub fn namespace(&self) -> &str {

@@ -169,6 +169,18 @@ fn collect(path: &Path, doc: Value, opts: &ValidateOptions, out: &mut ParsedFile
         ("v1", "Secret") => decode(doc, |o| Object::Secret(Box::new(o))),
         ("v1", "Pod") => decode(doc, |o| Object::Pod(Box::new(o))),
         ("v1", "Namespace") => decode(doc, |o| Object::Namespace(Box::new(o))),
+        ("gateway.networking.k8s.io/v1", "GatewayClass") => {
+            decode(doc, |o| Object::GatewayClass(Box::new(o)))
+        }
+        ("gateway.networking.k8s.io/v1", "Gateway") => {
+            decode(doc, |o| Object::Gateway(Box::new(o)))
+        }
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
+            decode(doc, |o| Object::HttpRoute(Box::new(o)))
+        }
+        ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
+            decode(doc, |o| Object::ReferenceGrant(Box::new(o)))
+        }
         (_, "") => {
             out.warnings.push(Warning {
                 file: path.into(),
@@ -297,11 +309,15 @@ fn decode_as<T: DeserializeOwned>(doc: Value) -> Result<(ObjectKey, T), (ObjectK
         Some("IngressClass") => "IngressClass",
         Some("Secret") => "Secret",
         Some("Pod") => "Pod",
+        Some("GatewayClass") => "GatewayClass",
+        Some("Gateway") => "Gateway",
+        Some("HTTPRoute") => "HTTPRoute",
+        Some("ReferenceGrant") => "ReferenceGrant",
         _ => "Namespace",
     };
     let mut doc = doc;
     unset_empty_fields(&mut doc, kind);
-    let namespaced = !matches!(kind, "Namespace" | "IngressClass");
+    let namespaced = !matches!(kind, "Namespace" | "IngressClass" | "GatewayClass");
     // Name the object even when a field is of the wrong type (`name: off`
     // is a YAML boolean): the error must say which object it is.
     let text = |v: Option<&Value>, default: &str| match v {

@@ -88,6 +88,8 @@ pub struct Snapshot {
     /// Namespaces that exist: Namespace objects, or any object in one.
     pub namespaces: Arc<BTreeSet<String>>,
     pub ingress: Arc<IngressTable>,
+    /// Gateway API routes and the status of every Gateway API object.
+    pub gateway: Arc<crate::gateway::GatewayTable>,
     pub tls_secrets: SecretMap,
     pub errors: Arc<Vec<ConfigError>>,
     pub warnings: Arc<Vec<Warning>>,

@@ -67,7 +67,10 @@ pub fn validate(obj: &Object) -> Vec<FieldError> {
                 ));
             }
         }
-        Object::IngressClass(_) | Object::Namespace(_) => {}
+        Object::GatewayClass(c) => errs.extend(crate::gateway::validate::gateway_class(c)),
+        Object::Gateway(g) => errs.extend(crate::gateway::validate::gateway(g)),
+        Object::HttpRoute(r) => errs.extend(crate::gateway::validate::http_route(r)),
+        Object::IngressClass(_) | Object::Namespace(_) | Object::ReferenceGrant(_) => {}
     }
     errs
 }

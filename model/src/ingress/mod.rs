@@ -22,6 +22,7 @@ pub use path::{PathError, normalize_host, normalize_path};
 pub use table::{
     HostRoutes, IngressTable, PathKind, Rewritten, Route, RouteBackend, ServedIngress,
 };
+pub(crate) use validate::check_host;
 pub use validate::validate;
 
 use crate::error::{ConfigError, Warning};

@@ -39,7 +39,7 @@ fn check_backend(b: &IngressBackend, f: &str, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn check_host(h: &str) -> Result<(), String> {
+pub(crate) fn check_host(h: &str) -> Result<(), String> {
     let bare = h.strip_prefix("*.").unwrap_or(h);
     if h.parse::<std::net::IpAddr>().is_ok() {
         return Err(format!("{h:?} must be a DNS name, not an IP address"));
