@@ -19,6 +19,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../configs/demo/30-ingress.yaml"),
     ),
     ("40-tls.yaml", include_str!("../configs/demo/40-tls.yaml")),
+    (
+        "50-gateway.yaml",
+        include_str!("../configs/demo/50-gateway.yaml"),
+    ),
 ];
 
 pub async fn demo(args: ServeArgs) -> anyhow::Result<()> {
@@ -116,6 +120,8 @@ fn guide(args: &ServeArgs) -> String {
         format!("  curl -s -H 'Host: api.demo.test' 'http://{http}/v1/orders?x=1'   # api-1/api-2, path rewritten to /orders?x=1"),
         format!("  curl -s -H 'Host: api.demo.test' http://{http}/anything          # api-1/api-2, path /anything"),
         format!("  curl -si -H 'Host: shop.demo.test' http://{http}/cart | head -3  # 308 to https: the host has TLS"),
+        "  # Gateway API: an HTTPRoute on the Gateway's listener (every --node-ip, port 8090), 3:1 frontend:api".into(),
+        format!("  curl -s -H 'Host: gw.demo.test' http://{node}:8090/shop   # frontend-1 or api-1/api-2, with X-Via: gateway-api"),
         "  # L7 over TLS with the demo certificate (self-signed, hence -k)".into(),
         format!("  {tls}/cart       # frontend-1 (Prefix /)"),
         format!("  {tls}/healthz    # api-1/api-2 (Exact /healthz)"),

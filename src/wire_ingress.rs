@@ -69,7 +69,11 @@ pub async fn start(
     args: &IngressArgs,
     ctx: &mut Ctx,
 ) -> anyhow::Result<Option<Box<dyn PlaneHandle>>> {
-    let handle = ingress::start(config(args), ctx.snapshots.clone(), &mut ctx.registry)
+    let cfg = ingress::Config {
+        node_ips: ctx.common.node_ips.clone(),
+        ..config(args)
+    };
+    let handle = ingress::start(cfg, ctx.snapshots.clone(), &mut ctx.registry)
         .await
         .context("starting the ingress plane")?;
     Ok(Some(Box::new(IngressPlane { handle })))

@@ -320,6 +320,20 @@ fn demo_serves_and_prints_its_guide() {
         names, want,
         "round-robin over the two ready Pods, never web-c"
     );
+    // The guide's Gateway API line: the HTTPRoute on the Gateway's listener.
+    assert!(guide.contains("http://127.0.33.1:8090/shop"), "{guide}");
+    let gateway: SocketAddr = "127.0.33.1:8090".parse().unwrap();
+    wait_for(Duration::from_secs(10), "the demo Gateway listener", || {
+        http_get(gateway, "gw.demo.test", "/shop").is_ok()
+    });
+    let reply = support::http_request(gateway, "GET", "gw.demo.test", "/shop", &[]).unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        echo["headers"]["x-via"],
+        serde_json::json!(["gateway-api"]),
+        "{}",
+        reply.body
+    );
     // Stopped as a user stops it, the demo removes the manifests it wrote.
     assert!(demo_dir.is_dir(), "{}", demo_dir.display());
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

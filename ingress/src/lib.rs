@@ -8,6 +8,7 @@ mod balance;
 mod body;
 mod cors;
 mod counted;
+mod gateway;
 mod h1;
 mod headers;
 mod io;
@@ -60,12 +61,15 @@ pub struct Config {
     pub upstream_idle_per_host: usize,
     /// Value of the `Server` response header.
     pub server_name: String,
+    /// `--node-ip`: Gateways without `spec.addresses` are served on each.
+    pub node_ips: Vec<std::net::IpAddr>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             http_listen: Some(([127, 0, 0, 1], 8080).into()),
+            node_ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
             https_listen: Some(([127, 0, 0, 1], 8443).into()),
             default_certificate: None,
             header_read_timeout: Duration::from_secs(30),

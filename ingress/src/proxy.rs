@@ -5,6 +5,7 @@ use crate::access_log;
 use crate::balance::{self, Balancer, cookie_value, from_cookie, use_canary};
 use crate::body::{self, Body, Idle, IdleTimeout, Watched};
 use crate::cors;
+use crate::gateway;
 use crate::h1;
 use crate::headers::{
     Forwarded, X_FORWARDED_PREFIX, add_forwarded, join_cookies, strip_hop_by_hop, wants_upgrade,
@@ -27,6 +28,7 @@ use model::ingress::{
     same_site_none_incompatible,
 };
 use model::usable_backends;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,11 +46,18 @@ pub struct Shared {
     pub server: HeaderValue,
     /// Port of the HTTPS listener, for ssl-redirect Locations.
     pub https_port: Option<u16>,
+    /// `--node-ip`: where Gateways without addresses are served.
+    pub node_ips: Vec<std::net::IpAddr>,
 }
 
 /// The downstream connection a request came on.
 pub struct ConnInfo {
     pub client: SocketAddr,
+    /// The address the connection came to (Gateway listeners are told apart by it).
+    pub local: SocketAddr,
+    /// It came to one of the Ingress listeners (`--http-listen`,
+    /// `--https-listen`): requests no Gateway route takes go to the Ingresses.
+    pub ingress: bool,
     pub tls: bool,
     /// X-Forwarded-* values of this connection.
     pub forwarded: Forwarded,
@@ -56,7 +65,7 @@ pub struct ConnInfo {
 
 /// What the access log and metrics report about a request.
 #[derive(Default)]
-struct Outcome {
+pub(crate) struct Outcome {
     route: Option<Arc<Route>>,
     upstream: Option<SocketAddr>,
     /// `Access-Control-Allow-Origin` for a request the route's CORS allows.
@@ -110,7 +119,7 @@ pub async fn handle(
 async fn serve(
     sh: &Shared,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     out: &mut Outcome,
 ) -> Response<Body> {
     let h = req.headers();
@@ -136,8 +145,55 @@ async fn serve(
     let Ok(norm) = normalize_path(raw) else {
         return status(StatusCode::BAD_REQUEST);
     };
-    let Some(route) = view.table.find(host, &norm).cloned() else {
-        return status(StatusCode::NOT_FOUND);
+    // A Gateway API route wins over an Ingress for the same request.
+    let gateway_rule = match gateway::port_for(&view, conn, &sh.node_ips) {
+        None => None,
+        Some(port) => match gateway::find(port, &req, host, &norm) {
+            None if !conn.ingress => return status(StatusCode::NOT_FOUND),
+            found => found,
+        },
+    };
+    let route = match gateway_rule {
+        Some(_) => None,
+        None => match view.table.find(host, &norm) {
+            Some(r) => Some(r.clone()),
+            None => return status(StatusCode::NOT_FOUND),
+        },
+    };
+    // The request is moved on from here: keep the normalized path only
+    // when it differs from the request's own.
+    let norm = match norm {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(path) => Some(path),
+    };
+    match (gateway_rule, route) {
+        (Some(rule), _) => gateway::serve(sh, conn, req, view, rule, host_hv, norm, out).await,
+        (None, Some(route)) => serve_route(sh, conn, req, view, route, norm, host_hv, out).await,
+        (None, None) => status(StatusCode::NOT_FOUND),
+    }
+}
+
+/// A request on its route (an Ingress path, or a Gateway API rule's
+/// backend): the route's annotations, an endpoint, the upstream.
+#[allow(clippy::too_many_arguments)] // the request's parts, each used
+pub(crate) async fn serve_route(
+    sh: &Shared,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    view: Arc<crate::L7View>,
+    route: Arc<Route>,
+    norm: Option<String>,
+    host_hv: HeaderValue,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let Ok(host) = host_hv.to_str() else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    // `None`: the request's path is already normalized.
+    let owned = norm;
+    let norm: &str = match &owned {
+        Some(path) => path,
+        None => req.uri().path(),
     };
     out.route = Some(route.clone());
     let ann = &route.annotations;
@@ -148,7 +204,7 @@ async fn serve(
             return cors::preflight();
         }
     }
-    if let Some(answer) = policy::before_proxy(&route, &req, &norm, host, conn, sh.https_port) {
+    if let Some(answer) = policy::before_proxy(&route, &req, norm, host, conn, sh.https_port) {
         return answer;
     }
 
@@ -236,7 +292,7 @@ async fn serve(
         (None, Some(h)) if affinity.is_none() => {
             let key = h
                 .key
-                .render(|v, out| policy::variable(v, &req, &norm, host, conn, out));
+                .render(|v, out| policy::variable(v, &req, norm, host, conn, out));
             balance::by_key(&key, h.subset_size, usable.clone(), || {
                 sh.balancer.next(&be.key)
             })
@@ -248,7 +304,7 @@ async fn serve(
     let stay = sticky.as_ref().is_some_and(|s| s.pinned.is_some())
         && affinity.is_some_and(|a| !a.change_on_failure);
 
-    let pq = upstream_target(&route, &norm, req.uri());
+    let pq = upstream_target(&route, norm, req.uri());
     let h2 = ann.backend_protocol.is_h2();
     let upgrade = req.version() <= Version::HTTP_11 && wants_upgrade(req.headers());
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

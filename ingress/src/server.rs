@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +105,7 @@ pub async fn start(
         server: HeaderValue::from_str(&cfg.server_name)
             .unwrap_or(HeaderValue::from_static("nodeway")),
         https_port: https_addr.map(|a| a.port()),
+        node_ips: cfg.node_ips.clone(),
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -123,27 +125,36 @@ pub async fn start(
     let builder = Arc::new(builder);
     let (stop, stop_rx) = watch::channel(None);
     let mut tasks = Vec::new();
+    let accept = Accept {
+        shared,
+        builder,
+        handshake_timeout: cfg.header_read_timeout,
+    };
     if let Some(l) = http {
-        tasks.push(tokio::spawn(accept_loop(
+        tasks.push(tokio::spawn(accept.clone().run(
             l,
             None,
-            shared.clone(),
-            builder.clone(),
+            true,
             stop_rx.clone(),
-            cfg.header_read_timeout,
         )));
     }
     if let Some(l) = https {
         let acceptor = TlsAcceptor::from(server_config(view.clone())?);
-        tasks.push(tokio::spawn(accept_loop(
+        tasks.push(tokio::spawn(accept.clone().run(
             l,
             Some(acceptor),
-            shared,
-            builder,
-            stop_rx,
-            cfg.header_read_timeout,
+            true,
+            stop_rx.clone(),
         )));
     }
+    let ingress_addrs: Vec<SocketAddr> = [http_addr, https_addr].into_iter().flatten().collect();
+    tasks.push(tokio::spawn(gateway_listeners(
+        view.clone(),
+        ingress_addrs,
+        cfg.node_ips.clone(),
+        accept,
+        stop_rx,
+    )));
     tracing::info!(http = ?http_addr, https = ?https_addr, "ingress plane listening");
     Ok(Handle {
         http: http_addr,
@@ -155,13 +166,114 @@ pub async fn start(
     })
 }
 
+/// What every listener's connections are served with.
+#[derive(Clone)]
+struct Accept {
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handshake_timeout: Duration,
+}
+
+impl Accept {
+    /// Accepts until `stop` says how long in-flight requests may still take.
+    /// `ingress`: an Ingress listener (else a Gateway listener of its own).
+    async fn run(
+        self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        ingress: bool,
+        stop: watch::Receiver<Option<Duration>>,
+    ) {
+        accept_loop(listener, tls, ingress, self, stop).await
+    }
+}
+
+/// Serves the plain-HTTP Gateway listeners the current routes ask for:
+/// binds those that are new, stops those that are gone (their connections
+/// finish), leaves the rest. An address that is also an Ingress listener's
+/// is served by that listener.
+async fn gateway_listeners(
+    view: View<L7View>,
+    ingress_addrs: Vec<SocketAddr>,
+    node_ips: Vec<std::net::IpAddr>,
+    accept: Accept,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
+    let mut running: HashMap<SocketAddr, (watch::Sender<Option<Duration>>, JoinHandle<()>)> =
+        HashMap::new();
+    let mut generations = view.subscribe();
+    loop {
+        let want = {
+            let v = view.load();
+            gateway_addrs(&v.gateway, &node_ips, &ingress_addrs)
+        };
+        running.retain(|addr, (stop, _)| {
+            let keep = want.contains(addr);
+            if !keep {
+                tracing::info!(listen = %addr, "gateway listener closed");
+                let _ = stop.send(Some(Duration::from_secs(30)));
+            }
+            keep
+        });
+        for addr in want {
+            if running.contains_key(&addr) {
+                continue;
+            }
+            match bind(addr) {
+                Ok(l) => {
+                    tracing::info!(listen = %addr, "gateway listener bound");
+                    let (tx, rx) = watch::channel(None);
+                    let task = tokio::spawn(accept.clone().run(l, None, false, rx));
+                    running.insert(addr, (tx, task));
+                }
+                Err(e) => {
+                    tracing::warn!(listen = %addr, error = %e, "gateway listener not bound; retried on the next change")
+                }
+            }
+        }
+        tokio::select! {
+            r = generations.changed() => if r.is_err() { break },
+            _ = stop.changed() => break,
+        }
+    }
+    let grace = stop.borrow().unwrap_or_default();
+    for (_, (tx, task)) in running {
+        let _ = tx.send(Some(grace));
+        let _ = task.await;
+    }
+}
+
+/// Where the Gateway listeners are to be bound: each listener address, or
+/// the port on every node address; HTTPS ones are not served yet.
+fn gateway_addrs(
+    table: &model::gateway::GatewayTable,
+    node_ips: &[std::net::IpAddr],
+    ingress_addrs: &[SocketAddr],
+) -> std::collections::BTreeSet<SocketAddr> {
+    let mut out = std::collections::BTreeSet::new();
+    for (at, port) in table.ports() {
+        if port.tls {
+            continue;
+        }
+        match at {
+            model::snapshot::Listen::Addr(a) => {
+                out.insert(*a);
+            }
+            model::snapshot::Listen::NodePort(p) => {
+                out.extend(node_ips.iter().map(|ip| SocketAddr::new(*ip, *p)))
+            }
+        }
+    }
+    out.retain(|a| !ingress_addrs.contains(a));
+    out
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    ingress: bool,
+    accept: Accept,
     mut stop: watch::Receiver<Option<Duration>>,
-    handshake_timeout: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let grace = loop {
@@ -169,9 +281,9 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((tcp, client)) => {
                     let watcher = graceful.watcher();
-                    let (tls, shared, builder) = (tls.clone(), shared.clone(), builder.clone());
+                    let (tls, accept) = (tls.clone(), accept.clone());
                     tokio::spawn(async move {
-                        serve_conn(tcp, client, tls, shared, builder, watcher, handshake_timeout).await;
+                        serve_conn(tcp, client, tls, ingress, accept, watcher).await;
                     });
                 }
                 Err(e) => {
@@ -196,15 +308,21 @@ async fn serve_conn(
     tcp: TcpStream,
     client: SocketAddr,
     tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    ingress: bool,
+    accept: Accept,
     watcher: hyper_util::server::graceful::Watcher,
-    handshake_timeout: Duration,
 ) {
+    let Accept {
+        shared,
+        builder,
+        handshake_timeout,
+    } = accept;
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or(client);
     let info = Arc::new(ConnInfo {
         client,
+        local,
+        ingress,
         tls: tls.is_some(),
         forwarded: Forwarded::new(client.ip(), tls.is_some(), local.port()),
     });

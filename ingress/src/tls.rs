@@ -19,6 +19,8 @@ use std::sync::Arc;
 /// never sees the routes of one generation with the certificates of another.
 pub struct L7View {
     pub table: Arc<IngressTable>,
+    /// Gateway API listeners and rules.
+    pub gateway: Arc<model::gateway::GatewayTable>,
     /// The Snapshot's Services: routes name their backend Service, and a
     /// request reads its current endpoints here.
     pub services: ServiceMap,
@@ -99,6 +101,7 @@ impl control::ViewCompiler for ViewCompiler {
             return Compiled {
                 view: L7View {
                     table: p.table.clone(),
+                    gateway: snap.gateway.clone(),
                     services: snap.services.clone(),
                     keys: p.keys.clone(),
                     default: p.default.clone(),
@@ -126,6 +129,7 @@ impl control::ViewCompiler for ViewCompiler {
         Compiled {
             view: L7View {
                 table: snap.ingress.clone(),
+                gateway: snap.gateway.clone(),
                 services: snap.services.clone(),
                 keys,
                 default,

@@ -61,7 +61,6 @@ pub struct Compiler {
     /// Services the HTTPRoutes name (existing or not).
     gateway_services: HashSet<NamespacedName>,
     dirty_gateway: bool,
-    gateway_warnings: Vec<Warning>,
     dirty_services: BTreeSet<NamespacedName>,
     dirty_pod_namespaces: BTreeSet<String>,
     dirty_ingress: bool,
@@ -231,7 +230,6 @@ impl Compiler {
         errors.extend(self.health_errors.iter().cloned());
         errors.extend(self.ingress_errors.iter().cloned());
         warnings.extend(self.ingress_warnings.iter().cloned());
-        warnings.extend(self.gateway_warnings.iter().cloned());
         self.log_triggers(generation);
         Snapshot {
             generation,
@@ -483,23 +481,6 @@ impl Compiler {
             }
         }
         let table = gateway::compile(input);
-        // Until the L7 plane serves Gateway listeners, say so where a
-        // user looks (check, the log) rather than accept them silently.
-        self.gateway_warnings = table
-            .status()
-            .gateways
-            .iter()
-            .filter_map(|g| {
-                let (file, _) = objects.get(&g.object.key)?;
-                Some(Warning {
-                    file: file.clone(),
-                    object: Some(g.object.key.clone()),
-                    message: "Gateway API resources are validated and their status reported; \
-                              serving their listeners is not implemented yet"
-                        .into(),
-                })
-            })
-            .collect();
         self.gateway = Arc::new(table);
         self.gateway_services = named;
     }

@@ -19,6 +19,8 @@ pub(super) struct ListenerState<'a> {
     pub ready: bool,
     /// Whether it takes HTTPRoutes at all (protocol and allowedRoutes.kinds).
     pub takes_http_routes: bool,
+    /// Valid, but of a kind the L7 plane does not serve yet (HTTPS).
+    pub pending: bool,
     pub cert: Option<Arc<TlsSecret>>,
     pub binds: Vec<Listen>,
     pub status: ListenerStatus,
@@ -74,6 +76,7 @@ pub(super) fn gateway_listeners<'a>(
     }
     for l in &mut listeners {
         l.ready = false;
+        l.pending = false;
     }
     (
         listeners,
@@ -163,6 +166,7 @@ pub(super) fn mark_shared_port_conflicts(listeners: &mut [ListenerState<'_>]) {
             Some((kind, reason, why)) => {
                 let l = &mut listeners[i];
                 l.ready = false;
+                l.pending = false;
                 for c in &mut l.status.conditions {
                     if c.kind == kind {
                         *c = Condition::new(kind, kind == "Conflicted", reason, why.clone());
@@ -247,13 +251,17 @@ fn listener<'a>(
         Err((reason, why)) => Condition::new("ResolvedRefs", false, reason, why),
     });
     conditions.push(Condition::new("Conflicted", false, "NoConflicts", ""));
-    let ready = accepted && refs_ok && takes_http_routes;
+    // The L7 plane does not terminate TLS for Gateway listeners yet: an
+    // HTTPS listener is checked and reported, and says it is not served.
+    let pending = l.protocol == "HTTPS" && accepted && refs_ok;
+    let ready = accepted && refs_ok && takes_http_routes && !pending;
     ListenerState {
         gateway: g,
         gateway_key,
         spec: l,
         ready,
         takes_http_routes,
+        pending,
         cert,
         binds,
         status: ListenerStatus {
@@ -340,6 +348,7 @@ fn mark_conflicts(listeners: &mut [ListenerState<'_>]) {
             if let Some((reason, why)) = conflict {
                 let l = &mut listeners[i];
                 l.ready = false;
+                l.pending = false;
                 for c in &mut l.status.conditions {
                     match c.kind {
                         "Conflicted" => {
@@ -360,6 +369,13 @@ fn mark_conflicts(listeners: &mut [ListenerState<'_>]) {
 pub(super) fn set_programmed(l: &mut ListenerState<'_>) {
     l.status.conditions.push(if l.ready {
         Condition::new("Programmed", true, "Programmed", "")
+    } else if l.pending {
+        Condition::new(
+            "Programmed",
+            false,
+            "Pending",
+            "HTTPS Gateway listeners are not served by nodeway yet",
+        )
     } else {
         Condition::new("Programmed", false, "Invalid", "the listener is not served")
     });

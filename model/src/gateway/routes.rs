@@ -9,7 +9,7 @@ use super::table::{
 };
 use super::types::*;
 use super::{GatewayInput, Grants, hostname_matches, parse_duration};
-use crate::ingress::RouteBackend;
+use crate::ingress::{Annotations, PathKind, Route, RouteBackend};
 use std::sync::Arc;
 
 /// A route's rules, compiled, and what its ResolvedRefs condition says.
@@ -103,11 +103,24 @@ fn compile_rule(
             .map(|p| p.value.clone().into()),
         _ => None,
     };
+    let annotations = Arc::new(Annotations::default());
     let backends: Vec<WeightedBackend> = rule
         .backend_refs
         .iter()
         .map(|b| WeightedBackend {
-            backend: resolve(&b.backend),
+            route: resolve(&b.backend).map(|backend| {
+                Arc::new(Route {
+                    ingress: route.clone(),
+                    host: "".into(),
+                    path: "".into(),
+                    kind: PathKind::Prefix,
+                    regex: None,
+                    backend: Some(backend),
+                    annotations: annotations.clone(),
+                    ssl_redirect: false,
+                    canary: None,
+                })
+            }),
             weight: b.weight.max(0) as u32,
         })
         .collect();
@@ -127,6 +140,7 @@ fn compile_rule(
     };
     let timeouts = rule.timeouts.clone().unwrap_or_default();
     GatewayRule {
+        key: format!("{route}#{index}").into(),
         route,
         index,
         filters,

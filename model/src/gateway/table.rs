@@ -4,7 +4,7 @@
 
 use super::status::GatewayApiStatus;
 use super::types::{HeaderModifier, HttpMethod, RequestRedirect, UrlRewrite};
-use crate::ingress::RouteBackend;
+use crate::ingress::{Route, RouteBackend};
 use crate::snapshot::Listen;
 use crate::tls::TlsSecret;
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +31,11 @@ impl GatewayTable {
 
     pub fn status(&self) -> &GatewayApiStatus {
         &self.status
+    }
+
+    /// No Gateway listener is served (requests skip the Gateway lookup).
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
     }
 }
 
@@ -245,6 +250,8 @@ pub struct GatewayRule {
     pub route: Arc<str>,
     /// The rule's index in `spec.rules`.
     pub index: usize,
+    /// `namespace/name#index`: the weighted backend choice's cursor.
+    pub key: Arc<str>,
     pub filters: RuleFilters,
     pub action: RuleAction,
     pub request_timeout: Option<Duration>,
@@ -273,12 +280,39 @@ pub enum RuleAction {
     Fail(Arc<str>),
 }
 
-/// A backend and its share; `backend` is `None` for a ref that does not
+/// A backend and its share; `route` is `None` for a ref that does not
 /// resolve: its share of requests gets 500, as the spec asks.
 #[derive(Debug)]
 pub struct WeightedBackend {
-    pub backend: Option<RouteBackend>,
+    /// The backend as the L7 plane proxies to it: an Ingress route with
+    /// default annotations, so both kinds of route share one upstream path.
+    pub route: Option<Arc<Route>>,
     pub weight: u32,
+}
+
+impl WeightedBackend {
+    pub fn backend(&self) -> Option<&RouteBackend> {
+        self.route.as_ref().and_then(|r| r.backend.as_ref())
+    }
+}
+
+impl RuleAction {
+    /// The backend for the `ticket`-th request of a Forward rule, in
+    /// proportion to the weights (`None` for an unresolved one's share).
+    pub fn pick(backends: &[WeightedBackend], ticket: usize) -> Option<&Arc<Route>> {
+        let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut at = ticket as u64 % total;
+        for b in backends {
+            if at < u64::from(b.weight) {
+                return b.route.as_ref();
+            }
+            at -= u64::from(b.weight);
+        }
+        None
+    }
 }
 
 /// `PathPrefix /api, GET, 2 header(s), 1 query param(s)`, for `check`.
@@ -309,7 +343,7 @@ impl std::fmt::Display for RuleAction {
             RuleAction::Forward(backends) => {
                 let list: Vec<String> = backends
                     .iter()
-                    .map(|b| match &b.backend {
+                    .map(|b| match b.backend() {
                         Some(r) => format!("{} (weight {})", r.key, b.weight),
                         None => format!("(unresolved: 500) (weight {})", b.weight),
                     })

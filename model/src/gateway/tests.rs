@@ -83,10 +83,9 @@ fn get(s: &Snapshot, host: &str, target: &str, method: &str, headers: &[(&str, &
     };
     match port.find(&req).map(|r| &r.action) {
         None => "404".into(),
-        Some(RuleAction::Forward(b)) => b[0]
-            .backend
-            .as_ref()
-            .map_or("500".into(), |b| b.service.1.clone()),
+        Some(RuleAction::Forward(b)) => {
+            b[0].backend().map_or("500".into(), |b| b.service.1.clone())
+        }
         Some(RuleAction::Redirect(_)) => "redirect".into(),
         Some(RuleAction::Fail(_)) => "500".into(),
     }
@@ -283,7 +282,7 @@ spec:
             header: &header,
         };
         match port.find(&req).map(|r| &r.action) {
-            Some(RuleAction::Forward(b)) => b[0].backend.as_ref().unwrap().service.1.clone(),
+            Some(RuleAction::Forward(b)) => b[0].backend().unwrap().service.1.clone(),
             other => format!("{other:?}"),
         }
     };
@@ -587,4 +586,106 @@ fn validation_names_the_field() {
             .any(|e| e.contains("spec.rules[0].matches[0].path.type")),
         "{errs:?}"
     );
+}
+
+/// HTTPS listeners: a certificate from the Gateway's namespace, or from
+/// another one only with a ReferenceGrant. A valid one is reported as not
+/// served yet (Programmed=False, Pending) rather than accepted silently.
+#[test]
+fn https_certificates() {
+    let indent = |s: &str| {
+        s.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let secret = |ns: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cert, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}\n  tls.key: |\n{}\n",
+            indent(include_str!("../ingress/testdata/cert.pem")),
+            indent(include_str!("../ingress/testdata/key.pem"))
+        )
+    };
+    let gw = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: infra}
+spec:
+  gatewayClassName: nodeway
+  addresses: [{value: 127.0.0.12}]
+  listeners:
+  - {name: own, protocol: HTTPS, port: 443, hostname: a.example, tls: {certificateRefs: [{name: cert}]}}
+  - {name: other, protocol: HTTPS, port: 443, hostname: b.example, tls: {certificateRefs: [{name: cert, namespace: certs}]}}
+  - {name: granted, protocol: HTTPS, port: 443, hostname: c.example, tls: {certificateRefs: [{name: cert, namespace: shared}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: infra-gateways, namespace: shared}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret}]
+"#;
+    let s = snap(
+        &[
+            secret("infra"),
+            secret("certs"),
+            secret("shared"),
+            gw.to_string(),
+        ]
+        .concat(),
+    );
+    assert_eq!(errors(&s), Vec::<String>::new());
+    let g = s
+        .gateway
+        .status()
+        .gateways
+        .iter()
+        .find(|g| g.object.key.name == "tls")
+        .unwrap();
+    let cond = |listener: &str, kind: &str| {
+        let l = g.listeners.iter().find(|l| l.name == listener).unwrap();
+        let c = l.conditions.iter().find(|c| c.kind == kind).unwrap();
+        (c.status, c.reason)
+    };
+    assert_eq!(cond("own", "ResolvedRefs"), (true, "ResolvedRefs"));
+    assert_eq!(cond("own", "Programmed"), (false, "Pending"));
+    assert_eq!(cond("other", "ResolvedRefs"), (false, "RefNotPermitted"));
+    assert_eq!(cond("granted", "ResolvedRefs"), (true, "ResolvedRefs"));
+    assert!(
+        s.gateway
+            .port(&Listen::Addr("127.0.0.12:443".parse().unwrap()))
+            .is_none()
+    );
+}
+
+/// Weighted backends in proportion, weight 0 never, an unresolved
+/// backend's share unanswered (the caller gives it 500).
+#[test]
+fn weighted_pick() {
+    let s = snap(&route(
+        "w",
+        "",
+        "  - backendRefs: [{name: v1, port: 8080, weight: 3}, {name: nope, port: 8080, weight: 1}, {name: v2, port: 8080, weight: 0}]\n",
+    ));
+    let port = s.gateway.port(&Listen::NodePort(80)).unwrap();
+    let header = |_: &str| None;
+    let req = RequestFacts {
+        host: "h",
+        path: "/",
+        query: None,
+        method: "GET",
+        header: &header,
+    };
+    let RuleAction::Forward(backends) = &port.find(&req).unwrap().action else {
+        panic!("a Forward rule")
+    };
+    let picks: Vec<String> = (0..8)
+        .map(|t| {
+            RuleAction::pick(backends, t).map_or("500".into(), |r| {
+                r.backend.as_ref().unwrap().service.1.clone()
+            })
+        })
+        .collect();
+    assert_eq!(picks, ["v1", "v1", "v1", "500", "v1", "v1", "v1", "500"]);
 }

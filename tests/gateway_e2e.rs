@@ -1,0 +1,319 @@
+//! Gateway API end to end: `nodeway run` on configs/gateway with echo
+//! backends, and a table of requests with the backend, status and headers
+//! each must get (modelled on the upstream conformance suite's HTTPRoute
+//! tests; the manifests say which feature each host exercises).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use support::{Echo, Nodeway, Reply, http_request, wait_for};
+
+const HTTP: &str = "127.0.77.1:8080";
+const TENANTS: &str = "127.0.77.1:8081";
+
+fn echo_json(r: &Reply) -> serde_json::Value {
+    serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null)
+}
+
+/// What one request must get: status, and for a 200 the echo backend.
+struct Case {
+    at: &'static str,
+    method: &'static str,
+    host: &'static str,
+    target: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    status: u16,
+    backend: &'static str,
+}
+
+const fn get(host: &'static str, target: &'static str, status: u16, backend: &'static str) -> Case {
+    Case {
+        at: HTTP,
+        method: "GET",
+        host,
+        target,
+        headers: &[],
+        status,
+        backend,
+    }
+}
+
+const CASES: &[Case] = &[
+    // Matches ORed in a rule; a header match beats a bare `/` prefix.
+    get("match.example", "/", 200, "v1"),
+    get("match.example", "/example", 200, "v1"),
+    get("match.example", "/v2", 200, "v2"),
+    get("match.example", "/v2/example", 200, "v2"),
+    get("match.example", "/v2example", 200, "v1"),
+    Case {
+        headers: &[("version", "two")],
+        ..get("match.example", "/", 200, "v2")
+    },
+    // Exact beats prefix; the longest prefix wins.
+    get("order.example", "/match", 200, "v1"),
+    get("order.example", "/match/exact", 200, "v2"),
+    get("order.example", "/match/any", 200, "v3"),
+    get("order.example", "/match/prefix/any", 200, "v1"),
+    get("order.example", "/other", 404, ""),
+    // Query parameters, methods, regular expressions.
+    get("misc.example", "/?animal=whale", 200, "v1"),
+    get("misc.example", "/?animal=dolphin", 404, ""),
+    Case {
+        method: "POST",
+        ..get("misc.example", "/post", 200, "v2")
+    },
+    get("misc.example", "/post", 404, ""),
+    get("misc.example", "/re/42", 200, "v3"),
+    get("misc.example", "/re/x42", 404, ""),
+    // Rules that answer 500; a host no route names gets 404.
+    get("broken.example", "/missing", 500, ""),
+    get("broken.example", "/none", 500, ""),
+    get("broken.example", "/ext", 500, ""),
+    get("cross.example", "/ledger", 200, "v3"),
+    get("cross.example", "/payments", 500, ""),
+    get("nothing.example", "/", 404, ""),
+    // The `*.tenant.example` listener: its routes only, for its hosts.
+    Case {
+        at: TENANTS,
+        ..get("a.tenant.example", "/", 200, "v2")
+    },
+    Case {
+        at: TENANTS,
+        ..get("a.b.tenant.example", "/", 200, "v2")
+    },
+    Case {
+        at: TENANTS,
+        ..get("tenant.example", "/", 404, "")
+    },
+    Case {
+        at: TENANTS,
+        ..get("other.example", "/", 404, "")
+    },
+];
+
+fn send(c: &Case) -> Reply {
+    let at: SocketAddr = c.at.parse().unwrap();
+    http_request(at, c.method, c.host, c.target, c.headers).unwrap()
+}
+
+#[test]
+fn gateway_api_routes_end_to_end() {
+    let _backends: Vec<Echo> = [("v1", 21), ("v2", 22), ("v3", 23)]
+        .iter()
+        .map(|(name, octet)| Echo::start(format!("127.0.77.{octet}:8080").parse().unwrap(), name))
+        .collect();
+    // Accepts (the kernel completes the handshake) and never answers.
+    let _silent = std::net::TcpListener::bind("127.0.77.24:8080").unwrap();
+    let n = Nodeway::start(Path::new("configs/gateway"), &[]);
+    // Gateway listeners are bound once the routes are in: wait for both.
+    wait_for(Duration::from_secs(10), "the Gateway listeners", || {
+        [HTTP, TENANTS]
+            .iter()
+            .all(|a| http_request(a.parse().unwrap(), "GET", "match.example", "/", &[]).is_ok())
+    });
+
+    for c in CASES {
+        let r = send(c);
+        let want = (c.status, c.backend);
+        let name = echo_json(&r)["name"].as_str().unwrap_or("").to_string();
+        assert_eq!(
+            (r.status, name.as_str()),
+            want,
+            "{} {} {} {:?}: {}",
+            c.at,
+            c.method,
+            c.host,
+            c.target,
+            r.body
+        );
+    }
+    redirects();
+    rewrites_and_header_filters();
+    weights();
+    // Metrics per route: the Ingress request counter, labelled with the HTTPRoute.
+    let metrics = n.metrics();
+    assert!(
+        metrics.contains(
+            "nodeway_ingress_requests_total{ingress=\"shop/weights\",host=\"\",status=\"2xx\"} 200"
+        ),
+        "{metrics}"
+    );
+    // timeouts.request: 504 once it passes, not the 60 s read timeout.
+    let started = std::time::Instant::now();
+    let r = http_request(HTTP.parse().unwrap(), "GET", "slow.example", "/", &[]).unwrap();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+fn redirects() {
+    let location = |target: &str| {
+        let r = http_request(
+            HTTP.parse().unwrap(),
+            "GET",
+            "redirect.example",
+            target,
+            &[],
+        )
+        .unwrap();
+        (r.status, r.header("location").unwrap_or("").to_string())
+    };
+    // Without a port or scheme in the filter, the listener's port stays.
+    assert_eq!(
+        location("/host/a?x=1"),
+        (302, "http://example.org:8080/host/a?x=1".into())
+    );
+    assert_eq!(
+        location("/moved/a"),
+        (301, "http://redirect.example:8080/new".into())
+    );
+    assert_eq!(
+        location("/prefix/lemon"),
+        (302, "http://redirect.example:8080/replacement/lemon".into())
+    );
+    assert_eq!(
+        location("/port"),
+        (302, "http://redirect.example:8083/port".into())
+    );
+    // A new scheme takes its well-known port, left out of the Location.
+    assert_eq!(
+        location("/scheme"),
+        (308, "https://redirect.example/scheme".into())
+    );
+}
+
+fn rewrites_and_header_filters() {
+    let r = http_request(
+        HTTP.parse().unwrap(),
+        "GET",
+        "rewrite.example",
+        "/prefix/one/two?q=1",
+        &[],
+    )
+    .unwrap();
+    let e = echo_json(&r);
+    assert_eq!(
+        (e["name"].as_str(), e["path"].as_str(), e["host"].as_str()),
+        (Some("v1"), Some("/one/two?q=1"), Some("one.example.org")),
+        "{}",
+        r.body
+    );
+    let r = http_request(
+        HTTP.parse().unwrap(),
+        "GET",
+        "rewrite.example",
+        "/full/any",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        echo_json(&r)["path"].as_str(),
+        Some("/replaced"),
+        "{}",
+        r.body
+    );
+
+    let sent = [
+        ("X-Header-Set", "old"),
+        ("X-Header-Add", "first"),
+        ("X-Header-Remove", "gone"),
+    ];
+    let r = http_request(HTTP.parse().unwrap(), "GET", "headers.example", "/", &sent).unwrap();
+    let h = &echo_json(&r)["headers"];
+    assert_eq!(h["x-header-set"], serde_json::json!(["set"]), "{}", r.body);
+    assert_eq!(
+        h["x-header-add"],
+        serde_json::json!(["first", "added"]),
+        "{}",
+        r.body
+    );
+    assert!(h.get("x-header-remove").is_none(), "{}", r.body);
+    assert_eq!(r.header("x-response"), Some("yes"));
+}
+
+/// 70/30/0: over 200 requests the shares are exact (a weighted cursor),
+/// and the weight-0 backend gets none.
+fn weights() {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let r = http_request(HTTP.parse().unwrap(), "GET", "weight.example", "/", &[]).unwrap();
+        *counts
+            .entry(echo_json(&r)["name"].as_str().unwrap_or("?").to_string())
+            .or_insert(0) += 1;
+    }
+    let got: Vec<(String, i32)> = counts.into_iter().collect();
+    assert_eq!(got, [("v1".to_string(), 140), ("v2".to_string(), 60)]);
+}
+
+/// A Gateway on the Ingress listener's own address and port: both kinds of
+/// route are served there; where both claim a request the HTTPRoute wins.
+/// A route change is live without a restart.
+#[test]
+fn beside_ingress_on_one_listener_and_hot_swapped() {
+    let ip: std::net::IpAddr = "127.0.78.1".parse().unwrap();
+    let (a, b) = (
+        Echo::start(SocketAddr::new(ip, support::free_port(ip)), "from-ingress"),
+        Echo::start(
+            SocketAddr::new(
+                "127.0.78.2".parse().unwrap(),
+                support::free_port("127.0.78.2".parse().unwrap()),
+            ),
+            "from-route",
+        ),
+    );
+    let listen = SocketAddr::new(
+        "127.0.78.10".parse().unwrap(),
+        support::free_port("127.0.78.10".parse().unwrap()),
+    );
+    let dir = std::env::temp_dir().join(format!("nodeway-gateway-beside-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let service = |name: &str, e: &Echo| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: None, ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{}\"]}}]\nports: [{{name: http, port: {}}}]\n",
+            e.addr.ip(),
+            e.addr.port()
+        )
+    };
+    let ingress = |host: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: ing-{host}, namespace: default}}\nspec:\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}]}}\n"
+        )
+    };
+    let gateway = format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: nodeway}}\nspec: {{controllerName: nodeway.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  gatewayClassName: nodeway\n  addresses: [{{value: \"{}\"}}]\n  listeners: [{{name: http, protocol: HTTP, port: {}}}]\n",
+        listen.ip(),
+        listen.port()
+    );
+    let route = |path: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  hostnames: [both.example]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    backendRefs: [{{name: b, port: 80}}]\n"
+        )
+    };
+    let base = service("a", &a)
+        + &service("b", &b)
+        + &ingress("both.example")
+        + &ingress("ingress.example")
+        + &gateway;
+    support::write_manifests(&dir, "all.yaml", &(base.clone() + &route("/")));
+    let listen_flag = listen.to_string();
+    let _n = Nodeway::start(&dir, &["--http-listen", &listen_flag]);
+    let name = |host: &str, path: &str| {
+        let r = http_request(listen, "GET", host, path, &[]).unwrap();
+        echo_json(&r)["name"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(name("both.example", "/x"), "from-route");
+    assert_eq!(name("ingress.example", "/x"), "from-ingress");
+
+    // The route now claims only /api: the rest of both.example is the Ingress's again.
+    support::write_manifests(&dir, "all.yaml", &(base + &route("/api")));
+    wait_for(Duration::from_secs(10), "the changed route", || {
+        name("both.example", "/x") == "from-ingress"
+    });
+    assert_eq!(name("both.example", "/api/v1"), "from-route");
+    let _ = std::fs::remove_dir_all(&dir);
+}
