@@ -68,6 +68,15 @@ async fn fetch(
     addr: SocketAddr,
     ca_der: &[u8],
 ) -> std::io::Result<(Vec<u8>, http::Version, String)> {
+    fetch_host(addr, ca_der, "site.test").await
+}
+
+/// [`fetch`] of `https://{host}/x`, with `host` as the SNI name.
+async fn fetch_host(
+    addr: SocketAddr,
+    ca_der: &[u8],
+    host: &str,
+) -> std::io::Result<(Vec<u8>, http::Version, String)> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec())).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -79,7 +88,7 @@ async fn fetch(
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("site.test").unwrap(), tcp)
+        .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
         .await?;
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
@@ -89,7 +98,7 @@ async fn fetch(
     .await
     .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let req = http::Request::get("https://site.test/x")
+    let req = http::Request::get(format!("https://{host}/x"))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
     let resp = send
@@ -148,5 +157,99 @@ fn tls_sni_h2_and_secret_rotation() {
             .map(|(d, _, _)| d == der2)
             .unwrap_or(false)
     });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTPS Gateway listener: its own address, TLS terminated with the
+/// certificate of the listener the SNI name selects (the client verifies
+/// it), then the listener's HTTPRoutes.
+#[test]
+fn gateway_https_listeners_pick_certificates_by_sni() {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let ca_der = ca.der().to_vec();
+    let (crt_a, key_a, der_a) = leaf(&ca, "a.gw.test");
+    let (crt_b, key_b, der_b) = leaf(&ca, "b.gw.test");
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 46, 2));
+    let echo = Echo::start(SocketAddr::new(ip, free_port(ip)), "gw-pod");
+    let gw_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 46, 3));
+    let gw = SocketAddr::new(gw_ip, free_port(gw_ip));
+    let ind = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let secret = |name: &str, crt: &str, key: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            ind(crt),
+            ind(key)
+        )
+    };
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec: {{clusterIP: None, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-0, namespace: default, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+endpoints: [{{addresses: ["{ip}"]}}]
+ports: [{{name: http, port: {port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: nodeway}}
+spec: {{controllerName: nodeway.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: tls, namespace: default}}
+spec:
+  gatewayClassName: nodeway
+  addresses: [{{value: "{gw_ip}"}}]
+  listeners:
+  - {{name: a, protocol: HTTPS, port: {gw_port}, hostname: a.gw.test, tls: {{certificateRefs: [{{name: cert-a}}]}}}}
+  - {{name: b, protocol: HTTPS, port: {gw_port}, hostname: b.gw.test, tls: {{certificateRefs: [{{name: cert-b}}]}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: default}}
+spec:
+  parentRefs: [{{name: tls}}]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+{sa}{sb}"#,
+        ip = echo.addr.ip(),
+        port = echo.addr.port(),
+        gw_port = gw.port(),
+        sa = secret("cert-a", &crt_a, &key_a),
+        sb = secret("cert-b", &crt_b, &key_b),
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "nodeway-gateway-tls-{}-{}",
+        std::process::id(),
+        gw.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_manifests(&dir, "all.yaml", &yaml);
+    let _n = Nodeway::start(&dir, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    support::wait_for(
+        Duration::from_secs(10),
+        "the HTTPS Gateway listener",
+        || rt.block_on(fetch_host(gw, &ca_der, "a.gw.test")).is_ok(),
+    );
+    for (host, der) in [("a.gw.test", &der_a), ("b.gw.test", &der_b)] {
+        let (got, _, body) = rt.block_on(fetch_host(gw, &ca_der, host)).unwrap();
+        assert_eq!(&got, der, "{host}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (v["name"].as_str(), v["host"].as_str()),
+            (Some("gw-pod"), Some(host))
+        );
+        assert_eq!(v["headers"]["x-forwarded-proto"][0], "https");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

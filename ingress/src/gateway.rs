@@ -30,9 +30,7 @@ pub(crate) fn port_for<'v>(
             .then(|| view.gateway.port(&Listen::NodePort(conn.local.port())))
             .flatten()
     })
-    // HTTPS Gateway listeners are not served yet (their certificates
-    // are not in the TLS resolver): only plain HTTP ones.
-    .filter(|p| !p.tls && !conn.tls)
+    .filter(|p| p.tls == conn.tls)
 }
 
 /// The rule a request matches on these listeners.

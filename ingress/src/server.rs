@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use model::snapshot::Listen;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -139,7 +140,10 @@ pub async fn start(
         )));
     }
     if let Some(l) = https {
-        let acceptor = TlsAcceptor::from(server_config(view.clone())?);
+        let shared_with = https_addr
+            .map(|a| gateway_binds(a, &cfg.node_ips))
+            .unwrap_or_default();
+        let acceptor = TlsAcceptor::from(server_config(view.clone(), shared_with)?);
         tasks.push(tokio::spawn(accept.clone().run(
             l,
             Some(acceptor),
@@ -199,32 +203,42 @@ async fn gateway_listeners(
     accept: Accept,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    let mut running: HashMap<SocketAddr, (watch::Sender<Option<Duration>>, JoinHandle<()>)> =
-        HashMap::new();
+    // By address and whether it is TLS (a listener may change protocol).
+    let mut running: HashMap<(SocketAddr, bool), Running> = HashMap::new();
     let mut generations = view.subscribe();
     loop {
         let want = {
             let v = view.load();
             gateway_addrs(&v.gateway, &node_ips, &ingress_addrs)
         };
-        running.retain(|addr, (stop, _)| {
-            let keep = want.contains(addr);
+        running.retain(|(addr, tls), r| {
+            let keep = want.get(addr).is_some_and(|(_, t)| t == tls);
             if !keep {
                 tracing::info!(listen = %addr, "gateway listener closed");
-                let _ = stop.send(Some(Duration::from_secs(30)));
+                let _ = r.stop.send(Some(Duration::from_secs(30)));
             }
             keep
         });
-        for addr in want {
-            if running.contains_key(&addr) {
+        for (addr, (at, tls)) in want {
+            if running.contains_key(&(addr, tls)) {
                 continue;
             }
+            let acceptor = match tls
+                .then(|| server_config(view.clone(), vec![at]))
+                .transpose()
+            {
+                Ok(cfg) => cfg.map(TlsAcceptor::from),
+                Err(e) => {
+                    tracing::warn!(listen = %addr, error = %e, "gateway listener's TLS set-up failed");
+                    continue;
+                }
+            };
             match bind(addr) {
                 Ok(l) => {
-                    tracing::info!(listen = %addr, "gateway listener bound");
+                    tracing::info!(listen = %addr, tls, "gateway listener bound");
                     let (tx, rx) = watch::channel(None);
-                    let task = tokio::spawn(accept.clone().run(l, None, false, rx));
-                    running.insert(addr, (tx, task));
+                    let task = tokio::spawn(accept.clone().run(l, acceptor, false, rx));
+                    running.insert((addr, tls), Running { stop: tx, task });
                 }
                 Err(e) => {
                     tracing::warn!(listen = %addr, error = %e, "gateway listener not bound; retried on the next change")
@@ -237,35 +251,50 @@ async fn gateway_listeners(
         }
     }
     let grace = stop.borrow().unwrap_or_default();
-    for (_, (tx, task)) in running {
-        let _ = tx.send(Some(grace));
-        let _ = task.await;
+    for (_, r) in running {
+        let _ = r.stop.send(Some(grace));
+        let _ = r.task.await;
     }
 }
 
+/// A Gateway listener being served: its accept loop and how to stop it.
+struct Running {
+    stop: watch::Sender<Option<Duration>>,
+    task: JoinHandle<()>,
+}
+
 /// Where the Gateway listeners are to be bound: each listener address, or
-/// the port on every node address; HTTPS ones are not served yet.
+/// the port on every node address; with the listener key and whether it
+/// is TLS. Addresses of the Ingress listeners are left out (served there).
 fn gateway_addrs(
     table: &model::gateway::GatewayTable,
     node_ips: &[std::net::IpAddr],
     ingress_addrs: &[SocketAddr],
-) -> std::collections::BTreeSet<SocketAddr> {
-    let mut out = std::collections::BTreeSet::new();
+) -> std::collections::BTreeMap<SocketAddr, (Listen, bool)> {
+    let mut out = std::collections::BTreeMap::new();
     for (at, port) in table.ports() {
-        if port.tls {
-            continue;
-        }
         match at {
-            model::snapshot::Listen::Addr(a) => {
-                out.insert(*a);
+            Listen::Addr(a) => {
+                out.insert(*a, (*at, port.tls));
             }
-            model::snapshot::Listen::NodePort(p) => {
-                out.extend(node_ips.iter().map(|ip| SocketAddr::new(*ip, *p)))
+            Listen::NodePort(p) => {
+                for ip in node_ips {
+                    out.insert(SocketAddr::new(*ip, *p), (*at, port.tls));
+                }
             }
         }
     }
-    out.retain(|a| !ingress_addrs.contains(a));
+    out.retain(|a, _| !ingress_addrs.contains(a));
     out
+}
+
+/// The Gateway listener keys an Ingress listener's address also serves.
+fn gateway_binds(addr: SocketAddr, node_ips: &[std::net::IpAddr]) -> Vec<Listen> {
+    let mut binds = vec![Listen::Addr(addr)];
+    if node_ips.contains(&addr.ip()) {
+        binds.push(Listen::NodePort(addr.port()));
+    }
+    binds
 }
 
 async fn accept_loop(

@@ -5,6 +5,7 @@
 use crate::Error;
 use control::{Change, Compiled, View};
 use model::ingress::IngressTable;
+use model::snapshot::Listen;
 use model::{ServiceMap, Snapshot};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -96,6 +97,7 @@ impl control::ViewCompiler for ViewCompiler {
         };
         if let (Some(p), Some(old)) = (prev, change.old)
             && Arc::ptr_eq(&p.table, &snap.ingress)
+            && Arc::ptr_eq(&p.gateway, &snap.gateway)
             && opt_ptr_eq(&default_secret(old), &default_secret(snap))
         {
             return Compiled {
@@ -110,7 +112,12 @@ impl control::ViewCompiler for ViewCompiler {
             };
         }
         let mut keys: HashMap<Arc<str>, Arc<CertifiedKey>> = HashMap::new();
-        for e in snap.ingress.certificates() {
+        let gateway_certs = snap
+            .gateway
+            .ports()
+            .flat_map(|(_, port)| port.listeners())
+            .filter_map(|l| l.cert.as_ref());
+        for e in snap.ingress.certificates().chain(gateway_certs) {
             if keys.contains_key(&e.secret) {
                 continue;
             }
@@ -149,6 +156,9 @@ fn opt_ptr_eq<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
 
 pub struct Resolver {
     view: View<L7View>,
+    /// The Gateway listeners this socket serves, asked first (an address
+    /// may carry both an Ingress and a Gateway HTTPS listener).
+    gateway: Vec<Listen>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -160,6 +170,16 @@ impl std::fmt::Debug for Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let st = self.view.load();
+        let sni = hello.server_name();
+        let by_listener = self
+            .gateway
+            .iter()
+            .filter_map(|at| st.gateway.port(at).filter(|p| p.tls))
+            .find_map(|p| p.cert_for(sni))
+            .and_then(|e| st.keys.get(&e.secret));
+        if let Some(k) = by_listener {
+            return Some(k.clone());
+        }
         let by_sni = hello
             .server_name()
             .and_then(|sni| st.table.cert_for(sni))
@@ -168,13 +188,14 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// The TLS server config: TLS 1.2/1.3, ALPN h2 then http/1.1.
-pub fn server_config(view: View<L7View>) -> Result<Arc<ServerConfig>, Error> {
+/// The TLS server config: TLS 1.2/1.3, ALPN h2 then http/1.1. `gateway`:
+/// the Gateway listeners the socket serves, whose certificates come first.
+pub fn server_config(view: View<L7View>, gateway: Vec<Listen>) -> Result<Arc<ServerConfig>, Error> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver { view }));
+        .with_cert_resolver(Arc::new(Resolver { view, gateway }));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -61,6 +61,8 @@ pub struct Compiler {
     /// Services the HTTPRoutes name (existing or not).
     gateway_services: HashSet<NamespacedName>,
     dirty_gateway: bool,
+    /// Hosts and paths both an Ingress and an HTTPRoute claim.
+    overlap_warnings: Vec<Warning>,
     dirty_services: BTreeSet<NamespacedName>,
     dirty_pod_namespaces: BTreeSet<String>,
     dirty_ingress: bool,
@@ -216,20 +218,26 @@ impl Compiler {
         if reshaped.iter().any(|k| self.ingress_services.contains(k)) {
             self.dirty_ingress = true;
         }
-        if std::mem::take(&mut self.dirty_ingress) {
+        let ingress_rebuilt = std::mem::take(&mut self.dirty_ingress);
+        if ingress_rebuilt {
             self.compile_ingress(objects, opts);
         }
         if reshaped.iter().any(|k| self.gateway_services.contains(k)) {
             self.dirty_gateway = true;
         }
-        if std::mem::take(&mut self.dirty_gateway) {
+        let gateway_rebuilt = std::mem::take(&mut self.dirty_gateway);
+        if gateway_rebuilt {
             self.compile_gateway(objects);
+        }
+        if gateway_rebuilt || ingress_rebuilt {
+            self.overlap_warnings = overlap_warnings(&self.ingress, &self.gateway, objects);
         }
         errors.extend(self.alloc_errors.values().flatten().cloned());
         errors.extend(self.claims.errors().cloned());
         errors.extend(self.health_errors.iter().cloned());
         errors.extend(self.ingress_errors.iter().cloned());
         warnings.extend(self.ingress_warnings.iter().cloned());
+        warnings.extend(self.overlap_warnings.iter().cloned());
         self.log_triggers(generation);
         Snapshot {
             generation,
@@ -484,6 +492,24 @@ impl Compiler {
         self.gateway = Arc::new(table);
         self.gateway_services = named;
     }
+}
+
+/// A warning per host and path an HTTPRoute takes from an Ingress, on the
+/// HTTPRoute (whose file the user is likely editing).
+fn overlap_warnings(ingress: &IngressTable, gw: &GatewayTable, objects: &Objects) -> Vec<Warning> {
+    gateway::overlaps(ingress, gw)
+        .into_iter()
+        .filter_map(|o| {
+            let (ns, name) = o.http_route.split_once('/')?;
+            let key = ObjectKey::new("HTTPRoute", ns, name);
+            let (file, _) = objects.get(&key)?;
+            Some(Warning {
+                file: file.clone(),
+                object: Some(key),
+                message: o.message(),
+            })
+        })
+        .collect()
 }
 
 /// What an Ingress route resolves a Service to: its ports by number and

@@ -4,8 +4,8 @@
 use super::status::{Condition, ListenerStatus};
 use super::types::{FromNamespaces, GROUP, Gateway, Listener, SecretRef, TlsMode};
 use super::{GatewayInput, Grants};
+use crate::ingress::TlsEntry;
 use crate::snapshot::Listen;
-use crate::tls::TlsSecret;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,9 +19,7 @@ pub(super) struct ListenerState<'a> {
     pub ready: bool,
     /// Whether it takes HTTPRoutes at all (protocol and allowedRoutes.kinds).
     pub takes_http_routes: bool,
-    /// Valid, but of a kind the L7 plane does not serve yet (HTTPS).
-    pub pending: bool,
-    pub cert: Option<Arc<TlsSecret>>,
+    pub cert: Option<TlsEntry>,
     pub binds: Vec<Listen>,
     pub status: ListenerStatus,
 }
@@ -76,7 +74,6 @@ pub(super) fn gateway_listeners<'a>(
     }
     for l in &mut listeners {
         l.ready = false;
-        l.pending = false;
     }
     (
         listeners,
@@ -166,7 +163,6 @@ pub(super) fn mark_shared_port_conflicts(listeners: &mut [ListenerState<'_>]) {
             Some((kind, reason, why)) => {
                 let l = &mut listeners[i];
                 l.ready = false;
-                l.pending = false;
                 for c in &mut l.status.conditions {
                     if c.kind == kind {
                         *c = Condition::new(kind, kind == "Conflicted", reason, why.clone());
@@ -251,17 +247,13 @@ fn listener<'a>(
         Err((reason, why)) => Condition::new("ResolvedRefs", false, reason, why),
     });
     conditions.push(Condition::new("Conflicted", false, "NoConflicts", ""));
-    // The L7 plane does not terminate TLS for Gateway listeners yet: an
-    // HTTPS listener is checked and reported, and says it is not served.
-    let pending = l.protocol == "HTTPS" && accepted && refs_ok;
-    let ready = accepted && refs_ok && takes_http_routes && !pending;
+    let ready = accepted && refs_ok && takes_http_routes;
     ListenerState {
         gateway: g,
         gateway_key,
         spec: l,
         ready,
         takes_http_routes,
-        pending,
         cert,
         binds,
         status: ListenerStatus {
@@ -282,7 +274,7 @@ fn certificate(
     gateway_ns: &str,
     input: &GatewayInput<'_>,
     grants: &Grants<'_>,
-) -> Result<Arc<TlsSecret>, (&'static str, String)> {
+) -> Result<TlsEntry, (&'static str, String)> {
     if !r.group.is_empty() || r.kind != "Secret" {
         return Err((
             "InvalidCertificateRef",
@@ -299,10 +291,15 @@ fn certificate(
             ),
         ));
     }
-    input
+    let secret = input
         .secrets
         .get(&(ns.to_string(), r.name.clone()))
-        .cloned()
+        .cloned();
+    secret
+        .map(|cert| TlsEntry {
+            secret: format!("{ns}/{}", r.name).into(),
+            cert,
+        })
         .ok_or_else(|| {
             (
                 "InvalidCertificateRef",
@@ -348,7 +345,6 @@ fn mark_conflicts(listeners: &mut [ListenerState<'_>]) {
             if let Some((reason, why)) = conflict {
                 let l = &mut listeners[i];
                 l.ready = false;
-                l.pending = false;
                 for c in &mut l.status.conditions {
                     match c.kind {
                         "Conflicted" => {
@@ -369,13 +365,6 @@ fn mark_conflicts(listeners: &mut [ListenerState<'_>]) {
 pub(super) fn set_programmed(l: &mut ListenerState<'_>) {
     l.status.conditions.push(if l.ready {
         Condition::new("Programmed", true, "Programmed", "")
-    } else if l.pending {
-        Condition::new(
-            "Programmed",
-            false,
-            "Pending",
-            "HTTPS Gateway listeners are not served by nodeway yet",
-        )
     } else {
         Condition::new("Programmed", false, "Invalid", "the listener is not served")
     });

@@ -10,6 +10,7 @@
 mod compile;
 mod duration;
 mod listeners;
+mod overlap;
 mod routes;
 mod selector;
 pub mod status;
@@ -19,6 +20,7 @@ pub mod validate;
 
 pub use compile::compile;
 pub use duration::parse_duration;
+pub use overlap::{Overlap, overlaps};
 pub use status::{
     Condition, GatewayApiStatus, GatewayStatus, ListenerStatus, ObjectStatus, ParentStatus,
     RouteStatus,

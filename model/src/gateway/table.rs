@@ -4,9 +4,9 @@
 
 use super::status::GatewayApiStatus;
 use super::types::{HeaderModifier, HttpMethod, RequestRedirect, UrlRewrite};
+use crate::ingress::TlsEntry;
 use crate::ingress::{Route, RouteBackend};
 use crate::snapshot::Listen;
-use crate::tls::TlsSecret;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,12 @@ impl PortRoutes {
             .map(|l| l.as_ref())
     }
 
+    /// The certificate for a TLS handshake's SNI name: that of the
+    /// listener the name selects (without SNI, a listener without hostname).
+    pub fn cert_for(&self, sni: Option<&str>) -> Option<&TlsEntry> {
+        self.listener(sni.unwrap_or(""))?.cert.as_ref()
+    }
+
     pub fn listeners(&self) -> impl Iterator<Item = &ListenerRoutes> {
         self.listeners.iter().map(|l| l.as_ref())
     }
@@ -93,7 +99,7 @@ pub struct ListenerRoutes {
     pub hostname: Option<Box<str>>,
     pub port: u16,
     /// The certificate of an HTTPS listener.
-    pub cert: Option<Arc<TlsSecret>>,
+    pub cert: Option<TlsEntry>,
     /// Rules of routes by the hostname they serve here (exact), in precedence order.
     pub(crate) hosts: HashMap<Box<str>, Vec<MatchEntry>>,
     /// `*.suffix` hostnames as (".suffix", rules), longest suffix first.

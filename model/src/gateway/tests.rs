@@ -589,8 +589,8 @@ fn validation_names_the_field() {
 }
 
 /// HTTPS listeners: a certificate from the Gateway's namespace, or from
-/// another one only with a ReferenceGrant. A valid one is reported as not
-/// served yet (Programmed=False, Pending) rather than accepted silently.
+/// another one only with a ReferenceGrant; the SNI name picks the
+/// listener, and so the certificate.
 #[test]
 fn https_certificates() {
     let indent = |s: &str| {
@@ -649,14 +649,20 @@ spec:
         (c.status, c.reason)
     };
     assert_eq!(cond("own", "ResolvedRefs"), (true, "ResolvedRefs"));
-    assert_eq!(cond("own", "Programmed"), (false, "Pending"));
+    assert_eq!(cond("own", "Programmed"), (true, "Programmed"));
     assert_eq!(cond("other", "ResolvedRefs"), (false, "RefNotPermitted"));
     assert_eq!(cond("granted", "ResolvedRefs"), (true, "ResolvedRefs"));
-    assert!(
-        s.gateway
-            .port(&Listen::Addr("127.0.0.12:443".parse().unwrap()))
-            .is_none()
-    );
+    let port = s
+        .gateway
+        .port(&Listen::Addr("127.0.0.12:443".parse().unwrap()))
+        .unwrap();
+    assert!(port.tls);
+    let secret = |sni: Option<&str>| port.cert_for(sni).map(|c| c.secret.to_string());
+    assert_eq!(secret(Some("a.example")), Some("infra/cert".into()));
+    assert_eq!(secret(Some("c.example")), Some("shared/cert".into()));
+    // b.example's listener is not served (its certificate is refused).
+    assert_eq!(secret(Some("b.example")), None);
+    assert_eq!(secret(None), None);
 }
 
 /// Weighted backends in proportion, weight 0 never, an unresolved
@@ -688,4 +694,32 @@ fn weighted_pick() {
         })
         .collect();
     assert_eq!(picks, ["v1", "v1", "v1", "500", "v1", "v1", "v1", "500"]);
+}
+
+/// An HTTPRoute and an Ingress claiming the same host and path: a
+/// warning on the HTTPRoute (where they share a listener it wins).
+#[test]
+fn overlap_with_an_ingress_is_a_warning() {
+    let ingress = r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: legacy, namespace: infra}
+spec:
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {path: /cart/, pathType: Prefix, backend: {service: {name: v1, port: {number: 8080}}}}
+      - {path: /other, pathType: Prefix, backend: {service: {name: v1, port: {number: 8080}}}}
+"#;
+    let rules = "  - matches: [{path: {value: /cart}}, {path: {type: Exact, value: /other}}]\n    backendRefs: [{name: v2, port: 8080}]\n";
+    let s = snap(&format!("{ingress}{}", route("new", "shop.example", rules)));
+    let warnings: Vec<String> = s.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "routes.yaml: HTTPRoute infra/new: shop.example/cart is also claimed by Ingress infra/legacy; on a listener both serve, the HTTPRoute wins"
+        ]
+    );
 }

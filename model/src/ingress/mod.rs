@@ -20,7 +20,7 @@ pub use class::{CONTROLLER, is_ours};
 pub use compile::compile;
 pub use path::{PathError, normalize_host, normalize_path};
 pub use table::{
-    HostRoutes, IngressTable, PathKind, Rewritten, Route, RouteBackend, ServedIngress,
+    HostRoutes, IngressTable, PathKind, Rewritten, Route, RouteBackend, ServedIngress, TlsEntry,
 };
 pub(crate) use validate::check_host;
 pub use validate::validate;
