@@ -20,7 +20,7 @@ use support::*;
 use tokio::sync::mpsc;
 
 /// The collections nodeway lists and watches: (path, kind, apiVersion).
-const COLLECTIONS: [(&str, &str, &str); 6] = [
+const COLLECTIONS: [(&str, &str, &str); 10] = [
     ("/api/v1/namespaces", "Namespace", "v1"),
     ("/api/v1/services", "Service", "v1"),
     (
@@ -39,7 +39,30 @@ const COLLECTIONS: [(&str, &str, &str); 6] = [
         "networking.k8s.io/v1",
     ),
     ("/api/v1/secrets", "Secret", "v1"),
+    // Only where the Gateway API CRDs are installed (`State::gateway_crds`).
+    (
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
+        "GatewayClass",
+        GATEWAY_V1,
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1/gateways",
+        "Gateway",
+        GATEWAY_V1,
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1/httproutes",
+        "HTTPRoute",
+        GATEWAY_V1,
+    ),
+    (
+        "/apis/gateway.networking.k8s.io/v1beta1/referencegrants",
+        "ReferenceGrant",
+        "gateway.networking.k8s.io/v1beta1",
+    ),
 ];
+
+const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
 
 /// A watch stream's next chunk, or `Err`: cut the connection there (no
 /// terminating chunk).
@@ -58,6 +81,9 @@ struct State {
     /// wrote in between).
     conflicts: usize,
     status_writes: usize,
+    /// The Gateway API CRDs are installed: discovery lists them and their
+    /// collections answer (else both are 404, as on a bare cluster).
+    gateway_crds: bool,
 }
 
 /// A stand-in API server on loopback, in a thread of its own.
@@ -283,13 +309,43 @@ fn ingress_status(
     Some(json_response(200, &obj))
 }
 
+/// API discovery of the Gateway API group versions (`/apis/GROUP/VERSION`).
+fn gateway_discovery(st: &Mutex<State>, path: &str) -> Option<hyper::Response<Body>> {
+    let version = path
+        .strip_prefix("/apis/gateway.networking.k8s.io/")
+        .filter(|v| !v.contains('/'))?;
+    if !st.lock().unwrap().gateway_crds {
+        return Some(status_error(404, "NotFound"));
+    }
+    let group_version = format!("gateway.networking.k8s.io/{version}");
+    let resources: Vec<Value> = COLLECTIONS
+        .iter()
+        .filter(|(_, _, v)| *v == group_version)
+        .map(|(p, kind, _)| {
+            let plural = p.rsplit('/').next().unwrap();
+            json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": *kind != "GatewayClass",
+                   "kind": kind, "verbs": ["get", "list", "watch"]})
+        })
+        .collect();
+    Some(json_response(
+        200,
+        &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
+    ))
+}
+
 fn serve(st: &Mutex<State>, req: hyper::Request<()>, body: &[u8]) -> hyper::Response<Body> {
     if let Some(r) = ingress_status(st, req.method(), req.uri().path(), body) {
+        return r;
+    }
+    if let Some(r) = gateway_discovery(st, req.uri().path()) {
         return r;
     }
     let Some((path, kind, version)) = collection(req.uri().path()) else {
         return status_error(404, "NotFound");
     };
+    if version.starts_with("gateway.networking.k8s.io") && !st.lock().unwrap().gateway_crds {
+        return status_error(404, "NotFound");
+    }
     let query = req.uri().query().unwrap_or("");
     let mut st = st.lock().unwrap();
     if query
@@ -599,4 +655,77 @@ fn publish_status_adds_and_takes_back_this_nodes_address() {
             .any(|i| i["hostname"] == "lb.example"),
         "{lb}"
     );
+}
+
+/// Where the Gateway API CRDs are installed, their objects are listed and
+/// watched with the rest, and an HTTPRoute is served on its Gateway's
+/// listener; a route added by a watch event is served too.
+#[test]
+fn gateway_api_objects_from_the_api_are_served() {
+    let api = FakeApi::start();
+    api.state.lock().unwrap().gateway_crds = true;
+    let ip: std::net::IpAddr = "127.0.34.40".parse().unwrap();
+    let echo = Echo::start(SocketAddr::new(ip, free_port(ip)), "gw-pod");
+    let gw_ip: std::net::IpAddr = "127.0.34.41".parse().unwrap();
+    let gw = SocketAddr::new(gw_ip, free_port(gw_ip));
+    api.put_silently(
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "default"}}),
+    );
+    api.put_silently(
+        "/api/v1/services",
+        json!({"metadata": {"name": "web", "namespace": "default", "uid": "web"},
+               "spec": {"clusterIP": "None", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}),
+    );
+    api.put_silently(
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        json!({"metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4", "endpoints": [{"addresses": [echo.addr.ip().to_string()]}],
+               "ports": [{"name": "http", "port": echo.addr.port(), "protocol": "TCP"}]}),
+    );
+    api.put_silently(
+        "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
+        json!({"metadata": {"name": "nodeway", "generation": 1}, "spec": {"controllerName": "nodeway.io/gateway-controller"}}),
+    );
+    api.put_silently(
+        "/apis/gateway.networking.k8s.io/v1/gateways",
+        json!({"metadata": {"name": "gw", "namespace": "default", "generation": 1},
+               "spec": {"gatewayClassName": "nodeway", "addresses": [{"type": "IPAddress", "value": gw_ip.to_string()}],
+                        "listeners": [{"name": "http", "protocol": "HTTP", "port": gw.port()}]}}),
+    );
+    let route = |name: &str, path: &str| {
+        json!({"metadata": {"name": name, "namespace": "default", "generation": 1},
+               "spec": {"parentRefs": [{"name": "gw"}],
+                        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                                   "backendRefs": [{"name": "web", "port": 80}]}]}})
+    };
+    let routes = "/apis/gateway.networking.k8s.io/v1/httproutes";
+    api.put_silently(routes, route("first", "/first"));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.kubeconfig(dir.path());
+    let n = Nodeway::start_from(&["--kubeconfig", &kc], &["--l4-disable"]);
+    let name = |path: &str| {
+        http_request(gw, "GET", "any.example", path, &[])
+            .ok()
+            .map(|r| {
+                let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+                (r.status, v["name"].as_str().unwrap_or("").to_string())
+            })
+    };
+    wait_for(Duration::from_secs(10), "the Gateway listener", || {
+        name("/first").is_some()
+    });
+    assert_eq!(name("/first"), Some((200, "gw-pod".into())));
+    assert_eq!(name("/second"), Some((404, String::new())));
+    wait_for(Duration::from_secs(10), "an HTTPRoute watch", || {
+        api.watching(routes) > 0
+    });
+    api.event(routes, "ADDED", route("second", "/second"));
+    wait_for(
+        Duration::from_secs(10),
+        "the route added by the watch",
+        || name("/second") == Some((200, "gw-pod".into())),
+    );
+    let objects = n.metric("nodeway_api_objects{resource=\"HTTPRoute\"}");
+    assert_eq!(objects, Some(2.0));
 }

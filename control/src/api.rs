@@ -58,7 +58,8 @@ pub enum ApiError {
 /// Most events applied in one go: about two of the watcher's list pages.
 const MAX_BATCH: usize = 1000;
 
-/// The kinds read from the API, in the order they are listed.
+/// The kinds always read from the API, in the order they are listed (the
+/// Gateway API kinds follow where their CRDs are installed).
 const KINDS: [&str; 6] = [
     "Namespace",
     "Service",
@@ -112,7 +113,7 @@ impl ApiMetrics {
 }
 
 /// One watcher event, reduced to what the source needs.
-enum Delta {
+pub(crate) enum Delta {
     /// A (re-)list of `kind` starts.
     Listing(&'static str),
     /// An object as the API has it now (JSON).
@@ -124,7 +125,7 @@ enum Delta {
     Failed(&'static str),
 }
 
-type Deltas = Pin<Box<dyn Stream<Item = Delta> + Send>>;
+pub(crate) type Deltas = Pin<Box<dyn Stream<Item = Delta> + Send>>;
 
 /// Connects with a kubeconfig (`Some`) or the in-cluster service account.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ApiError> {
@@ -150,6 +151,19 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + 'static,
 {
     let api: Api<K> = Api::all(client.clone());
+    to_deltas(kind, watcher(api, config).default_backoff(), |_: &mut K| {})
+}
+
+/// A watcher's events as Deltas of `kind`; `complete` fills in what the
+/// model needs and the event lacks, before the object is serialized.
+pub(crate) fn to_deltas<K>(
+    kind: &'static str,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    complete: impl Fn(&mut K) + Send + 'static,
+) -> Deltas
+where
+    K: Resource + Serialize + Send + 'static,
+{
     let path = move |o: &K| {
         PathBuf::from(format!(
             "k8s/{kind}/{}/{}",
@@ -157,30 +171,29 @@ where
             o.name_any()
         ))
     };
-    let stream = watcher(api, config)
-        .default_backoff()
-        .filter_map(move |event| {
-            let delta = match event {
-                Ok(watcher::Event::Init) => Some(Delta::Listing(kind)),
-                Ok(watcher::Event::InitDone) => Some(Delta::Listed(kind)),
-                Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) => {
-                    serde_json::to_vec(&o)
-                        .ok()
-                        .map(|json| Delta::Object(kind, path(&o), json))
-                }
-                Ok(watcher::Event::Delete(o)) => Some(Delta::Gone(kind, path(&o))),
-                Err(e) => {
-                    tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
-                    Some(Delta::Failed(kind))
-                }
-            };
-            std::future::ready(delta)
-        });
+    let stream = events.filter_map(move |event| {
+        let delta = match event {
+            Ok(watcher::Event::Init) => Some(Delta::Listing(kind)),
+            Ok(watcher::Event::InitDone) => Some(Delta::Listed(kind)),
+            Ok(watcher::Event::InitApply(mut o) | watcher::Event::Apply(mut o)) => {
+                complete(&mut o);
+                serde_json::to_vec(&o)
+                    .ok()
+                    .map(|json| Delta::Object(kind, path(&o), json))
+            }
+            Ok(watcher::Event::Delete(o)) => Some(Delta::Gone(kind, path(&o))),
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
+                Some(Delta::Failed(kind))
+            }
+        };
+        std::future::ready(delta)
+    });
     Box::pin(stream)
 }
 
 /// Every kind's stream, merged.
-fn all_deltas(client: &Client) -> Deltas {
+fn all_deltas(client: &Client, gateway: &[crate::api_gateway::GatewayKind]) -> Deltas {
     let plain = watcher::Config::default;
     let streams = vec![
         deltas::<Namespace>(client, "Namespace", plain()),
@@ -190,6 +203,11 @@ fn all_deltas(client: &Client) -> Deltas {
         deltas::<Ingress>(client, "Ingress", plain()),
         deltas::<Secret>(client, "Secret", plain().fields("type=kubernetes.io/tls")),
     ];
+    let streams = streams.into_iter().chain(
+        gateway
+            .iter()
+            .map(|k| crate::api_gateway::deltas(client, k)),
+    );
     Box::pin(futures_util::stream::select_all(streams))
 }
 
@@ -207,6 +225,8 @@ pub struct ApiSource {
     builder: Builder,
     /// Manifest files merged with the cluster (`--config` with the API).
     files: Option<Files>,
+    /// The kinds read: [`KINDS`], then the Gateway API kinds installed.
+    kinds: Vec<&'static str>,
     /// The objects of each kind in the builder now.
     known: BTreeMap<&'static str, BTreeSet<PathBuf>>,
     /// Kinds being (re-)listed: the objects the new list holds so far.
@@ -227,6 +247,7 @@ impl ApiSource {
             client,
             builder: Builder::new(opts),
             files: None,
+            kinds: KINDS.to_vec(),
             known: BTreeMap::new(),
             listing: BTreeMap::new(),
             listed: BTreeSet::new(),
@@ -246,7 +267,8 @@ impl ApiSource {
     }
 
     fn describe_progress(&self) -> String {
-        let unlisted: Vec<&str> = KINDS
+        let unlisted: Vec<&str> = self
+            .kinds
             .iter()
             .copied()
             .filter(|k| !self.listed.contains(k))
@@ -280,7 +302,9 @@ impl ApiSource {
         store: Store,
         mut on_reload: impl FnMut(&Snapshot, &Reload) + Send + 'static,
     ) -> Result<(), SourceError> {
-        let mut stream = all_deltas(&self.client);
+        let gateway = crate::api_gateway::discover(&self.client).await;
+        self.kinds.extend(gateway.iter().map(|k| k.kind));
+        let mut stream = all_deltas(&self.client, &gateway);
         let mut watch = self.files.as_ref().map(Files::watch).transpose()?;
         let mut dirty = false;
         let mut rescan = self.files.is_some();
@@ -315,7 +339,7 @@ impl ApiSource {
                     changed |= self.apply(delta);
                 }
                 // Only complete pictures: every kind listed, none re-listing.
-                let complete = self.listed.len() == KINDS.len() && self.listing.is_empty();
+                let complete = self.listed.len() == self.kinds.len() && self.listing.is_empty();
                 *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = self.describe_progress();
                 let snap = (changed && complete).then(|| self.builder.build());
                 let relisted = snap.is_some() && std::mem::take(&mut self.relisted);

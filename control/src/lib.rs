@@ -2,6 +2,7 @@
 //! Snapshots.
 
 pub mod api;
+mod api_gateway;
 mod folder;
 mod follow;
 mod memory;

@@ -1,0 +1,90 @@
+//! Gateway API kinds from the API server. They are CRDs, so they are
+//! watched only where discovery shows them installed, through kube's
+//! dynamic objects (the model parses them with its own serde types).
+
+use crate::api::{Deltas, to_deltas};
+use kube::core::{ApiResource, DynamicObject, TypeMeta};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+const GROUP: &str = "gateway.networking.k8s.io";
+
+/// The kinds nodeway reads, by group version: (kind, plural).
+const WANTED: [(&str, &[(&str, &str)]); 2] = [
+    (
+        "v1",
+        &[
+            ("GatewayClass", "gatewayclasses"),
+            ("Gateway", "gateways"),
+            ("HTTPRoute", "httproutes"),
+        ],
+    ),
+    ("v1beta1", &[("ReferenceGrant", "referencegrants")]),
+];
+
+/// A Gateway API kind the cluster serves.
+pub(crate) struct GatewayKind {
+    pub kind: &'static str,
+    resource: ApiResource,
+}
+
+/// The Gateway API kinds installed, asked of the API's discovery once at
+/// start (CRDs installed later are read after a restart, as most
+/// controllers do). A version the server does not have means its kinds
+/// are not watched, and the log says so.
+pub(crate) async fn discover(client: &Client) -> Vec<GatewayKind> {
+    let mut found = Vec::new();
+    for (version, kinds) in WANTED {
+        let api_version = format!("{GROUP}/{version}");
+        let served = match client.list_api_group_resources(&api_version).await {
+            Ok(list) => list.resources,
+            Err(e) => {
+                let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+                tracing::info!(
+                    api_version,
+                    error = %e,
+                    "Gateway API CRDs not installed: {} not watched",
+                    names.join(", ")
+                );
+                continue;
+            }
+        };
+        for (kind, plural) in kinds {
+            if served.iter().any(|r| r.name == *plural) {
+                let resource = ApiResource {
+                    group: GROUP.into(),
+                    version: version.into(),
+                    api_version: api_version.clone(),
+                    kind: kind.to_string(),
+                    plural: plural.to_string(),
+                };
+                found.push(GatewayKind { kind, resource });
+            } else {
+                tracing::info!(
+                    api_version,
+                    kind,
+                    "Gateway API CRD not installed: not watched"
+                );
+            }
+        }
+    }
+    if !found.is_empty() {
+        let names: Vec<&str> = found.iter().map(|k| k.kind).collect();
+        tracing::info!(kinds = names.join(", "), "Gateway API CRDs found: watched");
+    }
+    found
+}
+
+/// The watch stream of one Gateway API kind.
+pub(crate) fn deltas(client: &Client, k: &GatewayKind) -> Deltas {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &k.resource);
+    // List items come without apiVersion and kind; the model needs them.
+    let types = TypeMeta {
+        api_version: k.resource.api_version.clone(),
+        kind: k.resource.kind.clone(),
+    };
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    to_deltas(k.kind, stream, move |o: &mut DynamicObject| {
+        o.types = Some(types.clone())
+    })
+}
