@@ -140,8 +140,10 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     kubeconfig: Option<PathBuf>,
     /// Write this node's addresses (--node-ip) into status.loadBalancer of
-    /// the Ingresses served, and take them back at shutdown (needs get and
-    /// update on ingresses/status).
+    /// the Ingresses served, and take them back at shutdown; write the
+    /// Gateway API objects' conditions (needs get and update on
+    /// ingresses/status, gatewayclasses/status, gateways/status and
+    /// httproutes/status).
     #[arg(long, requires = "api")]
     publish_status: bool,
     #[command(flatten)]

@@ -261,24 +261,33 @@ fn status_error(code: u16, reason: &str) -> hyper::Response<Body> {
 
 const INGRESSES: &str = "/apis/networking.k8s.io/v1/ingresses";
 
-/// GET and PUT of `/apis/networking.k8s.io/v1/namespaces/NS/ingresses/NAME/status`,
-/// with the API server's optimistic concurrency on resourceVersion.
-fn ingress_status(
+/// GET and PUT of an object's status subresource, in any collection
+/// (`.../namespaces/NS/PLURAL/NAME/status`, or `.../PLURAL/NAME/status` for
+/// a cluster-scoped kind), with the API server's optimistic concurrency on
+/// resourceVersion.
+fn status_subresource(
     st: &Mutex<State>,
     method: &hyper::Method,
     path: &str,
     body: &[u8],
 ) -> Option<hyper::Response<Body>> {
-    let rest = path.strip_prefix("/apis/networking.k8s.io/v1/namespaces/")?;
-    let (ns, rest) = rest.split_once("/ingresses/")?;
-    let name = rest.strip_suffix("/status")?;
-    let key = format!("{ns}/{name}");
+    let rest = path.strip_suffix("/status")?;
+    let (collection, kind, version, key) = COLLECTIONS.iter().find_map(|(p, kind, version)| {
+        let (base, plural) = p.rsplit_once('/').unwrap();
+        let rest = rest.strip_prefix(base)?.strip_prefix('/')?;
+        let (ns, rest) = match rest.strip_prefix("namespaces/") {
+            Some(r) => r.split_once('/')?,
+            None => ("", rest),
+        };
+        let name = rest.strip_prefix(plural)?.strip_prefix('/')?;
+        (!name.contains('/')).then(|| (*p, *kind, *version, format!("{ns}/{name}")))
+    })?;
     let mut st = st.lock().unwrap();
-    let Some(mut obj) = st.items.get(INGRESSES).and_then(|m| m.get(&key)).cloned() else {
+    let Some(mut obj) = st.items.get(collection).and_then(|m| m.get(&key)).cloned() else {
         return Some(status_error(404, "NotFound"));
     };
-    obj["kind"] = json!("Ingress");
-    obj["apiVersion"] = json!("networking.k8s.io/v1");
+    obj["kind"] = json!(kind);
+    obj["apiVersion"] = json!(version);
     if method == hyper::Method::GET {
         return Some(json_response(200, &obj));
     }
@@ -289,7 +298,7 @@ fn ingress_status(
         // What a concurrent writer would have done: a newer version.
         st.rv += 1;
         let rv = st.rv.to_string();
-        st.items.get_mut(INGRESSES).unwrap().get_mut(&key).unwrap()["metadata"]["resourceVersion"] =
+        st.items.get_mut(collection).unwrap().get_mut(&key).unwrap()["metadata"]["resourceVersion"] =
             json!(rv);
         return Some(status_error(409, "Conflict"));
     }
@@ -298,12 +307,12 @@ fn ingress_status(
     obj["status"] = sent["status"].clone();
     obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
     st.items
-        .get_mut(INGRESSES)
+        .get_mut(collection)
         .unwrap()
         .insert(key, obj.clone());
     FakeApi::send(
         &mut st,
-        INGRESSES,
+        collection,
         json!({"type": "MODIFIED", "object": obj}),
     );
     Some(json_response(200, &obj))
@@ -334,7 +343,7 @@ fn gateway_discovery(st: &Mutex<State>, path: &str) -> Option<hyper::Response<Bo
 }
 
 fn serve(st: &Mutex<State>, req: hyper::Request<()>, body: &[u8]) -> hyper::Response<Body> {
-    if let Some(r) = ingress_status(st, req.method(), req.uri().path(), body) {
+    if let Some(r) = status_subresource(st, req.method(), req.uri().path(), body) {
         return r;
     }
     if let Some(r) = gateway_discovery(st, req.uri().path()) {
@@ -703,7 +712,10 @@ fn gateway_api_objects_from_the_api_are_served() {
     api.put_silently(routes, route("first", "/first"));
     let dir = tempfile::tempdir().unwrap();
     let kc = api.kubeconfig(dir.path());
-    let n = Nodeway::start_from(&["--kubeconfig", &kc], &["--l4-disable"]);
+    let n = Nodeway::start_from(
+        &["--kubeconfig", &kc, "--publish-status"],
+        &["--l4-disable"],
+    );
     let name = |path: &str| {
         http_request(gw, "GET", "any.example", path, &[])
             .ok()
@@ -728,4 +740,44 @@ fn gateway_api_objects_from_the_api_are_served() {
     );
     let objects = n.metric("nodeway_api_objects{resource=\"HTTPRoute\"}");
     assert_eq!(objects, Some(2.0));
+
+    // --publish-status: the conditions, at the objects' generation.
+    let status = |collection: &str, key: &str| {
+        api.state.lock().unwrap().items[collection][key]["status"].clone()
+    };
+    let gateways = "/apis/gateway.networking.k8s.io/v1/gateways";
+    wait_for(
+        Duration::from_secs(10),
+        "the Gateway status with both routes",
+        || status(gateways, "default/gw")["listeners"][0]["attachedRoutes"] == 2,
+    );
+    let g = status(gateways, "default/gw");
+    let kinds: Vec<(&str, &str)> = g["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("Accepted", "True"), ("Programmed", "True")], "{g}");
+    assert_eq!(g["conditions"][0]["observedGeneration"], 1, "{g}");
+    assert_eq!(g["addresses"][0]["value"], gw_ip.to_string(), "{g}");
+    wait_for(Duration::from_secs(10), "the HTTPRoute status", || {
+        status(routes, "default/first")["parents"][0]["conditions"][0]["reason"] == "Accepted"
+    });
+    let r = status(routes, "default/first");
+    let parent = &r["parents"][0];
+    assert_eq!(
+        parent["controllerName"], "nodeway.io/gateway-controller",
+        "{r}"
+    );
+    assert_eq!(parent["parentRef"]["name"], "gw", "{r}");
+    assert_eq!(parent["conditions"][1]["type"], "ResolvedRefs", "{r}");
+    assert!(
+        parent["conditions"][0]["lastTransitionTime"].is_string(),
+        "{r}"
+    );
+    let classes = "/apis/gateway.networking.k8s.io/v1/gatewayclasses";
+    wait_for(Duration::from_secs(10), "the GatewayClass status", || {
+        status(classes, "/nodeway")["conditions"][0]["status"] == "True"
+    });
 }

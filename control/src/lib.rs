@@ -5,6 +5,7 @@ pub mod api;
 mod api_gateway;
 mod folder;
 mod follow;
+pub mod gateway_status;
 mod memory;
 pub mod status;
 mod store;

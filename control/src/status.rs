@@ -1,5 +1,6 @@
 //! `--publish-status`: puts this node's addresses into
-//! `status.loadBalancer.ingress` of every Ingress nodeway serves, as
+//! `status.loadBalancer.ingress` of every Ingress nodeway serves (and
+//! writes the Gateway API objects' status, [`crate::gateway_status`]), as
 //! ingress controllers do, so `kubectl get ingress` shows where it is
 //! served and tools waiting for an address (cert-manager's HTTP-01
 //! checks, external-dns) find one.
@@ -44,6 +45,8 @@ pub struct StatusWriter {
     /// addresses to (noted before the write, so a cut-short round still
     /// takes them back).
     written: BTreeSet<(String, String)>,
+    /// The Gateway API objects' status, written on the same rounds.
+    gateway: crate::gateway_status::GatewayStatusWriter,
 }
 
 /// What to do with our addresses in one Ingress's status.
@@ -56,6 +59,7 @@ enum Edit {
 impl StatusWriter {
     pub fn new(client: Client, addresses: &[IpAddr]) -> StatusWriter {
         StatusWriter {
+            gateway: crate::gateway_status::GatewayStatusWriter::new(client.clone(), addresses),
             client,
             addresses: addresses.iter().map(IpAddr::to_string).collect(),
             written: BTreeSet::new(),
@@ -113,6 +117,7 @@ impl StatusWriter {
             }
             served.insert(key);
         }
+        complete &= self.gateway.sync(snap).await;
         let stale: Vec<_> = self.written.difference(&served).cloned().collect();
         for key in stale {
             if self.edit(&key, Edit::Remove).await {

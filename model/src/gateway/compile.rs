@@ -79,6 +79,13 @@ pub fn compile(mut input: GatewayInput<'_>) -> GatewayTable {
                 conditions: gateway_conditions(ls, address_problem.as_deref()),
             },
             listeners: ls.iter().map(|l| l.status.clone()).collect(),
+            addresses: g
+                .spec
+                .addresses
+                .iter()
+                .filter(|a| a.kind == "IPAddress")
+                .map(|a| a.value.clone())
+                .collect(),
         });
     }
     GatewayTable { ports, status }

@@ -61,6 +61,8 @@ pub struct ListenerStatus {
 pub struct GatewayStatus {
     pub object: ObjectStatus,
     pub listeners: Vec<ListenerStatus>,
+    /// `spec.addresses` of type IPAddress (empty: every node address).
+    pub addresses: Vec<String>,
 }
 
 /// A route's status for one of its parentRefs.
