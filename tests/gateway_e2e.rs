@@ -106,6 +106,7 @@ fn gateway_api_routes_end_to_end() {
         .collect();
     // Accepts (the kernel completes the handshake) and never answers.
     let _silent = std::net::TcpListener::bind("127.0.77.24:8080").unwrap();
+    let mirrored = mirror_sink("127.0.77.25:8080");
     let n = Nodeway::start(Path::new("configs/gateway"), &[]);
     // Gateway listeners are bound once the routes are in: wait for both.
     wait_for(Duration::from_secs(10), "the Gateway listeners", || {
@@ -132,6 +133,23 @@ fn gateway_api_routes_end_to_end() {
     redirects();
     rewrites_and_header_filters();
     weights();
+    // RequestMirror: the answer is v1's; the copy reaches the sink.
+    let answer = post(HTTP.parse().unwrap(), "mirror.example", "/m?x=1", "hello");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"name\":\"v1\""), "{answer}");
+    let copy = mirrored
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a mirrored request");
+    assert!(copy.starts_with("POST /m?x=1 HTTP/1.1\r\n"), "{copy}");
+    assert!(
+        copy.to_ascii_lowercase().contains("x-mirror-tag: tagged"),
+        "{copy}"
+    );
+    assert!(
+        copy.to_ascii_lowercase().contains("host: mirror.example"),
+        "{copy}"
+    );
+    assert!(copy.ends_with("\r\n\r\nhello"), "{copy}");
     // Metrics per route: the Ingress request counter, labelled with the HTTPRoute.
     let metrics = n.metrics();
     assert!(
@@ -316,4 +334,61 @@ fn beside_ingress_on_one_listener_and_hot_swapped() {
     });
     assert_eq!(name("both.example", "/api/v1"), "from-route");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A POST with a body over a fresh connection; the raw answer.
+fn post(at: SocketAddr, host: &str, target: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&at, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!(
+        "POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// An HTTP/1.1 server on `at` that answers 200 and hands over each request
+/// it gets (head and body, as text).
+fn mirror_sink(at: &str) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(at).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Until the head is in, then as much body as it announces.
+            loop {
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            if tx.send(String::from_utf8_lossy(&got).into_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

@@ -16,10 +16,82 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 
 /// An incoming body with the common error type, not yet boxed (to be
 /// wrapped once, e.g. by [`Idle::wrap`]).
-pub fn unboxed(
-    b: hyper::body::Incoming,
-) -> http_body_util::combinators::MapErr<hyper::body::Incoming, fn(hyper::Error) -> BoxError> {
+pub fn unboxed<B>(b: B) -> http_body_util::combinators::MapErr<B, fn(hyper::Error) -> BoxError>
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error>,
+{
     b.map_err(|e| Box::new(e) as BoxError)
+}
+
+/// A request body as it streams to the upstream, each data frame also
+/// offered to mirrors. A mirror that cannot take a frame at once (its
+/// queue is full, or it went away) is dropped, so a slow mirror never
+/// slows the request; it then sees its body end early.
+pub struct Tee<B> {
+    inner: B,
+    copies: Vec<tokio::sync::mpsc::Sender<Bytes>>,
+}
+
+impl<B> Tee<B> {
+    pub fn new(inner: B, copies: Vec<tokio::sync::mpsc::Sender<Bytes>>) -> Tee<B> {
+        Tee { inner, copies }
+    }
+}
+
+impl<B> hyper::body::Body for Tee<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, B::Error>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(data) = frame
+            .as_ref()
+            .and_then(|f| f.as_ref().ok())
+            .and_then(|f| f.data_ref())
+        {
+            self.copies.retain(|tx| tx.try_send(data.clone()).is_ok());
+        }
+        if frame.is_none() {
+            self.copies.clear();
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A body fed by a [`Tee`]: the frames a mirror was given, ending when the
+/// tee drops its sender.
+pub fn from_channel(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    Channel(rx).boxed()
+}
+
+struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Channel {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|data| data.map(|d| Ok(hyper::body::Frame::data(d))))
+    }
 }
 
 /// A gap between two body frames longer than the route's timeout (nginx's

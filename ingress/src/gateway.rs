@@ -7,7 +7,7 @@ use crate::proxy::{ConnInfo, Outcome, Shared, serve_route};
 use crate::respond::{redirect, status};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use model::gateway::types::{HeaderModifier, PathModifier, PathModifierType, RequestRedirect};
 use model::gateway::{GatewayRule, PortRoutes, RequestFacts, RuleAction, RuleFilters};
 use model::snapshot::Listen;
@@ -140,11 +140,81 @@ async fn act(
             norm = Some(path);
         }
     }
-    let mut resp = serve_route(sh, conn, req, view, route, norm, host_hv, out).await;
+    let mut resp = if rule.filters.mirrors.is_empty() {
+        serve_route(sh, conn, req, view, route, norm, host_hv, out).await
+    } else {
+        let req = mirror(sh, &view, req, &rule.filters.mirrors, &host_hv);
+        serve_route(sh, conn, req, view, route, norm, host_hv, out).await
+    };
     if let Some(m) = &rule.filters.response_headers {
         modify(resp.headers_mut(), m);
     }
     resp
+}
+
+/// Frames a mirror may fall behind by before it is dropped.
+const MIRROR_QUEUE: usize = 64;
+
+/// RequestMirror: a copy of the request (as the filters before made it) to
+/// one endpoint of each mirror backend, its body teed from the request's,
+/// the answer discarded. Fire and forget: a mirror never delays or fails
+/// the request.
+fn mirror(
+    sh: &Shared,
+    view: &crate::L7View,
+    req: Request<Incoming>,
+    mirrors: &[model::ingress::RouteBackend],
+    host_hv: &HeaderValue,
+) -> Request<crate::body::Tee<Incoming>> {
+    let (parts, body) = req.into_parts();
+    let mut copies = Vec::new();
+    for m in mirrors {
+        let port = view
+            .services
+            .get(&m.service)
+            .and_then(|s| s.ports.get(m.port));
+        let Some(addr) = port
+            .and_then(|p| model::usable_backends(&p.backends, None).next())
+            .map(|b| b.addr())
+        else {
+            tracing::debug!(mirror = &*m.key, "no usable endpoint; not mirrored");
+            continue;
+        };
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let Ok(uri) = Uri::try_from(format!("http://{addr}{target}")) else {
+            continue;
+        };
+        let mut headers = parts.headers.clone();
+        crate::headers::strip_hop_by_hop(&mut headers, false, false);
+        headers.insert(http::header::HOST, host_hv.clone());
+        let has_body = !body.is_end_stream();
+        let (tx, rx) = tokio::sync::mpsc::channel(MIRROR_QUEUE);
+        let mut copy = Request::new(if has_body {
+            crate::body::from_channel(rx)
+        } else {
+            crate::body::empty()
+        });
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = uri;
+        *copy.headers_mut() = headers;
+        if has_body {
+            copies.push(tx);
+        }
+        let client = sh.upstream.client(
+            std::time::Duration::from_secs(5),
+            model::ingress::BackendProtocol::Http,
+        );
+        let key = m.key.clone();
+        tokio::spawn(async move {
+            match client.request(copy).await {
+                Ok(resp) => {
+                    tracing::debug!(mirror = &*key, status = resp.status().as_u16(), "mirrored")
+                }
+                Err(e) => tracing::debug!(mirror = &*key, error = %e, "mirror failed"),
+            }
+        });
+    }
+    Request::from_parts(parts, crate::body::Tee::new(body, copies))
 }
 
 /// A HeaderModifier: set replaces, add appends, remove drops (names are

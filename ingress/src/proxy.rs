@@ -176,16 +176,19 @@ async fn serve(
 /// A request on its route (an Ingress path, or a Gateway API rule's
 /// backend): the route's annotations, an endpoint, the upstream.
 #[allow(clippy::too_many_arguments)] // the request's parts, each used
-pub(crate) async fn serve_route(
+pub(crate) async fn serve_route<B>(
     sh: &Shared,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     view: Arc<crate::L7View>,
     route: Arc<Route>,
     norm: Option<String>,
     host_hv: HeaderValue,
     out: &mut Outcome,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+{
     let Ok(host) = host_hv.to_str() else {
         return status(StatusCode::BAD_REQUEST);
     };
