@@ -392,3 +392,34 @@ fn mirror_sink(at: &str) -> std::sync::mpsc::Receiver<String> {
     });
     rx
 }
+
+/// The DaemonSet's layout: `--http-listen=0.0.0.0:PORT` and a Gateway
+/// without addresses whose listener has that port. The Ingress listener
+/// takes the Gateway's connections (no second socket), and requests that
+/// reach it on the node address get the HTTPRoute.
+#[test]
+fn gateway_on_a_wildcard_ingress_listener() {
+    let ip: std::net::IpAddr = "127.0.78.21".parse().unwrap();
+    let echo = Echo::start(SocketAddr::new(ip, support::free_port(ip)), "via-wildcard");
+    let port = support::free_port(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let node = "127.0.78.20";
+    let dir = std::env::temp_dir().join(format!("nodeway-gateway-wildcard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec: {{clusterIP: None, ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{}\"]}}]\nports: [{{name: http, port: {}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: nginx}}\nspec: {{controllerName: nodeway.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: nginx, namespace: default}}\nspec:\n  gatewayClassName: nginx\n  listeners: [{{name: http, protocol: HTTP, port: {port}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web, namespace: default}}\nspec:\n  parentRefs: [{{name: nginx}}]\n  hostnames: [web.example]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n",
+        echo.addr.ip(),
+        echo.addr.port()
+    );
+    support::write_manifests(&dir, "all.yaml", &yaml);
+    let listen = format!("0.0.0.0:{port}");
+    let n = Nodeway::start(&dir, &["--http-listen", &listen, "--node-ip", node]);
+    let at: SocketAddr = format!("{node}:{port}").parse().unwrap();
+    let r = http_request(at, "GET", "web.example", "/", &[]).unwrap();
+    assert_eq!(echo_json(&r)["name"], "via-wildcard", "{}", r.body);
+    assert!(
+        !n.log_text().contains("gateway listener not bound"),
+        "{}",
+        n.log_text()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

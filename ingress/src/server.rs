@@ -6,7 +6,7 @@ use crate::headers::Forwarded;
 use crate::io::DetectionDeadline;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Shared, handle};
-use crate::tls::{L7View, ViewCompiler, server_config};
+use crate::tls::{GatewayScope, L7View, ViewCompiler, covers, server_config};
 use crate::upstream::Upstream;
 use crate::{Config, Error};
 use control::{Snapshots, View};
@@ -140,10 +140,11 @@ pub async fn start(
         )));
     }
     if let Some(l) = https {
-        let shared_with = https_addr
-            .map(|a| gateway_binds(a, &cfg.node_ips))
-            .unwrap_or_default();
-        let acceptor = TlsAcceptor::from(server_config(view.clone(), shared_with)?);
+        let scope = GatewayScope::Shared {
+            addr: https_addr.expect("bound above"),
+            node_ips: cfg.node_ips.clone(),
+        };
+        let acceptor = TlsAcceptor::from(server_config(view.clone(), scope)?);
         tasks.push(tokio::spawn(accept.clone().run(
             l,
             Some(acceptor),
@@ -224,7 +225,7 @@ async fn gateway_listeners(
                 continue;
             }
             let acceptor = match tls
-                .then(|| server_config(view.clone(), vec![at]))
+                .then(|| server_config(view.clone(), GatewayScope::Bind(at)))
                 .transpose()
             {
                 Ok(cfg) => cfg.map(TlsAcceptor::from),
@@ -265,7 +266,7 @@ struct Running {
 
 /// Where the Gateway listeners are to be bound: each listener address, or
 /// the port on every node address; with the listener key and whether it
-/// is TLS. Addresses of the Ingress listeners are left out (served there).
+/// is TLS. Addresses an Ingress listener takes are left out (served there).
 fn gateway_addrs(
     table: &model::gateway::GatewayTable,
     node_ips: &[std::net::IpAddr],
@@ -284,17 +285,10 @@ fn gateway_addrs(
             }
         }
     }
-    out.retain(|a, _| !ingress_addrs.contains(a));
+    // An Ingress listener on the port (on that address, or on all of them:
+    // `0.0.0.0:80`) already takes these connections.
+    out.retain(|a, _| !ingress_addrs.iter().any(|i| covers(*i, *a)));
     out
-}
-
-/// The Gateway listener keys an Ingress listener's address also serves.
-fn gateway_binds(addr: SocketAddr, node_ips: &[std::net::IpAddr]) -> Vec<Listen> {
-    let mut binds = vec![Listen::Addr(addr)];
-    if node_ips.contains(&addr.ip()) {
-        binds.push(Listen::NodePort(addr.port()));
-    }
-    binds
 }
 
 async fn accept_loop(

@@ -158,7 +158,38 @@ pub struct Resolver {
     view: View<L7View>,
     /// The Gateway listeners this socket serves, asked first (an address
     /// may carry both an Ingress and a Gateway HTTPS listener).
-    gateway: Vec<Listen>,
+    gateway: GatewayScope,
+}
+
+/// Which Gateway HTTPS listeners a TLS socket serves.
+#[derive(Clone, Debug)]
+pub enum GatewayScope {
+    /// A Gateway listener's own socket.
+    Bind(Listen),
+    /// An Ingress listener's socket: the Gateway listeners on its address
+    /// and port (on any address, when it is `0.0.0.0` or `::`).
+    Shared {
+        addr: std::net::SocketAddr,
+        node_ips: Vec<std::net::IpAddr>,
+    },
+}
+
+impl GatewayScope {
+    pub fn covers(&self, at: &Listen) -> bool {
+        match (self, at) {
+            (GatewayScope::Bind(b), _) => b == at,
+            (GatewayScope::Shared { addr, .. }, Listen::Addr(a)) => covers(*addr, *a),
+            (GatewayScope::Shared { addr, node_ips }, Listen::NodePort(p)) => {
+                *p == addr.port() && (addr.ip().is_unspecified() || node_ips.contains(&addr.ip()))
+            }
+        }
+    }
+}
+
+/// Whether a listening socket at `listen` takes connections to `to`: the
+/// same port, and the same address or every address.
+pub fn covers(listen: std::net::SocketAddr, to: std::net::SocketAddr) -> bool {
+    listen.port() == to.port() && (listen.ip() == to.ip() || listen.ip().is_unspecified())
 }
 
 impl std::fmt::Debug for Resolver {
@@ -171,11 +202,11 @@ impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let st = self.view.load();
         let sni = hello.server_name();
-        let by_listener = self
+        let by_listener = st
             .gateway
-            .iter()
-            .filter_map(|at| st.gateway.port(at).filter(|p| p.tls))
-            .find_map(|p| p.cert_for(sni))
+            .ports()
+            .filter(|(at, p)| p.tls && self.gateway.covers(at))
+            .find_map(|(_, p)| p.cert_for(sni))
             .and_then(|e| st.keys.get(&e.secret));
         if let Some(k) = by_listener {
             return Some(k.clone());
@@ -190,7 +221,10 @@ impl ResolvesServerCert for Resolver {
 
 /// The TLS server config: TLS 1.2/1.3, ALPN h2 then http/1.1. `gateway`:
 /// the Gateway listeners the socket serves, whose certificates come first.
-pub fn server_config(view: View<L7View>, gateway: Vec<Listen>) -> Result<Arc<ServerConfig>, Error> {
+pub fn server_config(
+    view: View<L7View>,
+    gateway: GatewayScope,
+) -> Result<Arc<ServerConfig>, Error> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
@@ -198,4 +232,32 @@ pub fn server_config(view: View<L7View>, gateway: Vec<Listen>) -> Result<Arc<Ser
         .with_cert_resolver(Arc::new(Resolver { view, gateway }));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    /// An Ingress listener on `0.0.0.0:443` serves every Gateway HTTPS
+    /// listener on port 443; one on a node address, those on it and the
+    /// address-less ones; a Gateway's own socket, only itself.
+    #[test]
+    fn which_gateway_listeners_a_socket_serves() {
+        let at = |s: &str| Listen::Addr(s.parse().unwrap());
+        let node: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let shared = |addr: &str| GatewayScope::Shared {
+            addr: addr.parse().unwrap(),
+            node_ips: vec![node],
+        };
+        let any = shared("0.0.0.0:443");
+        assert!(any.covers(&at("192.0.2.7:443")) && any.covers(&Listen::NodePort(443)));
+        assert!(!any.covers(&at("192.0.2.7:8443")) && !any.covers(&Listen::NodePort(8443)));
+        let on_node = shared("10.0.0.5:443");
+        assert!(on_node.covers(&at("10.0.0.5:443")) && on_node.covers(&Listen::NodePort(443)));
+        assert!(!on_node.covers(&at("192.0.2.7:443")));
+        let elsewhere = shared("127.0.0.1:443");
+        assert!(!elsewhere.covers(&Listen::NodePort(443)));
+        let own = GatewayScope::Bind(at("192.0.2.7:443"));
+        assert!(own.covers(&at("192.0.2.7:443")) && !own.covers(&Listen::NodePort(443)));
+    }
 }
