@@ -21,15 +21,13 @@ fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (String, String, 
     (cert.pem(), key.serialize_pem(), cert.der().to_vec())
 }
 
-fn manifests(echo: SocketAddr, crt: &str, key: &str) -> String {
-    let ind = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+/// Service `web` (headless, port 80) whose one endpoint is `echo`.
+fn web_service(echo: SocketAddr) -> String {
     format!(
         r#"apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: default}}
-spec:
-  clusterIP: 127.97.9.1
-  ports: [{{name: http, port: 80, targetPort: http}}]
+spec: {{clusterIP: None, ports: [{{name: http, port: 80}}]}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -37,30 +35,36 @@ metadata: {{name: web-0, namespace: default, labels: {{kubernetes.io/service-nam
 addressType: IPv4
 endpoints: [{{addresses: ["{ip}"]}}]
 ports: [{{name: http, port: {port}}}]
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: site-tls, namespace: default}}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-{crt}  tls.key: |
-{key}---
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: site, namespace: default}}
-spec:
-  ingressClassName: nodeway
-  tls: [{{hosts: [site.test], secretName: site-tls}}]
-  rules:
-  - host: site.test
-    http: {{paths: [{{pathType: Prefix, path: /, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}
 "#,
         ip = echo.ip(),
         port = echo.port(),
-        crt = ind(crt),
-        key = ind(key)
     )
+}
+
+/// A `kubernetes.io/tls` Secret in `default`, as a document of its own.
+fn tls_secret(name: &str, crt: &str, key: &str) -> String {
+    let ind = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        ind(crt),
+        ind(key)
+    )
+}
+
+fn manifests(echo: SocketAddr, crt: &str, key: &str) -> String {
+    web_service(echo)
+        + &tls_secret("site-tls", crt, key)
+        + r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: site, namespace: default}
+spec:
+  ingressClassName: nodeway
+  tls: [{hosts: [site.test], secretName: site-tls}]
+  rules:
+  - host: site.test
+    http: {paths: [{pathType: Prefix, path: /, backend: {service: {name: web, port: {number: 80}}}}]}
+"#
 }
 
 /// (leaf certificate DER, HTTP version, body) of `GET https://site.test/x` over TLS with ALPN h2.
@@ -175,27 +179,11 @@ fn gateway_https_listeners_pick_certificates_by_sni() {
     let echo = Echo::start(SocketAddr::new(ip, free_port(ip)), "gw-pod");
     let gw_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 46, 3));
     let gw = SocketAddr::new(gw_ip, free_port(gw_ip));
-    let ind = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    let secret = |name: &str, crt: &str, key: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-            ind(crt),
-            ind(key)
-        )
-    };
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: default}}
-spec: {{clusterIP: None, ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-0, namespace: default, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-endpoints: [{{addresses: ["{ip}"]}}]
-ports: [{{name: http, port: {port}}}]
----
+    let yaml = web_service(echo.addr)
+        + &tls_secret("cert-a", &crt_a, &key_a)
+        + &tls_secret("cert-b", &crt_b, &key_b)
+        + &format!(
+            r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {{name: nodeway}}
@@ -217,13 +205,9 @@ metadata: {{name: web, namespace: default}}
 spec:
   parentRefs: [{{name: tls}}]
   rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
-{sa}{sb}"#,
-        ip = echo.addr.ip(),
-        port = echo.addr.port(),
-        gw_port = gw.port(),
-        sa = secret("cert-a", &crt_a, &key_a),
-        sb = secret("cert-b", &crt_b, &key_b),
-    );
+"#,
+            gw_port = gw.port(),
+        );
     let dir = std::env::temp_dir().join(format!(
         "nodeway-gateway-tls-{}-{}",
         std::process::id(),
