@@ -84,6 +84,8 @@ struct State {
     /// The Gateway API CRDs are installed: discovery lists them and their
     /// collections answer (else both are 404, as on a bare cluster).
     gateway_crds: bool,
+    /// Collections that answer 403 (a ClusterRole without them).
+    forbidden: Vec<&'static str>,
 }
 
 /// A stand-in API server on loopback, in a thread of its own.
@@ -354,6 +356,9 @@ fn serve(st: &Mutex<State>, req: hyper::Request<()>, body: &[u8]) -> hyper::Resp
     };
     if version.starts_with("gateway.networking.k8s.io") && !st.lock().unwrap().gateway_crds {
         return status_error(404, "NotFound");
+    }
+    if st.lock().unwrap().forbidden.contains(&path) {
+        return status_error(403, "Forbidden");
     }
     let query = req.uri().query().unwrap_or("");
     let mut st = st.lock().unwrap();
@@ -780,4 +785,45 @@ fn gateway_api_objects_from_the_api_are_served() {
     wait_for(Duration::from_secs(10), "the GatewayClass status", || {
         status(classes, "/nodeway")["conditions"][0]["status"] == "True"
     });
+
+    // A route that no longer names our Gateway loses our parent entry.
+    let mut moved = api.state.lock().unwrap().items[routes]["default/first"].clone();
+    moved["spec"]["parentRefs"] = json!([{"name": "someone-elses"}]);
+    moved["metadata"]["generation"] = json!(2);
+    api.event(routes, "MODIFIED", moved);
+    wait_for(
+        Duration::from_secs(10),
+        "our parent entry taken off",
+        || status(routes, "default/first")["parents"] == json!([]),
+    );
+}
+
+/// A Gateway API kind the ClusterRole does not grant (its list is
+/// refused): the rest of the cluster is still served.
+#[test]
+fn a_gateway_kind_that_cannot_be_listed_holds_nothing_back() {
+    let api = FakeApi::start();
+    {
+        let mut st = api.state.lock().unwrap();
+        st.gateway_crds = true;
+        st.forbidden
+            .push("/apis/gateway.networking.k8s.io/v1/httproutes");
+    }
+    api.put_silently(
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "default"}}),
+    );
+    api.put_silently("/api/v1/services", service("web", "127.0.34.50"));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.kubeconfig(dir.path());
+    let n = Nodeway::start_from(&["--kubeconfig", &kc], &["--l4-disable"]);
+    assert_eq!(
+        a_record(n.dns, "web.default.svc.cluster.local.").1,
+        ["127.0.34.50"]
+    );
+    assert!(
+        n.log_text().contains("cannot be listed"),
+        "{}",
+        n.log_text()
+    );
 }

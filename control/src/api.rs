@@ -276,10 +276,15 @@ impl ApiSource {
         if !unlisted.is_empty() {
             return format!("waiting for the first list of {}", unlisted.join(", "));
         }
-        if self.listing.is_empty() {
+        let relisting: Vec<&str> = self
+            .listing
+            .keys()
+            .copied()
+            .filter(|k| self.kinds.contains(k))
+            .collect();
+        if relisting.is_empty() {
             return String::new();
         }
-        let relisting: Vec<&str> = self.listing.keys().copied().collect();
         format!(
             "re-listing {} (the last complete picture is served)",
             relisting.join(", ")
@@ -339,7 +344,8 @@ impl ApiSource {
                     changed |= self.apply(delta);
                 }
                 // Only complete pictures: every kind listed, none re-listing.
-                let complete = self.listed.len() == self.kinds.len() && self.listing.is_empty();
+                let complete = self.kinds.iter().all(|k| self.listed.contains(k))
+                    && !self.listing.keys().any(|k| self.kinds.contains(k));
                 *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = self.describe_progress();
                 let snap = (changed && complete).then(|| self.builder.build());
                 let relisted = snap.is_some() && std::mem::take(&mut self.relisted);
@@ -379,6 +385,19 @@ impl ApiSource {
                     .restarts
                     .get_or_create(&ApiMetrics::label(kind))
                     .inc();
+                // A Gateway API kind that cannot be listed (RBAC without
+                // it, the CRD removed) must not hold back everything else:
+                // it is no longer waited for, and back once a list works.
+                if !KINDS.contains(&kind)
+                    && !self.listed.contains(kind)
+                    && self.kinds.contains(&kind)
+                {
+                    tracing::warn!(
+                        kind,
+                        "cannot be listed: not waited for (read once a list works)"
+                    );
+                    self.kinds.retain(|k| *k != kind);
+                }
                 false
             }
             Delta::Listing(kind) => {
@@ -405,6 +424,9 @@ impl ApiSource {
                     self.builder.update(gone, Origin::Api, None);
                 }
                 self.relisted |= !self.listed.insert(kind);
+                if !self.kinds.contains(&kind) {
+                    self.kinds.push(kind);
+                }
                 tracing::info!(kind, objects = now.len(), "listed");
                 true
             }

@@ -5,9 +5,12 @@
 //!
 //! A read-modify-write like the Ingress status: a condition keeps its
 //! `lastTransitionTime` while its status stays; an HTTPRoute's parent
-//! entries of other controllers are left alone. Every node computes the
-//! same status from the same objects, so a write that changes nothing is
-//! skipped, and what was last written is remembered to spare the reads.
+//! entries of other controllers are left alone, and ours are taken off a
+//! route that no longer names a Gateway of ours; a Gateway served on every
+//! node lists each node's address (each adds its own). Every node computes
+//! the same conditions from the same objects, so a write that changes
+//! nothing is skipped, and what was last written (per object, by uid) is
+//! remembered to spare the reads.
 
 use kube::api::PostParams;
 use kube::core::{ApiResource, DynamicObject};
@@ -15,7 +18,7 @@ use kube::{Api, Client};
 use model::gateway::{CONTROLLER, Condition, GatewayApiStatus, ListenerStatus, ParentStatus};
 use model::{ObjectKey, Snapshot};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 const GROUP: &str = "gateway.networking.k8s.io";
@@ -27,8 +30,21 @@ pub struct GatewayStatusWriter {
     client: Client,
     /// This node's addresses: a Gateway without `spec.addresses` is served there.
     node_addresses: Vec<String>,
-    /// The status last written (or found) per object.
-    written: HashMap<ObjectKey, Value>,
+    /// The status last written (or found) per object, by key and uid.
+    written: HashMap<(ObjectKey, Option<String>), Value>,
+}
+
+/// One object's status as nodeway would write it (without timestamps).
+struct Wanted {
+    key: ObjectKey,
+    uid: Option<String>,
+    /// `None`: written to whatever version is there (taking our route
+    /// parents off).
+    generation: Option<i64>,
+    status: Value,
+    /// A Gateway served on every node: its addresses are merged with the
+    /// other nodes', not replaced.
+    merge_addresses: bool,
 }
 
 impl GatewayStatusWriter {
@@ -43,13 +59,43 @@ impl GatewayStatusWriter {
     /// Brings every object's status in line with `snap`; whether every write worked.
     pub async fn sync(&mut self, snap: &Snapshot) -> bool {
         let mut complete = true;
-        for (key, generation, status) in self.wanted(snap.gateway.status()) {
-            if self.written.get(&key) == Some(&status) {
+        let wanted = self.wanted(snap.gateway.status());
+        // Objects no longer ours are forgotten; on a route, our parent
+        // entries come off first.
+        let current: HashSet<_> = wanted
+            .iter()
+            .map(|w| (w.key.clone(), w.uid.clone()))
+            .collect();
+        let gone: Vec<_> = self
+            .written
+            .keys()
+            .filter(|k| !current.contains(*k))
+            .cloned()
+            .collect();
+        for (key, uid) in gone {
+            if key.kind == "HTTPRoute" {
+                let off = Wanted {
+                    key: key.clone(),
+                    uid: uid.clone(),
+                    generation: None,
+                    status: json!({"parents": []}),
+                    merge_addresses: false,
+                };
+                if self.write(&off).await.is_none() {
+                    complete = false;
+                    continue;
+                }
+            }
+            self.written.remove(&(key, uid));
+        }
+        for w in wanted {
+            let id = (w.key.clone(), w.uid.clone());
+            if self.written.get(&id) == Some(&w.status) {
                 continue;
             }
-            match self.write(&key, generation, &status).await {
+            match self.write(&w).await {
                 Some(()) => {
-                    self.written.insert(key, status);
+                    self.written.insert(id, w.status);
                 }
                 None => complete = false,
             }
@@ -57,19 +103,22 @@ impl GatewayStatusWriter {
         complete
     }
 
-    /// Each object's status as nodeway would write it (without timestamps).
-    fn wanted(&self, st: &GatewayApiStatus) -> Vec<(ObjectKey, Option<i64>, Value)> {
+    /// Each object's status as nodeway would write it.
+    fn wanted(&self, st: &GatewayApiStatus) -> Vec<Wanted> {
         let mut out = Vec::new();
         for c in &st.classes {
-            out.push((
-                c.key.clone(),
-                c.generation,
-                json!({"conditions": conditions(&c.conditions, c.generation)}),
-            ));
+            out.push(Wanted {
+                key: c.key.clone(),
+                uid: c.uid.clone(),
+                generation: c.generation,
+                status: json!({"conditions": conditions(&c.conditions, c.generation)}),
+                merge_addresses: false,
+            });
         }
         for g in &st.gateways {
             let generation = g.object.generation;
-            let addresses = if g.addresses.is_empty() {
+            let on_nodes = g.addresses.is_empty();
+            let addresses = if on_nodes {
                 &self.node_addresses
             } else {
                 &g.addresses
@@ -79,17 +128,32 @@ impl GatewayStatusWriter {
                 "conditions": conditions(&g.object.conditions, generation),
                 "listeners": g.listeners.iter().map(|l| listener(l, generation)).collect::<Vec<_>>(),
             });
-            out.push((g.object.key.clone(), generation, status));
+            out.push(Wanted {
+                key: g.object.key.clone(),
+                uid: g.object.uid.clone(),
+                generation,
+                status,
+                merge_addresses: on_nodes,
+            });
         }
         for r in &st.routes {
             let parents: Vec<Value> = r.parents.iter().map(|p| parent(p, r.generation)).collect();
-            out.push((r.key.clone(), r.generation, json!({"parents": parents})));
+            out.push(Wanted {
+                key: r.key.clone(),
+                uid: r.uid.clone(),
+                generation: r.generation,
+                status: json!({"parents": parents}),
+                merge_addresses: false,
+            });
         }
         out
     }
 
     /// One read-modify-write; `None` when it failed (tried again later).
-    async fn write(&self, key: &ObjectKey, generation: Option<i64>, wanted: &Value) -> Option<()> {
+    /// Written only to the object the status was made for (its uid and
+    /// generation), unless `generation` is `None`.
+    async fn write(&self, w: &Wanted) -> Option<()> {
+        let key = &w.key;
         let api = self.api(key)?;
         let id = format!("{} {}/{}", key.kind, key.namespace, key.name);
         for _ in 0..CONFLICT_TRIES {
@@ -102,12 +166,13 @@ impl GatewayStatusWriter {
                     return None;
                 }
             };
-            if obj.metadata.generation != generation {
-                // Changed since this Snapshot: the next one has its status.
+            let stale = w.generation.is_some() && obj.metadata.generation != w.generation;
+            if stale || (w.uid.is_some() && obj.metadata.uid != w.uid) {
+                // Changed (or re-created) since: the next Snapshot has its status.
                 return Some(());
             }
             let old = obj.data.get("status").cloned().unwrap_or(Value::Null);
-            let new = merged(key.kind, &old, wanted);
+            let new = merged(key.kind, &old, &w.status, w.merge_addresses);
             if new == old {
                 return Some(());
             }
@@ -191,8 +256,9 @@ fn parent(p: &ParentStatus, generation: Option<i64>) -> Value {
 
 /// The status to write: `wanted`, with each condition's
 /// `lastTransitionTime` kept from `old` while its status is the same (else
-/// now); for an HTTPRoute, the parents of other controllers kept too.
-fn merged(kind: &str, old: &Value, wanted: &Value) -> Value {
+/// now); for an HTTPRoute, the parents of other controllers kept too; with
+/// `merge_addresses`, the addresses already there kept (other nodes').
+fn merged(kind: &str, old: &Value, wanted: &Value, merge_addresses: bool) -> Value {
     let now = jiff::Timestamp::now().to_string();
     let mut new = wanted.clone();
     match kind {
@@ -214,6 +280,17 @@ fn merged(kind: &str, old: &Value, wanted: &Value) -> Value {
             new["parents"] = Value::Array(all);
         }
         _ => {
+            if merge_addresses {
+                let mut all: Vec<Value> = old["addresses"].as_array().cloned().unwrap_or_default();
+                for a in new["addresses"].as_array().into_iter().flatten() {
+                    if !all.iter().any(|o| o["value"] == a["value"]) {
+                        all.push(a.clone());
+                    }
+                }
+                // One order on every node, so their writes agree.
+                all.sort_by(|a, b| a["value"].as_str().cmp(&b["value"].as_str()));
+                new["addresses"] = Value::Array(all);
+            }
             stamp(&mut new["conditions"], Some(&old["conditions"]), &now);
             if let Some(listeners) = new["listeners"].as_array_mut() {
                 for l in listeners {
@@ -263,7 +340,7 @@ mod tests {
             {"controllerName": CONTROLLER, "parentRef": {"name": "gw"}, "conditions": [
                 {"type": "Accepted", "status": "True"},
                 {"type": "ResolvedRefs", "status": "False"}]}]});
-        let new = merged("HTTPRoute", &old, &wanted);
+        let new = merged("HTTPRoute", &old, &wanted, false);
         let parents = new["parents"].as_array().unwrap();
         assert_eq!(parents.len(), 2);
         assert_eq!(parents[0]["controllerName"], "example.com/other");
@@ -271,6 +348,27 @@ mod tests {
         assert_eq!(c[0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
         assert_ne!(c[1]["lastTransitionTime"], "2026-01-01T00:00:00Z");
         // Writing the same again changes nothing (the writer then skips it).
-        assert_eq!(merged("HTTPRoute", &new, &wanted), new);
+        assert_eq!(merged("HTTPRoute", &new, &wanted, false), new);
+    }
+
+    /// A Gateway served on every node lists each node's address.
+    #[test]
+    fn node_addresses_merge() {
+        let old =
+            json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.7"}], "conditions": []});
+        let wanted =
+            json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.5"}], "conditions": []});
+        let new = merged("Gateway", &old, &wanted, true);
+        let values: Vec<&str> = new["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(values, ["10.0.0.5", "10.0.0.7"]);
+        assert_eq!(
+            merged("Gateway", &old, &wanted, false)["addresses"],
+            wanted["addresses"]
+        );
     }
 }

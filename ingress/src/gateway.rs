@@ -9,7 +9,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::{Body as _, Incoming};
 use model::gateway::types::{HeaderModifier, PathModifier, PathModifierType, RequestRedirect};
-use model::gateway::{GatewayRule, PortRoutes, RequestFacts, RuleAction, RuleFilters};
+use model::gateway::{GatewayRule, Mirror, PortRoutes, RequestFacts, RuleAction, RuleFilters};
 use model::snapshot::Listen;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -154,30 +154,73 @@ async fn act(
 
 /// Frames a mirror may fall behind by before it is dropped.
 const MIRROR_QUEUE: usize = 64;
+/// Mirrored requests in flight at most (beyond: not mirrored), and how
+/// long one may take: a mirror that never answers must not pile up
+/// tasks and sockets.
+const MIRRORS_IN_FLIGHT: usize = 1024;
+const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a mirrored request in flight while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn take() -> Option<InFlight> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = IN_FLIGHT.fetch_add(1, Relaxed);
+        if n >= MIRRORS_IN_FLIGHT {
+            IN_FLIGHT.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(InFlight)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// RequestMirror: a copy of the request (as the filters before made it) to
-/// one endpoint of each mirror backend, its body teed from the request's,
-/// the answer discarded. Fire and forget: a mirror never delays or fails
-/// the request.
+/// an endpoint of each mirror backend (round robin), for the share of
+/// requests the filter asks; its body teed from the request's, the answer
+/// discarded. Fire and forget: a mirror never delays or fails the request.
 fn mirror(
     sh: &Shared,
     view: &crate::L7View,
     req: Request<Incoming>,
-    mirrors: &[model::ingress::RouteBackend],
+    mirrors: &[Mirror],
     host_hv: &HeaderValue,
 ) -> Request<crate::body::Tee<Incoming>> {
     let (parts, body) = req.into_parts();
     let mut copies = Vec::new();
     for m in mirrors {
+        let ticket = sh.balancer.next(&m.cursor);
+        if !m.takes(ticket) {
+            continue;
+        }
         let port = view
             .services
-            .get(&m.service)
-            .and_then(|s| s.ports.get(m.port));
-        let Some(addr) = port
-            .and_then(|p| model::usable_backends(&p.backends, None).next())
-            .map(|b| b.addr())
+            .get(&m.backend.service)
+            .and_then(|s| s.ports.get(m.backend.port));
+        let usable = port.map(|p| {
+            model::usable_backends(&p.backends, None)
+                .map(|b| b.addr())
+                .collect::<Vec<_>>()
+        });
+        let Some(addr) = usable
+            .filter(|u| !u.is_empty())
+            .map(|u| u[ticket % u.len()])
         else {
-            tracing::debug!(mirror = &*m.key, "no usable endpoint; not mirrored");
+            tracing::debug!(mirror = &*m.backend.key, "no usable endpoint; not mirrored");
+            continue;
+        };
+        let Some(in_flight) = InFlight::take() else {
+            tracing::debug!(
+                mirror = &*m.backend.key,
+                "too many mirrored requests in flight; not mirrored"
+            );
             continue;
         };
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -204,13 +247,15 @@ fn mirror(
             std::time::Duration::from_secs(5),
             model::ingress::BackendProtocol::Http,
         );
-        let key = m.key.clone();
+        let key = m.backend.key.clone();
         tokio::spawn(async move {
-            match client.request(copy).await {
-                Ok(resp) => {
+            let _in_flight = in_flight;
+            match tokio::time::timeout(MIRROR_TIMEOUT, client.request(copy)).await {
+                Ok(Ok(resp)) => {
                     tracing::debug!(mirror = &*key, status = resp.status().as_u16(), "mirrored")
                 }
-                Err(e) => tracing::debug!(mirror = &*key, error = %e, "mirror failed"),
+                Ok(Err(e)) => tracing::debug!(mirror = &*key, error = %e, "mirror failed"),
+                Err(_) => tracing::debug!(mirror = &*key, "mirror timed out"),
             }
         });
     }

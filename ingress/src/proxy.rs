@@ -147,6 +147,9 @@ async fn serve(
     };
     // A Gateway API route wins over an Ingress for the same request.
     let gateway_rule = match gateway::port_for(&view, conn, &sh.node_ips) {
+        // A Gateway's own socket whose listener is gone (or going): never
+        // the Ingresses'.
+        None if !conn.ingress => return status(StatusCode::NOT_FOUND),
         None => None,
         Some(port) => match gateway::find(port, &req, host, &norm) {
             None if !conn.ingress => return status(StatusCode::NOT_FOUND),

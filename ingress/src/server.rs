@@ -204,51 +204,44 @@ async fn gateway_listeners(
     accept: Accept,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    // By address and whether it is TLS (a listener may change protocol).
-    let mut running: HashMap<(SocketAddr, bool), Running> = HashMap::new();
+    // By address, whether it is TLS, and the listener key its TLS
+    // certificates are looked up by (each may change on its own).
+    let mut running: HashMap<(SocketAddr, bool, Listen), Running> = HashMap::new();
     let mut generations = view.subscribe();
     loop {
         let want = {
             let v = view.load();
             gateway_addrs(&v.gateway, &node_ips, &ingress_addrs)
         };
-        running.retain(|(addr, tls), r| {
-            let keep = want.get(addr).is_some_and(|(_, t)| t == tls);
+        running.retain(|(addr, tls, at), r| {
+            let keep = want.get(addr) == Some(&(*at, *tls));
             if !keep {
                 tracing::info!(listen = %addr, "gateway listener closed");
                 let _ = r.stop.send(Some(Duration::from_secs(30)));
             }
             keep
         });
+        let mut unbound = false;
         for (addr, (at, tls)) in want {
-            if running.contains_key(&(addr, tls)) {
+            if running.contains_key(&(addr, tls, at)) {
                 continue;
             }
-            let acceptor = match tls
-                .then(|| server_config(view.clone(), GatewayScope::Bind(at)))
-                .transpose()
-            {
-                Ok(cfg) => cfg.map(TlsAcceptor::from),
-                Err(e) => {
-                    tracing::warn!(listen = %addr, error = %e, "gateway listener's TLS set-up failed");
-                    continue;
+            match start_listener(&view, &accept, addr, at, tls) {
+                Ok(r) => {
+                    running.insert((addr, tls, at), r);
                 }
-            };
-            match bind(addr) {
-                Ok(l) => {
-                    tracing::info!(listen = %addr, tls, "gateway listener bound");
-                    let (tx, rx) = watch::channel(None);
-                    let task = tokio::spawn(accept.clone().run(l, acceptor, false, rx));
-                    running.insert((addr, tls), Running { stop: tx, task });
-                }
+                // A socket being closed (a listener that changed protocol)
+                // or taken by something else: tried again shortly.
                 Err(e) => {
-                    tracing::warn!(listen = %addr, error = %e, "gateway listener not bound; retried on the next change")
+                    tracing::warn!(listen = %addr, error = %e, "gateway listener not bound; retrying");
+                    unbound = true;
                 }
             }
         }
         tokio::select! {
             r = generations.changed() => if r.is_err() { break },
             _ = stop.changed() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)), if unbound => {}
         }
     }
     let grace = stop.borrow().unwrap_or_default();
@@ -256,6 +249,25 @@ async fn gateway_listeners(
         let _ = r.stop.send(Some(grace));
         let _ = r.task.await;
     }
+}
+
+/// Binds one Gateway listener's socket and starts accepting on it.
+fn start_listener(
+    view: &View<L7View>,
+    accept: &Accept,
+    addr: SocketAddr,
+    at: Listen,
+    tls: bool,
+) -> Result<Running, Error> {
+    let acceptor = tls
+        .then(|| server_config(view.clone(), GatewayScope::Bind(at)))
+        .transpose()?
+        .map(TlsAcceptor::from);
+    let listener = bind(addr)?;
+    tracing::info!(listen = %addr, tls, "gateway listener bound");
+    let (stop, rx) = watch::channel(None);
+    let task = tokio::spawn(accept.clone().run(listener, acceptor, false, rx));
+    Ok(Running { stop, task })
 }
 
 /// A Gateway listener being served: its accept loop and how to stop it.

@@ -396,12 +396,16 @@ pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration
 
 /// Drops what no plane reads and can be large: `managedFields` (often
 /// bigger than the object) and kubectl's last-applied copy of the object.
-/// Kept objects are then about the size of what was written.
+/// Kept objects are then about the size of what was written. The
+/// `resourceVersion` goes too: a status write changes only it and the
+/// status, so an object whose status nothing reads compares equal and
+/// costs no recompile.
 fn strip(doc: &mut Value) {
     let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
     meta.remove("managedFields");
+    meta.remove("resourceVersion");
     if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
         ann.remove(LAST_APPLIED);
     }

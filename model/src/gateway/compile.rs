@@ -26,6 +26,7 @@ pub fn compile(mut input: GatewayInput<'_>) -> GatewayTable {
             let name = c.metadata.name.clone().unwrap_or_default();
             status.classes.push(ObjectStatus {
                 key: ObjectKey::new("GatewayClass", "", &name),
+                uid: c.metadata.uid.clone(),
                 generation: c.metadata.generation,
                 conditions: vec![Condition::new("Accepted", true, "Accepted", "")],
             });
@@ -75,6 +76,7 @@ pub fn compile(mut input: GatewayInput<'_>) -> GatewayTable {
                     meta.namespace.as_deref().unwrap_or("default"),
                     meta.name.as_deref().unwrap_or(""),
                 ),
+                uid: meta.uid.clone(),
                 generation: meta.generation,
                 conditions: gateway_conditions(ls, address_problem.as_deref()),
             },
@@ -131,6 +133,7 @@ fn attach_routes(
             let m = &cr.route.metadata;
             status.routes.push(RouteStatus {
                 key: ObjectKey::new("HTTPRoute", cr.namespace, m.name.as_deref().unwrap_or("")),
+                uid: m.uid.clone(),
                 generation: m.generation,
                 parents,
             });

@@ -17,6 +17,8 @@ pub(super) struct ListenerState<'a> {
     pub spec: &'a Listener,
     /// Valid, distinct and with its references resolved: served.
     pub ready: bool,
+    /// Accepted (a protocol and mode served, distinct): routes attach to it.
+    pub accepted: bool,
     /// Whether it takes HTTPRoutes at all (protocol and allowedRoutes.kinds).
     pub takes_http_routes: bool,
     pub cert: Option<TlsEntry>,
@@ -58,7 +60,11 @@ pub(super) fn gateway_listeners<'a>(
     let mut unsupported = Vec::new();
     for a in &g.spec.addresses {
         match a.value.parse::<IpAddr>() {
-            Ok(ip) if a.kind == "IPAddress" => addresses.push(ip),
+            // An address a listener can be bound to and told apart by:
+            // not `0.0.0.0`, `::` or multicast.
+            Ok(ip) if a.kind == "IPAddress" && !ip.is_unspecified() && !ip.is_multicast() => {
+                addresses.push(ip)
+            }
             _ => unsupported.push(format!("{} {}", a.kind, a.value)),
         }
     }
@@ -74,6 +80,7 @@ pub(super) fn gateway_listeners<'a>(
     }
     for l in &mut listeners {
         l.ready = false;
+        l.accepted = false;
     }
     (
         listeners,
@@ -163,6 +170,7 @@ pub(super) fn mark_shared_port_conflicts(listeners: &mut [ListenerState<'_>]) {
             Some((kind, reason, why)) => {
                 let l = &mut listeners[i];
                 l.ready = false;
+                l.accepted = false;
                 for c in &mut l.status.conditions {
                     if c.kind == kind {
                         *c = Condition::new(kind, kind == "Conflicted", reason, why.clone());
@@ -248,11 +256,15 @@ fn listener<'a>(
     });
     conditions.push(Condition::new("Conflicted", false, "NoConflicts", ""));
     let ready = accepted && refs_ok && takes_http_routes;
+    // Routes attach to (and are counted on) accepted listeners, even with
+    // unresolved references (conformance: an HTTPS listener without its
+    // certificate still counts its routes).
     ListenerState {
         gateway: g,
         gateway_key,
         spec: l,
         ready,
+        accepted,
         takes_http_routes,
         cert,
         binds,
@@ -345,6 +357,7 @@ fn mark_conflicts(listeners: &mut [ListenerState<'_>]) {
             if let Some((reason, why)) = conflict {
                 let l = &mut listeners[i];
                 l.ready = false;
+                l.accepted = false;
                 for c in &mut l.status.conditions {
                     match c.kind {
                         "Conflicted" => {

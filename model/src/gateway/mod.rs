@@ -26,14 +26,21 @@ pub use status::{
     RouteStatus,
 };
 pub use table::{
-    GatewayRule, GatewayTable, ListenerRoutes, MatchEntry, PathMatch, PortRoutes, RequestFacts,
-    RequestMatch, RuleAction, RuleFilters, ValueMatch, ValuePattern, WeightedBackend,
+    GatewayRule, GatewayTable, ListenerRoutes, MatchEntry, Mirror, PathMatch, PortRoutes,
+    RequestFacts, RequestMatch, RuleAction, RuleFilters, ValueMatch, ValuePattern, WeightedBackend,
     hostname_matches,
 };
 
 use crate::snapshot::{NamespacedName, SecretMap, ServiceMap};
 use std::collections::{BTreeMap, HashSet};
 use types::{GROUP, GatewayClass, HttpRoute, ReferenceGrant};
+
+/// A RegularExpression match as it is compiled: anchored at both ends.
+/// Validation compiles this same form, so the compiler never meets one
+/// that fails (a `(?x)` flag, for one, could swallow the anchors).
+pub fn anchored(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
 
 /// `spec.controllerName` of the GatewayClasses nodeway serves.
 pub const CONTROLLER: &str = "nodeway.io/gateway-controller";

@@ -4,8 +4,8 @@
 use super::listeners::ListenerState;
 use super::status::{Condition, ParentStatus};
 use super::table::{
-    GatewayRule, PathMatch, RequestMatch, RuleAction, RuleFilters, ValueMatch, ValuePattern,
-    WeightedBackend,
+    GatewayRule, Mirror, PathMatch, RequestMatch, RuleAction, RuleFilters, ValueMatch,
+    ValuePattern, WeightedBackend,
 };
 use super::types::*;
 use super::{GatewayInput, Grants, hostname_matches, parse_duration};
@@ -78,11 +78,17 @@ fn compile_rule(
                 ));
             }
             FilterType::RequestMirror => {
-                let mirror = f
-                    .request_mirror
-                    .as_ref()
-                    .and_then(|m| resolve(&m.backend_ref));
-                filters.mirrors.extend(mirror);
+                if let Some(m) = &f.request_mirror
+                    && let Some(backend) = resolve(&m.backend_ref)
+                {
+                    let (numerator, denominator) = m.share();
+                    filters.mirrors.push(Mirror {
+                        cursor: format!("{route}#{index} mirror {}", backend.key).into(),
+                        backend,
+                        numerator,
+                        denominator,
+                    });
+                }
             }
             FilterType::ExtensionRef | FilterType::Cors | FilterType::ExternalAuth => {
                 let why = format!("filter {} is not supported by nodeway", f.kind.as_str());
@@ -200,7 +206,8 @@ fn backend(
 }
 
 fn request_match(m: &HttpRouteMatch) -> RequestMatch {
-    let anchored = |v: &str| regex::Regex::new(&format!("^(?:{v})$")).expect("validated");
+    // Validation compiled the same anchored form.
+    let anchored = |v: &str| super::anchored(v).expect("validated");
     let path = match &m.path {
         None => PathMatch::Prefix("".into()),
         Some(p) => match p.kind {
@@ -283,7 +290,8 @@ pub(super) fn attach(
         .iter()
         .copied()
         .filter(|&i| {
-            listeners[i].takes_http_routes && listeners[i].allows_namespace(route.namespace, input)
+            let l = &listeners[i];
+            l.accepted && l.takes_http_routes && l.allows_namespace(route.namespace, input)
         })
         .collect();
     let mut attached = Vec::new();
@@ -324,12 +332,14 @@ pub(super) fn attach(
 }
 
 /// The hostnames a route serves on a listener: its own hostnames that the
-/// listener's covers, narrowed to the more specific of the two; `[""]`
-/// (any host the listener takes) when the route names none; `None` when
-/// none intersect.
+/// listener's covers, narrowed to the more specific of the two; the
+/// listener's (`""`: any host) when the route names none; `None` when none
+/// intersect.
 fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<String>> {
     if route.is_empty() {
-        return Some(vec![String::new()]);
+        // The listener's hostname, so such a route ranks with the routes
+        // that name it (by path and the rest), not after them.
+        return Some(vec![listener.unwrap_or("").to_string()]);
     }
     let Some(l) = listener else {
         return Some(route.to_vec());
@@ -365,7 +375,10 @@ mod tests {
             intersect(l, &r.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         };
         assert_eq!(hosts(None, &[]), Some(vec!["".into()]));
-        assert_eq!(hosts(Some("a.example.com"), &[]), Some(vec!["".into()]));
+        assert_eq!(
+            hosts(Some("a.example.com"), &[]),
+            Some(vec!["a.example.com".into()])
+        );
         assert_eq!(
             hosts(Some("a.example.com"), &["*.example.com"]),
             Some(vec!["a.example.com".into()])

@@ -43,6 +43,8 @@ impl Condition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectStatus {
     pub key: ObjectKey,
+    /// `metadata.uid`: a re-created object is another one.
+    pub uid: Option<String>,
     /// `metadata.generation` (the conditions' `observedGeneration`).
     pub generation: Option<i64>,
     pub conditions: Vec<Condition>,
@@ -78,6 +80,7 @@ pub struct ParentStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteStatus {
     pub key: ObjectKey,
+    pub uid: Option<String>,
     pub generation: Option<i64>,
     pub parents: Vec<ParentStatus>,
 }

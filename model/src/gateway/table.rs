@@ -272,7 +272,26 @@ pub struct RuleFilters {
     pub url_rewrite: Option<UrlRewrite>,
     /// The rule's single PathPrefix match, for ReplacePrefixMatch.
     pub prefix: Option<Box<str>>,
-    pub mirrors: Vec<RouteBackend>,
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A RequestMirror: where copies go, and the share of requests copied.
+#[derive(Debug)]
+pub struct Mirror {
+    pub backend: RouteBackend,
+    /// The cursor that spreads copies over endpoints and picks the share
+    /// mirrored (its own, not the backend's round robin).
+    pub cursor: Arc<str>,
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+impl Mirror {
+    /// Whether the `ticket`-th request is mirrored: `numerator` of every
+    /// `denominator` in a row.
+    pub fn takes(&self, ticket: usize) -> bool {
+        ticket % (self.denominator.max(1) as usize) < (self.numerator as usize)
+    }
 }
 
 /// What a matched request gets.
@@ -304,13 +323,20 @@ impl WeightedBackend {
 
 impl RuleAction {
     /// The backend for the `ticket`-th request of a Forward rule, in
-    /// proportion to the weights (`None` for an unresolved one's share).
+    /// proportion to the weights (`None` for an unresolved one's share):
+    /// exactly so over every `total weight` requests in a row, and
+    /// interleaved within them (1000/1000 alternates rather than sending a
+    /// thousand in a row to each).
     pub fn pick(backends: &[WeightedBackend], ticket: usize) -> Option<&Arc<Route>> {
         let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
         if total == 0 {
             return None;
         }
-        let mut at = ticket as u64 % total;
+        // Multiplying by a prime that does not divide `total` permutes
+        // 0..total (weights sum to at most 16 million: 7919 and 104729
+        // cannot both divide it).
+        let step = if total.is_multiple_of(7919) { 104_729 } else { 7919 };
+        let mut at = (ticket as u64 % total) * step % total;
         for b in backends {
             if at < u64::from(b.weight) {
                 return b.route.as_ref();

@@ -508,7 +508,8 @@ spec:
   gatewayClassName: other
   listeners: [{name: http, protocol: HTTP, port: 80}]
 "#;
-    let s = snap(gw);
+    let attach = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: everywhere, namespace: infra}\nspec:\n  parentRefs: [{name: mixed}]\n  rules: [{backendRefs: [{name: v1, port: 8080}]}]\n";
+    let s = snap(&format!("{gw}{attach}"));
     assert_eq!(errors(&s), Vec::<String>::new());
     let st = s.gateway.status();
     let names: Vec<&str> = st
@@ -548,6 +549,24 @@ spec:
         (false, "InvalidCertificateRef")
     );
     assert_eq!(cond("nocert", "Programmed"), (false, "Invalid"));
+    // Routes count on accepted listeners only, unresolved references or not.
+    let attached: Vec<(&str, usize)> = g
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.attached_routes))
+        .collect();
+    assert_eq!(
+        attached,
+        [
+            ("ok", 1),
+            ("tcp", 0),
+            ("a", 0),
+            ("b", 0),
+            ("c", 0),
+            ("d", 0),
+            ("nocert", 1)
+        ]
+    );
     let served: Vec<String> = s.gateway.ports().map(|(l, _)| format!("{l:?}")).collect();
     assert_eq!(served, ["Addr(127.0.0.11:80)", "NodePort(80)"]);
 }
@@ -693,7 +712,8 @@ fn weighted_pick() {
             })
         })
         .collect();
-    assert_eq!(picks, ["v1", "v1", "v1", "500", "v1", "v1", "v1", "500"]);
+    // 3:1 in every 4, interleaved.
+    assert_eq!(picks, ["v1", "500", "v1", "v1", "v1", "500", "v1", "v1"]);
 }
 
 /// An HTTPRoute and an Ingress claiming the same host and path: a
@@ -722,4 +742,133 @@ spec:
             "routes.yaml: HTTPRoute infra/new: shop.example/cart is also claimed by Ingress infra/legacy; on a listener both serve, the HTTPRoute wins"
         ]
     );
+}
+
+/// A pattern that compiles alone but not anchored (`(?x)` makes `#` a
+/// comment that would swallow the anchors) is refused at validation, so
+/// compiling never fails; dotted listener names are valid section names;
+/// `0.0.0.0` is not an address a Gateway can be served at.
+#[test]
+fn regexes_listener_names_and_addresses() {
+    let s = snap(&route(
+        "re",
+        "",
+        "  - matches: [{path: {type: RegularExpression, value: \"(?x)foo#\"}}]\n    backendRefs: [{name: v1, port: 8080}]\n",
+    ));
+    let errs = errors(&s);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("spec.rules[0].matches[0].path.value")),
+        "{errs:?}"
+    );
+    let gw = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: odd, namespace: infra}
+spec:
+  gatewayClassName: nodeway
+  addresses: [{value: 0.0.0.0}]
+  listeners: [{name: http.example, protocol: HTTP, port: 80}]
+"#;
+    let s = snap(gw);
+    assert_eq!(errors(&s), Vec::<String>::new());
+    let g = s
+        .gateway
+        .status()
+        .gateways
+        .iter()
+        .find(|g| g.object.key.name == "odd")
+        .unwrap();
+    assert_eq!(g.object.conditions[0].reason, "UnsupportedAddress");
+}
+
+/// On a listener with a hostname, a route that names no hostname ranks
+/// with one that names the listener's: by path (Exact first), not after it.
+#[test]
+fn routes_without_hostnames_rank_by_path_on_a_named_listener() {
+    let gw = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: named, namespace: infra}
+spec:
+  gatewayClassName: nodeway
+  addresses: [{value: 127.0.0.13}]
+  listeners: [{name: foo, protocol: HTTP, port: 80, hostname: foo.example.com}]
+"#;
+    let r = |name: &str, hosts: &str, path: &str, svc: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: infra}}\nspec:\n  parentRefs: [{{name: named}}]\n  hostnames: [{hosts}]\n  rules: [{{matches: [{path}], backendRefs: [{{name: {svc}, port: 8080}}]}}]\n"
+        )
+    };
+    let s = snap(
+        &[
+            gw.to_string(),
+            r("a", "", "{path: {type: Exact, value: /login}}", "v1"),
+            r("b", "foo.example.com", "{path: {value: /}}", "v2"),
+        ]
+        .concat(),
+    );
+    let port = s
+        .gateway
+        .port(&Listen::Addr("127.0.0.13:80".parse().unwrap()))
+        .unwrap();
+    let header = |_: &str| None;
+    let pick = |path: &str| {
+        let req = RequestFacts {
+            host: "foo.example.com",
+            path,
+            query: None,
+            method: "GET",
+            header: &header,
+        };
+        match &port.find(&req).unwrap().action {
+            RuleAction::Forward(b) => b[0].backend().unwrap().service.1.clone(),
+            other => format!("{other:?}"),
+        }
+    };
+    assert_eq!(pick("/login"), "v1");
+    assert_eq!(pick("/other"), "v2");
+}
+
+/// RequestMirror's share: percent or fraction (all when neither), one of
+/// them at most, in range.
+#[test]
+fn mirror_share() {
+    let rule = |mirror: &str| {
+        format!(
+            "  - filters: [{{type: RequestMirror, requestMirror: {{backendRef: {{name: v2, port: 8080}}{mirror}}}}}]\n    backendRefs: [{{name: v1, port: 8080}}]\n"
+        )
+    };
+    let taken = |mirror: &str| {
+        let s = snap(&route("m", "", &rule(mirror)));
+        let port = s.gateway.port(&Listen::NodePort(80)).unwrap();
+        let header = |_: &str| None;
+        let req = RequestFacts {
+            host: "h",
+            path: "/",
+            query: None,
+            method: "GET",
+            header: &header,
+        };
+        let rule = port.find(&req).unwrap().clone();
+        (0..100)
+            .filter(|t| rule.filters.mirrors[0].takes(*t))
+            .count()
+    };
+    assert_eq!(taken(""), 100);
+    assert_eq!(taken(", percent: 30"), 30);
+    assert_eq!(taken(", fraction: {numerator: 1, denominator: 5}"), 20);
+    for bad in [
+        ", percent: 130",
+        ", percent: 10, fraction: {numerator: 1}",
+        ", fraction: {numerator: 3, denominator: 2}",
+    ] {
+        let errs = errors(&snap(&route("m", "", &rule(bad))));
+        assert!(
+            errs.iter().any(|e| e.contains("requestMirror")),
+            "{bad}: {errs:?}"
+        );
+    }
 }

@@ -413,6 +413,34 @@ pub struct HttpHeader {
 #[serde(rename_all = "camelCase")]
 pub struct RequestMirror {
     pub backend_ref: BackendRef,
+    /// The share of requests mirrored, in percent (neither this nor
+    /// `fraction`: all).
+    #[serde(default)]
+    pub percent: Option<i32>,
+    #[serde(default)]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Fraction {
+    pub numerator: i32,
+    #[serde(default = "hundred")]
+    pub denominator: i32,
+}
+
+fn hundred() -> i32 {
+    100
+}
+
+impl RequestMirror {
+    /// The share mirrored as (numerator, denominator).
+    pub fn share(&self) -> (u32, u32) {
+        match (self.percent, &self.fraction) {
+            (Some(p), _) => (p.clamp(0, 100) as u32, 100),
+            (None, Some(f)) => (f.numerator.max(0) as u32, f.denominator.max(1) as u32),
+            (None, None) => (1, 1),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

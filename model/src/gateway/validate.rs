@@ -77,7 +77,8 @@ pub fn gateway(g: &Gateway) -> Vec<FieldError> {
 }
 
 fn listener(l: &Listener, f: &str, e: &mut Errors) {
-    if !crate::validate::is_dns1123_label(&l.name) {
+    // SectionName: a DNS subdomain (dots allowed).
+    if !crate::validate::is_dns1123_subdomain(&l.name) {
         e.push(
             format!("{f}.name"),
             format!("{:?} is not a valid section name", l.name),
@@ -226,7 +227,7 @@ fn route_match(m: &HttpRouteMatch, f: &str, e: &mut Errors) {
                 }
             }
             PathMatchType::RegularExpression => {
-                if let Err(err) = regex::Regex::new(&p.value) {
+                if let Err(err) = super::anchored(&p.value) {
                     e.push(pf, format!("not a regular expression: {err}"));
                 }
             }
@@ -290,7 +291,7 @@ fn value_match(name: &str, kind: ValueMatchType, value: &str, f: &str, e: &mut E
         e.push(format!("{f}.name"), format!("{name:?} is not a valid name"));
     }
     if kind == ValueMatchType::RegularExpression
-        && let Err(err) = regex::Regex::new(value)
+        && let Err(err) = super::anchored(value)
     {
         e.push(
             format!("{f}.value"),
@@ -363,6 +364,22 @@ fn filter(x: &HttpRouteFilter, f: &str, e: &mut Errors) {
     }
     if let Some(m) = &x.request_mirror {
         backend_ref(&m.backend_ref, &format!("{f}.requestMirror.backendRef"), e);
+        let mf = format!("{f}.requestMirror");
+        match (m.percent, &m.fraction) {
+            (Some(_), Some(_)) => e.push(mf, "may set percent or fraction, not both"),
+            (Some(p), None) if !(0..=100).contains(&p) => {
+                e.push(format!("{mf}.percent"), format!("{p} is outside 0..100"))
+            }
+            (None, Some(fr))
+                if fr.denominator < 1 || fr.numerator < 0 || fr.numerator > fr.denominator =>
+            {
+                e.push(
+                    format!("{mf}.fraction"),
+                    "needs 0 <= numerator <= denominator and a denominator of at least 1",
+                )
+            }
+            _ => {}
+        }
     }
 }
 
