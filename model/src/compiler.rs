@@ -63,6 +63,8 @@ pub struct Compiler {
     dirty_gateway: bool,
     /// Hosts and paths both an Ingress and an HTTPRoute claim.
     overlap_warnings: Vec<Warning>,
+    /// Gateways of classes that are not ours.
+    gateway_warnings: Vec<Warning>,
     dirty_services: BTreeSet<NamespacedName>,
     dirty_pod_namespaces: BTreeSet<String>,
     dirty_ingress: bool,
@@ -238,6 +240,7 @@ impl Compiler {
         errors.extend(self.ingress_errors.iter().cloned());
         warnings.extend(self.ingress_warnings.iter().cloned());
         warnings.extend(self.overlap_warnings.iter().cloned());
+        warnings.extend(self.gateway_warnings.iter().cloned());
         self.log_triggers(generation);
         Snapshot {
             generation,
@@ -489,6 +492,19 @@ impl Compiler {
             }
         }
         let table = gateway::compile(input);
+        self.gateway_warnings = table
+            .status()
+            .skipped
+            .iter()
+            .filter_map(|(key, why)| {
+                let (file, _) = objects.get(key)?;
+                Some(Warning {
+                    file: file.clone(),
+                    object: Some(key.clone()),
+                    message: why.clone(),
+                })
+            })
+            .collect();
         self.gateway = Arc::new(table);
         self.gateway_services = named;
     }

@@ -33,12 +33,32 @@ pub fn compile(mut input: GatewayInput<'_>) -> GatewayTable {
             ours.insert(name);
         }
     }
-    let mut gateways: Vec<&Gateway> = input
-        .gateways
-        .iter()
-        .copied()
-        .filter(|g| ours.contains(&g.spec.gateway_class_name))
-        .collect();
+    let mut gateways: Vec<&Gateway> = Vec::new();
+    for g in input.gateways.iter().copied() {
+        let class = &g.spec.gateway_class_name;
+        if ours.contains(class) {
+            gateways.push(g);
+            continue;
+        }
+        let why = match input
+            .classes
+            .iter()
+            .find(|c| c.metadata.name.as_ref() == Some(class))
+        {
+            Some(c) => format!(
+                "GatewayClass {class} is {}'s, not nodeway's: not served",
+                c.spec.controller_name
+            ),
+            None => format!("GatewayClass {class} does not exist: not served"),
+        };
+        let m = &g.metadata;
+        let key = ObjectKey::new(
+            "Gateway",
+            m.namespace.as_deref().unwrap_or("default"),
+            m.name.as_deref().unwrap_or(""),
+        );
+        status.skipped.push((key, why));
+    }
     gateways.sort_by_cached_key(|g| age_order(&g.metadata));
     let mut listeners = Vec::new();
     let mut per_gateway = Vec::new();

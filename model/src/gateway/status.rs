@@ -91,6 +91,9 @@ pub struct GatewayApiStatus {
     pub classes: Vec<ObjectStatus>,
     pub gateways: Vec<GatewayStatus>,
     pub routes: Vec<RouteStatus>,
+    /// Gateways of other controllers' classes (or of a class that does
+    /// not exist), with why: not served, and reported.
+    pub skipped: Vec<(ObjectKey, String)>,
 }
 
 impl GatewayApiStatus {

@@ -335,7 +335,11 @@ impl RuleAction {
         // Multiplying by a prime that does not divide `total` permutes
         // 0..total (weights sum to at most 16 million: 7919 and 104729
         // cannot both divide it).
-        let step = if total.is_multiple_of(7919) { 104_729 } else { 7919 };
+        let step = if total.is_multiple_of(7919) {
+            104_729
+        } else {
+            7919
+        };
         let mut at = (ticket as u64 % total) * step % total;
         for b in backends {
             if at < u64::from(b.weight) {

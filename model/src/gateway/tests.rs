@@ -518,6 +518,11 @@ spec:
         .map(|g| g.object.key.name.as_str())
         .collect();
     assert_eq!(names, ["gw", "mixed"], "only Gateways of our classes");
+    let warnings: Vec<String> = s.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        warnings.contains(&"routes.yaml: Gateway infra/theirs: GatewayClass other is example.com/other's, not nodeway's: not served".to_string()),
+        "{warnings:?}"
+    );
     assert_eq!(st.classes.len(), 1);
     let g = &st.gateways[1];
     let reasons: Vec<(&str, bool, &str)> = g
@@ -871,4 +876,31 @@ fn mirror_share() {
             "{bad}: {errs:?}"
         );
     }
+}
+
+/// A route that turns bad keeps its last good version (served, and the
+/// error names the field); an unknown filter type is such an error.
+#[test]
+fn a_bad_change_keeps_the_last_good_route() {
+    let mut b = Builder::new(CompileOptions::default());
+    b.update_file(Path::new("base.yaml"), Some(BASE.as_bytes()));
+    let good = route("r", "", "  - backendRefs: [{name: v1, port: 8080}]\n");
+    b.update_file(Path::new("routes.yaml"), Some(good.as_bytes()));
+    assert_eq!(get(&b.build(), "h", "/", "GET", &[]), "v1");
+    let bad = route(
+        "r",
+        "",
+        "  - filters: [{type: Magic}]\n    backendRefs: [{name: v2, port: 8080}]\n",
+    );
+    b.update_file(Path::new("routes.yaml"), Some(bad.as_bytes()));
+    let s = b.build();
+    assert_eq!(get(&s, "h", "/", "GET", &[]), "v1");
+    let errs = errors(&s);
+    assert!(
+        errs.iter().any(
+            |e| e.contains("HTTPRoute infra/r: spec.rules[0].filters[0]")
+                && e.contains("unknown variant `Magic`")
+        ),
+        "{errs:?}"
+    );
 }
