@@ -16,7 +16,7 @@ fn check_reports_gateway_api_status_and_rules() {
     for line in [
         "GatewayClass nodeway: Accepted=True (Accepted)",
         "Gateway infra/edge: Accepted=True (ListenersNotValid: some listeners are not valid), Programmed=True (Programmed)",
-        "listener http: 11 attached route(s); Accepted=True (Accepted), ResolvedRefs=True (ResolvedRefs), Conflicted=False (NoConflicts), Programmed=True (Programmed)",
+        "listener http: 12 attached route(s); Accepted=True (Accepted), ResolvedRefs=True (ResolvedRefs), Conflicted=False (NoConflicts), Programmed=True (Programmed)",
         "listener tenants: 1 attached route(s); Accepted=True (Accepted)",
         "listener metrics: 0 attached route(s); Accepted=False (UnsupportedProtocol",
         "HTTPRoute blog/posts -> Gateway infra/edge section http: Accepted=False (NotAllowedByListeners",
@@ -24,7 +24,7 @@ fn check_reports_gateway_api_status_and_rules() {
         "HTTPRoute shop/broken -> Gateway infra/edge section http: Accepted=True (Accepted), ResolvedRefs=False (BackendNotFound",
         "HTTPRoute shop/wrong-host -> Gateway infra/edge section tenants: Accepted=False (NoMatchingListenerHostname",
         "HTTPRoute shop/matching -> Gateway infra/edge section http: Accepted=True (Accepted), ResolvedRefs=True (ResolvedRefs)",
-        "Gateway API routes (28):",
+        "Gateway API routes (29):",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }

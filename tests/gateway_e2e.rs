@@ -158,15 +158,22 @@ fn gateway_api_routes_end_to_end() {
         ),
         "{metrics}"
     );
-    // timeouts.request: 504 once it passes, not the 60 s read timeout.
-    let started = std::time::Instant::now();
-    let r = http_request(HTTP.parse().unwrap(), "GET", "slow.example", "/", &[]).unwrap();
-    assert_eq!(r.status, 504, "{}", r.body);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    // timeouts.request and .backendRequest: 504 once they pass, not the
+    // 60 s read timeout.
+    for host in ["slow.example", "slow-backend.example"] {
+        let started = std::time::Instant::now();
+        let r = http_request(HTTP.parse().unwrap(), "GET", host, "/", &[]).unwrap();
+        assert_eq!(r.status, 504, "{host}: {}", r.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{host}: {:?}",
+            started.elapsed()
+        );
+    }
+    // nothing.example is an Ingress's host: served on the Ingress listener,
+    // a 404 on the Gateway's own (the table above).
+    let r = http_request(n.http, "GET", "nothing.example", "/", &[]).unwrap();
+    assert_eq!(echo_json(&r)["name"], "v1", "{}", r.body);
 }
 
 fn redirects() {

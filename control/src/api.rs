@@ -121,8 +121,10 @@ pub(crate) enum Delta {
     Gone(&'static str, PathBuf),
     /// The list of `kind` is complete.
     Listed(&'static str),
-    /// The watch of `kind` failed; it is retried with backoff.
-    Failed(&'static str),
+    /// The watch of `kind` failed; it is retried with backoff. `refused`:
+    /// the list was refused for good (403 Forbidden, 404 Not Found), not a
+    /// passing failure.
+    Failed(&'static str, bool),
 }
 
 pub(crate) type Deltas = Pin<Box<dyn Stream<Item = Delta> + Send>>;
@@ -184,7 +186,11 @@ where
             Ok(watcher::Event::Delete(o)) => Some(Delta::Gone(kind, path(&o))),
             Err(e) => {
                 tracing::warn!(kind, error = %e, "watch failed; retrying with backoff");
-                Some(Delta::Failed(kind))
+                let refused = matches!(
+                    &e,
+                    watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_forbidden() || s.is_not_found()
+                );
+                Some(Delta::Failed(kind, refused))
             }
         };
         std::future::ready(delta)
@@ -365,7 +371,7 @@ impl ApiSource {
     /// Applies one event; whether the picture changed.
     fn apply(&mut self, delta: Delta) -> bool {
         let kind = match &delta {
-            Delta::Listing(k) | Delta::Listed(k) | Delta::Failed(k) => *k,
+            Delta::Listing(k) | Delta::Listed(k) | Delta::Failed(k, _) => *k,
             Delta::Object(k, _, _) | Delta::Gone(k, _) => *k,
         };
         self.metrics.event(kind);
@@ -380,15 +386,17 @@ impl ApiSource {
 
     fn apply_delta(&mut self, delta: Delta) -> bool {
         match delta {
-            Delta::Failed(kind) => {
+            Delta::Failed(kind, refused) => {
                 self.metrics
                     .restarts
                     .get_or_create(&ApiMetrics::label(kind))
                     .inc();
-                // A Gateway API kind that cannot be listed (RBAC without
+                // A Gateway API kind whose list is refused (RBAC without
                 // it, the CRD removed) must not hold back everything else:
                 // it is no longer waited for, and back once a list works.
-                if !KINDS.contains(&kind)
+                // A passing failure (a timeout, a 5xx) is waited out.
+                if refused
+                    && !KINDS.contains(&kind)
                     && !self.listed.contains(kind)
                     && self.kinds.contains(&kind)
                 {

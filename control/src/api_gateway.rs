@@ -36,18 +36,14 @@ pub(crate) async fn discover(client: &Client) -> Vec<GatewayKind> {
     let mut found = Vec::new();
     for (version, kinds) in WANTED {
         let api_version = format!("{GROUP}/{version}");
-        let served = match client.list_api_group_resources(&api_version).await {
-            Ok(list) => list.resources,
-            Err(e) => {
-                let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
-                tracing::info!(
-                    api_version,
-                    error = %e,
-                    "Gateway API CRDs not installed: {} not watched",
-                    names.join(", ")
-                );
-                continue;
-            }
+        let names: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+        let Some(served) = group_resources(client, &api_version).await else {
+            tracing::info!(
+                api_version,
+                "Gateway API CRDs not installed: {} not watched",
+                names.join(", ")
+            );
+            continue;
         };
         for (kind, plural) in kinds {
             if served.iter().any(|r| r.name == *plural) {
@@ -73,6 +69,31 @@ pub(crate) async fn discover(client: &Client) -> Vec<GatewayKind> {
         tracing::info!(kinds = names.join(", "), "Gateway API CRDs found: watched");
     }
     found
+}
+
+/// The resources a group version serves; `None` when the server does not
+/// have it (404). Other failures (a timeout, a 5xx) are tried again a few
+/// times before the kinds are given up on until a restart.
+async fn group_resources(
+    client: &Client,
+    api_version: &str,
+) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource>> {
+    let mut wait = std::time::Duration::from_millis(500);
+    for attempt in 1..=5 {
+        match client.list_api_group_resources(api_version).await {
+            Ok(list) => return Some(list.resources),
+            Err(kube::Error::Api(s)) if s.is_not_found() => return None,
+            Err(e) if attempt < 5 => {
+                tracing::warn!(api_version, error = %e, "API discovery failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(api_version, error = %e, "API discovery failed: not watched until a restart")
+            }
+        }
+    }
+    None
 }
 
 /// The watch stream of one Gateway API kind.

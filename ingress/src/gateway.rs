@@ -211,7 +211,7 @@ fn mirror(
         });
         let Some(addr) = usable
             .filter(|u| !u.is_empty())
-            .map(|u| u[ticket % u.len()])
+            .map(|u| u[m.copy_number(ticket) % u.len()])
         else {
             tracing::debug!(mirror = &*m.backend.key, "no usable endpoint; not mirrored");
             continue;
@@ -370,9 +370,14 @@ fn well_known(scheme: &str) -> u16 {
     if scheme == "https" { 443 } else { 80 }
 }
 
+/// A Host header without its port, as a Location names it (an IPv6
+/// literal keeps its brackets).
 fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
     match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     }
 }
@@ -380,6 +385,15 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::replace_prefix;
+
+    #[test]
+    fn host_without_port() {
+        use super::strip_port;
+        assert_eq!(strip_port("a.example:8080"), "a.example");
+        assert_eq!(strip_port("a.example"), "a.example");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
 
     /// The spec's table for ReplacePrefixMatch.
     #[test]

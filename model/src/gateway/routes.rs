@@ -9,6 +9,7 @@ use super::table::{
 };
 use super::types::*;
 use super::{GatewayInput, Grants, hostname_matches, parse_duration};
+use crate::ingress::path::spec_key;
 use crate::ingress::{Annotations, PathKind, Route, RouteBackend};
 use std::sync::Arc;
 
@@ -211,8 +212,11 @@ fn request_match(m: &HttpRouteMatch) -> RequestMatch {
     let path = match &m.path {
         None => PathMatch::Prefix("".into()),
         Some(p) => match p.kind {
-            PathMatchType::Exact => PathMatch::Exact(p.value.clone().into()),
-            PathMatchType::PathPrefix => PathMatch::Prefix(p.value.trim_end_matches('/').into()),
+            // Percent-decoded, as the request paths they are compared with.
+            PathMatchType::Exact => PathMatch::Exact(spec_key(&p.value).into()),
+            PathMatchType::PathPrefix => {
+                PathMatch::Prefix(spec_key(&p.value).trim_end_matches('/').into())
+            }
             PathMatchType::RegularExpression => PathMatch::Regex(anchored(&p.value)),
         },
     };

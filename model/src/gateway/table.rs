@@ -5,7 +5,7 @@
 use super::status::GatewayApiStatus;
 use super::types::{HeaderModifier, HttpMethod, RequestRedirect, UrlRewrite};
 use crate::ingress::TlsEntry;
-use crate::ingress::{Route, RouteBackend};
+use crate::ingress::{Route, RouteBackend, normalize_host};
 use crate::snapshot::Listen;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,7 +52,9 @@ impl PortRoutes {
     /// The listener a request's Host selects: only the most specific
     /// listener's routes serve it (listener isolation).
     pub fn listener(&self, host: &str) -> Option<&ListenerRoutes> {
-        let host = strip_port(host);
+        // Lower-cased, port and trailing dot dropped (the spec ignores the port).
+        let host = normalize_host(host);
+        let host = &*host;
         self.listeners
             .iter()
             .find(|l| {
@@ -112,8 +114,8 @@ impl ListenerRoutes {
     /// The first rule that matches, taking routes by hostname specificity:
     /// exact, then the longest wildcard, then routes without hostnames.
     pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Arc<GatewayRule>> {
-        let host = strip_port(req.host).to_ascii_lowercase();
-        let exact = self.hosts.get(host.as_str()).into_iter();
+        let host = normalize_host(req.host);
+        let exact = self.hosts.get(&*host).into_iter();
         let wild = self
             .wildcards
             .iter()
@@ -140,14 +142,6 @@ impl ListenerRoutes {
         exact
             .chain(wild)
             .chain(self.any_host.iter().map(|e| ("", e)))
-    }
-}
-
-/// `foo.example.com:8080` -> `foo.example.com` (the spec ignores the port).
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
     }
 }
 
@@ -291,6 +285,13 @@ impl Mirror {
     /// `denominator` in a row.
     pub fn takes(&self, ticket: usize) -> bool {
         ticket % (self.denominator.max(1) as usize) < (self.numerator as usize)
+    }
+
+    /// For a ticket it [`takes`](Self::takes): how many copies came
+    /// before, so copies go round the endpoints whatever the share.
+    pub fn copy_number(&self, ticket: usize) -> usize {
+        let den = self.denominator.max(1) as usize;
+        ticket / den * self.numerator as usize + ticket % den
     }
 }
 

@@ -858,9 +858,12 @@ fn mirror_share() {
             header: &header,
         };
         let rule = port.find(&req).unwrap().clone();
-        (0..100)
-            .filter(|t| rule.filters.mirrors[0].takes(*t))
-            .count()
+        let m = &rule.filters.mirrors[0];
+        let taken: Vec<usize> = (0..100).filter(|t| m.takes(*t)).collect();
+        // Copies are numbered 0, 1, 2, ... (they go round the endpoints).
+        let numbers: Vec<usize> = taken.iter().map(|t| m.copy_number(*t)).collect();
+        assert_eq!(numbers, (0..taken.len()).collect::<Vec<_>>());
+        taken.len()
     };
     assert_eq!(taken(""), 100);
     assert_eq!(taken(", percent: 30"), 30);
@@ -901,6 +904,28 @@ fn a_bad_change_keeps_the_last_good_route() {
             |e| e.contains("HTTPRoute infra/r: spec.rules[0].filters[0]")
                 && e.contains("unknown variant `Magic`")
         ),
+        "{errs:?}"
+    );
+}
+
+/// Paths are compared percent-decoded (as requests are normalized), and
+/// a Host with a trailing dot or a port is the same host.
+#[test]
+fn encoded_paths_and_host_forms() {
+    let rules = "  - matches: [{path: {type: Exact, value: /a%20b}}]\n    backendRefs: [{name: v1, port: 8080}]\n";
+    let s = snap(&route("enc", "shop.example", rules));
+    assert_eq!(errors(&s), Vec::<String>::new());
+    assert_eq!(get(&s, "shop.example", "/a b", "GET", &[]), "v1");
+    assert_eq!(get(&s, "Shop.Example.", "/a b", "GET", &[]), "v1");
+    assert_eq!(get(&s, "shop.example:8080", "/a b", "GET", &[]), "v1");
+    let errs = errors(&snap(&route(
+        "dots",
+        "",
+        "  - matches: [{path: {value: /a/%2e%2e/b}}]\n",
+    )));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("spec.rules[0].matches[0].path.value")),
         "{errs:?}"
     );
 }

@@ -277,13 +277,12 @@ fn check_match_path(v: &str) -> Result<(), String> {
     if v.len() > 1024 {
         return Err("is longer than 1024 characters".into());
     }
-    let bad = ["//", "/./", "/../", "%2f", "%2F", "#"];
-    if bad.iter().any(|b| v.contains(b)) || v.ends_with("/..") || v.ends_with("/.") {
-        return Err(format!(
-            "{v:?} must not contain '//', '/./', '/../', '%2f' or '#', nor end in '/.' or '/..'"
-        ));
+    if v.contains('#') {
+        return Err(format!("{v:?} must not contain '#'"));
     }
-    Ok(())
+    // The Ingress rules for a path (no `//`, no dot segments even encoded,
+    // no encoded slash): the same as the CRD's.
+    crate::ingress::path::check_spec_path(v)
 }
 
 fn value_match(name: &str, kind: ValueMatchType, value: &str, f: &str, e: &mut Errors) {
