@@ -63,7 +63,8 @@ enum Command {
 /// Flags shared by `run` and `demo`.
 #[derive(Args, Clone)]
 pub struct ServeArgs {
-    /// Node address(es) NodePorts bind on.
+    /// Node address(es): where NodePorts bind, and Gateways without
+    /// spec.addresses are served (and shown in their status).
     #[arg(long = "node-ip", value_name = "IP", default_value = "127.0.0.1")]
     pub node_ips: Vec<IpAddr>,
     /// This node's name, for traffic policy Local (default: $NODE_NAME, as

@@ -26,16 +26,38 @@ where
 /// A request body as it streams to the upstream, each data frame also
 /// offered to mirrors. A mirror that cannot take a frame at once (its
 /// queue is full, or it went away) is dropped, so a slow mirror never
-/// slows the request; it then sees its body end early.
+/// slows the request; its body then fails (a cut copy is never sent as a
+/// whole request).
 pub struct Tee<B> {
     inner: B,
-    copies: Vec<tokio::sync::mpsc::Sender<Bytes>>,
+    copies: Vec<MirrorFeed>,
+}
+
+/// The sending side of a mirror's body.
+pub struct MirrorFeed {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    /// Set when the tee lets the mirror go before the body's end.
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<B> Tee<B> {
-    pub fn new(inner: B, copies: Vec<tokio::sync::mpsc::Sender<Bytes>>) -> Tee<B> {
+    pub fn new(inner: B, copies: Vec<MirrorFeed>) -> Tee<B> {
         Tee { inner, copies }
     }
+}
+
+/// A mirror's body, and the feed a [`Tee`] fills it from (at most `queue`
+/// frames ahead of the mirror).
+pub fn mirror_body(queue: usize) -> (MirrorFeed, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel(queue);
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (
+        MirrorFeed {
+            tx,
+            cut: cut.clone(),
+        },
+        Channel { rx, cut }.boxed(),
+    )
 }
 
 impl<B> hyper::body::Body for Tee<B>
@@ -55,7 +77,13 @@ where
             .and_then(|f| f.as_ref().ok())
             .and_then(|f| f.data_ref())
         {
-            self.copies.retain(|tx| tx.try_send(data.clone()).is_ok());
+            self.copies.retain(|feed| {
+                let sent = feed.tx.try_send(data.clone()).is_ok();
+                if !sent {
+                    feed.cut.store(true, std::sync::atomic::Ordering::Release);
+                }
+                sent
+            });
         }
         if frame.is_none() {
             self.copies.clear();
@@ -73,12 +101,16 @@ where
 }
 
 /// A body fed by a [`Tee`]: the frames a mirror was given, ending when the
-/// tee drops its sender.
-pub fn from_channel(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
-    Channel(rx).boxed()
+/// tee drops its sender, with an error if it was let go early.
+struct Channel {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+/// A mirror that fell behind (its copy is incomplete).
+#[derive(Debug, thiserror::Error)]
+#[error("mirror fell behind the request; copy cut")]
+pub struct MirrorCut;
 
 impl hyper::body::Body for Channel {
     type Data = Bytes;
@@ -88,9 +120,15 @@ impl hyper::body::Body for Channel {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|data| data.map(|d| Ok(hyper::body::Frame::data(d))))
+        let data = std::task::ready!(self.rx.poll_recv(cx));
+        // Read once the channel is closed: the tee marks the cut before it
+        // drops its sender.
+        let cut = || self.cut.load(std::sync::atomic::Ordering::Acquire);
+        std::task::Poll::Ready(match data {
+            Some(d) => Some(Ok(hyper::body::Frame::data(d))),
+            None if cut() => Some(Err(MirrorCut.into())),
+            None => None,
+        })
     }
 }
 
@@ -299,5 +337,46 @@ impl hyper::body::Body for Watched {
         }
         h.set_lower(inner.lower() + rest);
         h
+    }
+}
+
+#[cfg(test)]
+mod tee_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// Frames of a body, one poll each.
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl hyper::body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    /// A mirror that keeps up gets every frame; one that does not (its
+    /// queue full) is let go, and its copy fails rather than go out as a
+    /// whole, shorter request; the request's own body is whole either way.
+    #[tokio::test]
+    async fn a_slow_mirror_is_cut_and_never_holds_the_body() {
+        let parts: Vec<Bytes> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        let (fast, fast_body) = mirror_body(16);
+        let (slow, slow_body) = mirror_body(1);
+        let tee = Tee::new(Frames(parts.into()), vec![fast, slow]);
+        let whole = tee.collect().await.unwrap().to_bytes();
+        assert_eq!(&whole[..], b"abcd");
+        let mirrored = fast_body.collect().await.unwrap().to_bytes();
+        assert_eq!(&mirrored[..], b"abcd");
+        let err = slow_body.collect().await.unwrap_err();
+        assert!(err.is::<MirrorCut>(), "{err}");
     }
 }

@@ -231,9 +231,9 @@ fn mirror(
         crate::headers::strip_hop_by_hop(&mut headers, false, false);
         headers.insert(http::header::HOST, host_hv.clone());
         let has_body = !body.is_end_stream();
-        let (tx, rx) = tokio::sync::mpsc::channel(MIRROR_QUEUE);
+        let (feed, copy_body) = crate::body::mirror_body(MIRROR_QUEUE);
         let mut copy = Request::new(if has_body {
-            crate::body::from_channel(rx)
+            copy_body
         } else {
             crate::body::empty()
         });
@@ -241,7 +241,7 @@ fn mirror(
         *copy.uri_mut() = uri;
         *copy.headers_mut() = headers;
         if has_body {
-            copies.push(tx);
+            copies.push(feed);
         }
         let client = sh.upstream.client(
             std::time::Duration::from_secs(5),
