@@ -7,7 +7,7 @@ use kube::core::{ApiResource, DynamicObject, TypeMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
-const GROUP: &str = "gateway.networking.k8s.io";
+use model::gateway::types::GROUP;
 
 /// The kinds nodeway reads, by group version: (kind, plural).
 const WANTED: [(&str, &[(&str, &str)]); 2] = [
@@ -21,6 +21,21 @@ const WANTED: [(&str, &[(&str, &str)]); 2] = [
     ),
     ("v1beta1", &[("ReferenceGrant", "referencegrants")]),
 ];
+
+/// The API resource of a Gateway API kind nodeway reads (for its status
+/// too), by kind.
+pub(crate) fn resource(kind: &str) -> Option<ApiResource> {
+    WANTED.iter().find_map(|(version, kinds)| {
+        let (kind, plural) = kinds.iter().find(|(k, _)| *k == kind)?;
+        Some(ApiResource {
+            group: GROUP.into(),
+            version: version.to_string(),
+            api_version: format!("{GROUP}/{version}"),
+            kind: kind.to_string(),
+            plural: plural.to_string(),
+        })
+    })
+}
 
 /// A Gateway API kind the cluster serves.
 pub(crate) struct GatewayKind {
@@ -47,13 +62,7 @@ pub(crate) async fn discover(client: &Client) -> Vec<GatewayKind> {
         };
         for (kind, plural) in kinds {
             if served.iter().any(|r| r.name == *plural) {
-                let resource = ApiResource {
-                    group: GROUP.into(),
-                    version: version.into(),
-                    api_version: api_version.clone(),
-                    kind: kind.to_string(),
-                    plural: plural.to_string(),
-                };
+                let resource = resource(kind).expect("a kind of WANTED");
                 found.push(GatewayKind { kind, resource });
             } else {
                 tracing::info!(

@@ -13,7 +13,7 @@
 //! remembered to spare the reads.
 
 use kube::api::PostParams;
-use kube::core::{ApiResource, DynamicObject};
+use kube::core::DynamicObject;
 use kube::{Api, Client};
 use model::gateway::{CONTROLLER, Condition, GatewayApiStatus, ListenerStatus, ParentStatus};
 use model::{ObjectKey, Snapshot};
@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-const GROUP: &str = "gateway.networking.k8s.io";
+use model::gateway::types::GROUP;
 /// Conflicts in a row before a write is left for the next round.
 const CONFLICT_TRIES: usize = 5;
 
@@ -197,19 +197,7 @@ impl GatewayStatusWriter {
     }
 
     fn api(&self, key: &ObjectKey) -> Option<Api<DynamicObject>> {
-        let (version, plural) = match key.kind {
-            "GatewayClass" => ("v1", "gatewayclasses"),
-            "Gateway" => ("v1", "gateways"),
-            "HTTPRoute" => ("v1", "httproutes"),
-            _ => return None,
-        };
-        let resource = ApiResource {
-            group: GROUP.into(),
-            version: version.into(),
-            api_version: format!("{GROUP}/{version}"),
-            kind: key.kind.into(),
-            plural: plural.into(),
-        };
+        let resource = crate::api_gateway::resource(key.kind)?;
         Some(if key.namespace.is_empty() {
             Api::all_with(self.client.clone(), &resource)
         } else {

@@ -169,18 +169,7 @@ fn collect(path: &Path, doc: Value, opts: &ValidateOptions, out: &mut ParsedFile
         ("v1", "Secret") => decode(doc, |o| Object::Secret(Box::new(o))),
         ("v1", "Pod") => decode(doc, |o| Object::Pod(Box::new(o))),
         ("v1", "Namespace") => decode(doc, |o| Object::Namespace(Box::new(o))),
-        ("gateway.networking.k8s.io/v1", "GatewayClass") => {
-            decode(doc, |o| Object::GatewayClass(Box::new(o)))
-        }
-        ("gateway.networking.k8s.io/v1", "Gateway") => {
-            decode(doc, |o| Object::Gateway(Box::new(o)))
-        }
-        ("gateway.networking.k8s.io/v1", "HTTPRoute") => {
-            decode(doc, |o| Object::HttpRoute(Box::new(o)))
-        }
-        ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
-            decode(doc, |o| Object::ReferenceGrant(Box::new(o)))
-        }
+        (v, k) if is_gateway_api(v, k) => decode_gateway_api(doc, k),
         (_, "") => {
             out.warnings.push(Warning {
                 file: path.into(),
@@ -215,6 +204,26 @@ fn collect(path: &Path, doc: Value, opts: &ValidateOptions, out: &mut ParsedFile
         }
     };
     out.objects.push(decoded);
+}
+
+/// The Gateway API kinds (and versions) read.
+fn is_gateway_api(api_version: &str, kind: &str) -> bool {
+    matches!(
+        (api_version, kind),
+        (
+            "gateway.networking.k8s.io/v1",
+            "GatewayClass" | "Gateway" | "HTTPRoute"
+        ) | ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant")
+    )
+}
+
+fn decode_gateway_api(doc: Value, kind: &str) -> Result<Object, (ObjectKey, Vec<FieldError>)> {
+    match kind {
+        "GatewayClass" => decode(doc, |o| Object::GatewayClass(Box::new(o))),
+        "Gateway" => decode(doc, |o| Object::Gateway(Box::new(o))),
+        "HTTPRoute" => decode(doc, |o| Object::HttpRoute(Box::new(o))),
+        _ => decode(doc, |o| Object::ReferenceGrant(Box::new(o))),
+    }
 }
 
 /// An API version of a kind we serve that the API server no longer has.

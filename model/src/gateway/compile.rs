@@ -20,45 +20,7 @@ use std::sync::Arc;
 pub fn compile(mut input: GatewayInput<'_>) -> GatewayTable {
     let grants = Grants(input.grants.clone());
     let mut status = GatewayApiStatus::default();
-    let mut ours = BTreeSet::new();
-    for c in &input.classes {
-        if c.spec.controller_name == CONTROLLER {
-            let name = c.metadata.name.clone().unwrap_or_default();
-            status.classes.push(ObjectStatus {
-                key: ObjectKey::new("GatewayClass", "", &name),
-                uid: c.metadata.uid.clone(),
-                generation: c.metadata.generation,
-                conditions: vec![Condition::new("Accepted", true, "Accepted", "")],
-            });
-            ours.insert(name);
-        }
-    }
-    let mut gateways: Vec<&Gateway> = Vec::new();
-    for g in input.gateways.iter().copied() {
-        let class = &g.spec.gateway_class_name;
-        if ours.contains(class) {
-            gateways.push(g);
-            continue;
-        }
-        let why = match input
-            .classes
-            .iter()
-            .find(|c| c.metadata.name.as_ref() == Some(class))
-        {
-            Some(c) => format!(
-                "GatewayClass {class} is {}'s, not nodeway's: not served",
-                c.spec.controller_name
-            ),
-            None => format!("GatewayClass {class} does not exist: not served"),
-        };
-        let m = &g.metadata;
-        let key = ObjectKey::new(
-            "Gateway",
-            m.namespace.as_deref().unwrap_or("default"),
-            m.name.as_deref().unwrap_or(""),
-        );
-        status.skipped.push((key, why));
-    }
+    let mut gateways = our_gateways(&input, &mut status);
     gateways.sort_by_cached_key(|g| age_order(&g.metadata));
     let mut listeners = Vec::new();
     let mut per_gateway = Vec::new();
@@ -113,12 +75,59 @@ pub fn compile(mut input: GatewayInput<'_>) -> GatewayTable {
     GatewayTable { ports, status }
 }
 
+/// The Gateways of our classes (the classes get their status, the other
+/// Gateways a line saying why they are not served).
+fn our_gateways<'a>(input: &GatewayInput<'a>, status: &mut GatewayApiStatus) -> Vec<&'a Gateway> {
+    let mut ours = BTreeSet::new();
+    for c in &input.classes {
+        if c.spec.controller_name == CONTROLLER {
+            let name = c.metadata.name.clone().unwrap_or_default();
+            status.classes.push(ObjectStatus {
+                key: ObjectKey::new("GatewayClass", "", &name),
+                uid: c.metadata.uid.clone(),
+                generation: c.metadata.generation,
+                conditions: vec![Condition::new("Accepted", true, "Accepted", "")],
+            });
+            ours.insert(name);
+        }
+    }
+    let mut gateways: Vec<&Gateway> = Vec::new();
+    for g in input.gateways.iter().copied() {
+        let class = &g.spec.gateway_class_name;
+        if ours.contains(class) {
+            gateways.push(g);
+            continue;
+        }
+        let why = match input
+            .classes
+            .iter()
+            .find(|c| c.metadata.name.as_ref() == Some(class))
+        {
+            Some(c) => format!(
+                "GatewayClass {class} is {}'s, not nodeway's: not served",
+                c.spec.controller_name
+            ),
+            None => format!("GatewayClass {class} does not exist: not served"),
+        };
+        let m = &g.metadata;
+        let key = ObjectKey::new(
+            "Gateway",
+            m.namespace.as_deref().unwrap_or("default"),
+            m.name.as_deref().unwrap_or(""),
+        );
+        status.skipped.push((key, why));
+    }
+    gateways
+}
+
 /// Oldest first, then by namespace/name: the spec's tie-breakers between
 /// routes (and nodeway's between Gateways sharing a port). Objects without
-/// a creation timestamp (as in folders) sort first, by name.
-fn age_order(m: &ObjectMeta) -> (Option<jiff::Timestamp>, String, String) {
+/// a creation timestamp (as in folders) sort last, by name, as Ingresses do.
+fn age_order(m: &ObjectMeta) -> (i64, String, String) {
     (
-        m.creation_timestamp.as_ref().map(|t| t.0),
+        m.creation_timestamp
+            .as_ref()
+            .map_or(i64::MAX, |t| t.0.as_second()),
         m.namespace.clone().unwrap_or_else(|| "default".into()),
         m.name.clone().unwrap_or_default(),
     )

@@ -181,6 +181,27 @@ pub(super) fn mark_shared_port_conflicts(listeners: &mut [ListenerState<'_>]) {
     }
 }
 
+/// The listener's Accepted condition: HTTP and HTTPS (terminated) are
+/// served.
+fn accepted(l: &Listener) -> Condition {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
+        let why = format!("protocol {} is not served (HTTP and HTTPS are)", l.protocol);
+        return Condition::new("Accepted", false, "UnsupportedProtocol", why);
+    }
+    if l.tls
+        .as_ref()
+        .is_some_and(|t| t.mode == TlsMode::Passthrough)
+    {
+        return Condition::new(
+            "Accepted",
+            false,
+            "UnsupportedValue",
+            "TLS mode Passthrough is not served",
+        );
+    }
+    Condition::new("Accepted", true, "Accepted", "")
+}
+
 fn listener<'a>(
     g: &'a Gateway,
     gateway_key: Arc<str>,
@@ -199,31 +220,10 @@ fn listener<'a>(
             .map(|ip| Listen::Addr(SocketAddr::new(*ip, port)))
             .collect()
     };
-    let mut conditions = Vec::new();
+    let accepted_condition = accepted(l);
+    let accepted = accepted_condition.status;
     let http = matches!(l.protocol.as_str(), "HTTP" | "HTTPS");
-    let mut accepted = http;
-    if !http {
-        conditions.push(Condition::new(
-            "Accepted",
-            false,
-            "UnsupportedProtocol",
-            format!("protocol {} is not served (HTTP and HTTPS are)", l.protocol),
-        ));
-    } else if l
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.mode == TlsMode::Passthrough)
-    {
-        accepted = false;
-        conditions.push(Condition::new(
-            "Accepted",
-            false,
-            "UnsupportedValue",
-            "TLS mode Passthrough is not served",
-        ));
-    } else {
-        conditions.push(Condition::new("Accepted", true, "Accepted", ""));
-    }
+    let mut conditions = vec![accepted_condition];
     let kinds = &l.allowed_routes.kinds;
     let http_route = |k: &super::types::RouteGroupKind| k.group == GROUP && k.kind == "HTTPRoute";
     let takes_http_routes = http && (kinds.is_empty() || kinds.iter().any(http_route));

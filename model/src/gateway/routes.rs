@@ -56,12 +56,14 @@ pub(super) fn compile_route<'a>(
     }
 }
 
-fn compile_rule(
+/// A rule's filters, and the action they decide (a redirect, or a 500
+/// for a filter nodeway cannot apply), if any.
+fn rule_filters(
     rule: &HttpRouteRule,
     index: usize,
-    route: Arc<str>,
+    route: &str,
     resolve: &mut dyn FnMut(&BackendRef) -> Option<RouteBackend>,
-) -> GatewayRule {
+) -> (RuleFilters, Option<RuleAction>) {
     let mut filters = RuleFilters::default();
     let mut action = None;
     for f in &rule.filters {
@@ -110,6 +112,16 @@ fn compile_rule(
             .map(|p| p.value.clone().into()),
         _ => None,
     };
+    (filters, action)
+}
+
+fn compile_rule(
+    rule: &HttpRouteRule,
+    index: usize,
+    route: Arc<str>,
+    resolve: &mut dyn FnMut(&BackendRef) -> Option<RouteBackend>,
+) -> GatewayRule {
+    let (filters, action) = rule_filters(rule, index, &route, resolve);
     let annotations = Arc::new(Annotations::default());
     let backends: Vec<WeightedBackend> = rule
         .backend_refs

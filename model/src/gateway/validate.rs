@@ -299,12 +299,9 @@ fn value_match(name: &str, kind: ValueMatchType, value: &str, f: &str, e: &mut E
     }
 }
 
-/// An HTTP header name (RFC 7230 token), as the CRD's pattern allows.
+/// An HTTP header name (an RFC 7230 token), as the CRD's pattern allows.
 pub fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 256
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    s.len() <= 256 && crate::ingress::annotations::is_token(s)
 }
 
 fn filters(list: &[HttpRouteFilter], f: &str, e: &mut Errors) {

@@ -289,7 +289,7 @@ fn is_unsupported_protection(name: &str) -> bool {
 }
 
 /// An HTTP field name (RFC 9110 token): anything else could never match.
-fn is_token(v: &str) -> bool {
+pub(crate) fn is_token(v: &str) -> bool {
     !v.is_empty()
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
