@@ -91,6 +91,27 @@ fn get(s: &Snapshot, host: &str, target: &str, method: &str, headers: &[(&str, &
     }
 }
 
+/// The rule a plain GET of `host` and `path` gets on these listeners.
+fn rule_for(port: &PortRoutes, host: &str, path: &str) -> Option<Arc<GatewayRule>> {
+    let header = |_: &str| None;
+    let req = RequestFacts {
+        host,
+        path,
+        query: None,
+        method: "GET",
+        header: &header,
+    };
+    port.find(&req).cloned()
+}
+
+/// The Service of a Forward rule's first backend, else the action.
+fn first_backend(rule: Option<Arc<GatewayRule>>) -> String {
+    match rule.as_deref().map(|r| &r.action) {
+        Some(RuleAction::Forward(b)) => b[0].backend().unwrap().service.1.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
 fn backend(svc: &str) -> String {
     format!("    backendRefs: [{{name: {svc}, port: 8080}}]\n")
 }
@@ -272,20 +293,7 @@ spec:
         .gateway
         .port(&Listen::Addr("127.0.0.9:80".parse().unwrap()))
         .expect("served");
-    let who = |host: &str| {
-        let header = |_: &str| None;
-        let req = RequestFacts {
-            host,
-            path: "/",
-            query: None,
-            method: "GET",
-            header: &header,
-        };
-        match port.find(&req).map(|r| &r.action) {
-            Some(RuleAction::Forward(b)) => b[0].backend().unwrap().service.1.clone(),
-            other => format!("{other:?}"),
-        }
-    };
+    let who = |host: &str| first_backend(rule_for(port, host, "/"));
     assert_eq!(who("very.specific.com"), "v1");
     assert_eq!(who("very.specific.com:1234"), "v1");
     assert_eq!(who("foo.wildcard.io"), "v2");
@@ -699,15 +707,8 @@ fn weighted_pick() {
         "  - backendRefs: [{name: v1, port: 8080, weight: 3}, {name: nope, port: 8080, weight: 1}, {name: v2, port: 8080, weight: 0}]\n",
     ));
     let port = s.gateway.port(&Listen::NodePort(80)).unwrap();
-    let header = |_: &str| None;
-    let req = RequestFacts {
-        host: "h",
-        path: "/",
-        query: None,
-        method: "GET",
-        header: &header,
-    };
-    let RuleAction::Forward(backends) = &port.find(&req).unwrap().action else {
+    let rule = rule_for(port, "h", "/").unwrap();
+    let RuleAction::Forward(backends) = &rule.action else {
         panic!("a Forward rule")
     };
     let picks: Vec<String> = (0..8)
@@ -819,20 +820,7 @@ spec:
         .gateway
         .port(&Listen::Addr("127.0.0.13:80".parse().unwrap()))
         .unwrap();
-    let header = |_: &str| None;
-    let pick = |path: &str| {
-        let req = RequestFacts {
-            host: "foo.example.com",
-            path,
-            query: None,
-            method: "GET",
-            header: &header,
-        };
-        match &port.find(&req).unwrap().action {
-            RuleAction::Forward(b) => b[0].backend().unwrap().service.1.clone(),
-            other => format!("{other:?}"),
-        }
-    };
+    let pick = |path: &str| first_backend(rule_for(port, "foo.example.com", path));
     assert_eq!(pick("/login"), "v1");
     assert_eq!(pick("/other"), "v2");
 }
@@ -849,15 +837,7 @@ fn mirror_share() {
     let taken = |mirror: &str| {
         let s = snap(&route("m", "", &rule(mirror)));
         let port = s.gateway.port(&Listen::NodePort(80)).unwrap();
-        let header = |_: &str| None;
-        let req = RequestFacts {
-            host: "h",
-            path: "/",
-            query: None,
-            method: "GET",
-            header: &header,
-        };
-        let rule = port.find(&req).unwrap().clone();
+        let rule = rule_for(port, "h", "/").unwrap();
         let m = &rule.filters.mirrors[0];
         let taken: Vec<usize> = (0..100).filter(|t| m.takes(*t)).collect();
         // Copies are numbered 0, 1, 2, ... (they go round the endpoints).
