@@ -430,3 +430,39 @@ fn gateway_on_a_wildcard_ingress_listener() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Gateway's own listener is bound when the Gateway appears and closed
+/// when it goes (its port refuses connections again).
+#[test]
+fn gateway_listener_follows_its_gateway() {
+    let ip: std::net::IpAddr = "127.0.78.41".parse().unwrap();
+    let echo = Echo::start(SocketAddr::new(ip, support::free_port(ip)), "followed");
+    let gw_ip: std::net::IpAddr = "127.0.78.40".parse().unwrap();
+    let gw = SocketAddr::new(gw_ip, support::free_port(gw_ip));
+    let dir = std::env::temp_dir().join(format!("nodeway-gateway-follow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec: {{clusterIP: None, ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web, namespace: default, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{}\"]}}]\nports: [{{name: http, port: {}}}]\n",
+        echo.addr.ip(),
+        echo.addr.port()
+    );
+    let gateway = format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: nodeway}}\nspec: {{controllerName: nodeway.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  gatewayClassName: nodeway\n  addresses: [{{value: \"{gw_ip}\"}}]\n  listeners: [{{name: http, protocol: HTTP, port: {}}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n",
+        gw.port()
+    );
+    support::write_manifests(&dir, "all.yaml", &(service.clone() + &gateway));
+    let _n = Nodeway::start(&dir, &[]);
+    let name = || {
+        http_request(gw, "GET", "any.example", "/", &[])
+            .ok()
+            .map(|r| echo_json(&r)["name"].as_str().unwrap_or("").to_string())
+    };
+    wait_for(Duration::from_secs(10), "the Gateway listener", || {
+        name().as_deref() == Some("followed")
+    });
+    support::write_manifests(&dir, "all.yaml", &service);
+    wait_for(Duration::from_secs(10), "the listener closed", || {
+        std::net::TcpStream::connect_timeout(&gw, Duration::from_millis(200)).is_err()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -169,6 +169,21 @@ fn tls_sni_h2_and_secret_rotation() {
 /// it), then the listener's HTTPRoutes.
 #[test]
 fn gateway_https_listeners_pick_certificates_by_sni() {
+    gateway_https(false);
+}
+
+/// The DaemonSet's layout for HTTPS: `--https-listen=0.0.0.0:PORT` and a
+/// Gateway without addresses on that port. The Ingress listener's socket
+/// serves it, with the Gateway listeners' certificates.
+#[test]
+fn gateway_https_on_a_wildcard_ingress_listener() {
+    gateway_https(true);
+}
+
+/// Two HTTPS listeners (a.gw.test, b.gw.test), each with its certificate:
+/// on the Gateway's own address, or (`wildcard`) with no address, on the
+/// port of `--https-listen=0.0.0.0:PORT`, reached at the node address.
+fn gateway_https(wildcard: bool) {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
@@ -177,8 +192,18 @@ fn gateway_https_listeners_pick_certificates_by_sni() {
     let (crt_b, key_b, der_b) = leaf(&ca, "b.gw.test");
     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 46, 2));
     let echo = Echo::start(SocketAddr::new(ip, free_port(ip)), "gw-pod");
-    let gw_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 46, 3));
-    let gw = SocketAddr::new(gw_ip, free_port(gw_ip));
+    let gw_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 46, if wildcard { 4 } else { 3 }));
+    let port = free_port(if wildcard {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        gw_ip
+    });
+    let gw = SocketAddr::new(gw_ip, port);
+    let addresses = if wildcard {
+        String::new()
+    } else {
+        format!("  addresses: [{{value: \"{gw_ip}\"}}]\n")
+    };
     let yaml = web_service(echo.addr)
         + &tls_secret("cert-a", &crt_a, &key_a)
         + &tls_secret("cert-b", &crt_b, &key_b)
@@ -194,8 +219,7 @@ kind: Gateway
 metadata: {{name: tls, namespace: default}}
 spec:
   gatewayClassName: nodeway
-  addresses: [{{value: "{gw_ip}"}}]
-  listeners:
+{addresses}  listeners:
   - {{name: a, protocol: HTTPS, port: {gw_port}, hostname: a.gw.test, tls: {{certificateRefs: [{{name: cert-a}}]}}}}
   - {{name: b, protocol: HTTPS, port: {gw_port}, hostname: b.gw.test, tls: {{certificateRefs: [{{name: cert-b}}]}}}}
 ---
@@ -215,7 +239,13 @@ spec:
     ));
     std::fs::create_dir_all(&dir).unwrap();
     write_manifests(&dir, "all.yaml", &yaml);
-    let _n = Nodeway::start(&dir, &[]);
+    let (https, node) = (format!("0.0.0.0:{port}"), gw_ip.to_string());
+    let extra: &[&str] = if wildcard {
+        &["--https-listen", &https, "--node-ip", &node]
+    } else {
+        &[]
+    };
+    let _n = Nodeway::start(&dir, extra);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -53,8 +53,11 @@ impl PortRoutes {
     /// listener's routes serve it (listener isolation).
     pub fn listener(&self, host: &str) -> Option<&ListenerRoutes> {
         // Lower-cased, port and trailing dot dropped (the spec ignores the port).
-        let host = normalize_host(host);
-        let host = &*host;
+        self.listener_of(&normalize_host(host))
+    }
+
+    /// [`Self::listener`] for a host already normalized.
+    fn listener_of(&self, host: &str) -> Option<&ListenerRoutes> {
         self.listeners
             .iter()
             .find(|l| {
@@ -77,7 +80,9 @@ impl PortRoutes {
 
     /// The rule for a request, by the spec's precedence; `None`: 404.
     pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Arc<GatewayRule>> {
-        self.listener(req.host)?.find(req)
+        // Normalized once for both lookups.
+        let host = normalize_host(req.host);
+        self.listener_of(&host)?.find_for(&host, req)
     }
 }
 
@@ -114,8 +119,12 @@ impl ListenerRoutes {
     /// The first rule that matches, taking routes by hostname specificity:
     /// exact, then the longest wildcard, then routes without hostnames.
     pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Arc<GatewayRule>> {
-        let host = normalize_host(req.host);
-        let exact = self.hosts.get(&*host).into_iter();
+        self.find_for(&normalize_host(req.host), req)
+    }
+
+    /// [`Self::find`] with the request's host already normalized.
+    fn find_for(&self, host: &str, req: &RequestFacts<'_>) -> Option<&Arc<GatewayRule>> {
+        let exact = self.hosts.get(host).into_iter();
         let wild = self
             .wildcards
             .iter()

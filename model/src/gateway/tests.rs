@@ -909,3 +909,24 @@ fn encoded_paths_and_host_forms() {
         "{errs:?}"
     );
 }
+
+/// A status-only update (a new resourceVersion and status, as a status
+/// write makes) leaves the objects equal: the Gateway table is not rebuilt.
+#[test]
+fn a_status_only_update_costs_no_recompile() {
+    let mut b = Builder::new(CompileOptions::default());
+    b.update_file(Path::new("base.yaml"), Some(BASE.as_bytes()));
+    let with = |rv: &str, status: &str| {
+        route("r", "", "  - backendRefs: [{name: v1, port: 8080}]\n").replace(
+            "namespace: infra}",
+            &format!("namespace: infra, resourceVersion: \"{rv}\"}}"),
+        ) + status
+    };
+    b.update_file(Path::new("routes.yaml"), Some(with("1", "").as_bytes()));
+    let before = b.build();
+    let status = "status: {parents: [{controllerName: nodeway.io/gateway-controller, parentRef: {name: gw}, conditions: []}]}\n";
+    b.update_file(Path::new("routes.yaml"), Some(with("2", status).as_bytes()));
+    let after = b.build();
+    assert!(Arc::ptr_eq(&before.gateway, &after.gateway));
+    assert_eq!(get(&after, "h", "/", "GET", &[]), "v1");
+}
